@@ -1,0 +1,34 @@
+# bgshift_tf: every target creates the virtual environment itself.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export CUDA_VISIBLE_DEVICES ?=
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# The main job on the built-in synthetic world (see README).
+demo: $(STAMP)
+	$(PY) -m bgshift_tf.pipeline --flagfile=bgshift_tf/configs/demo.flags
+
+# The whole test suite (what .ci/run calls).
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile -q tests
+
+# Speed and memory benchmarks, as JSON (torch is optional: PyTorch columns are skipped without it).
+bench: $(STAMP)
+	$(PY) -m bgshift_tf.bench --out=runs/bench/bench.json
+
+clean:
+	rm -rf runs data_synthetic tfrecords/*/ saved_models/*/

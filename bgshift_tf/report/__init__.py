@@ -1,0 +1,1 @@
+"""bgshift_tf.report."""

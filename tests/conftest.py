@@ -1,0 +1,28 @@
+"""Test-wide set-up: quiet TensorFlow, CPU only, and two logical CPU devices.
+
+The two logical devices let mirrored-strategy tests run two replicas in-process on a CPU-only machine
+(SPEC §5). They must be configured before TensorFlow initialises its devices, hence at import time here.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    """Each test starts with fresh Keras layer-name counters and a fixed seed."""
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(1234)
+    yield
