@@ -1,0 +1,25 @@
+"""Speed benchmarks of every area, written as one JSON file.
+
+Usage:
+    python -m bgshift_tf.bench --out=runs/bench/bench.json
+    python -m bgshift_tf.bench --only=rank,input_pipeline --quick
+
+Each area's benchmark lives in `bgshift_tf/benchmarks/<area>.py` as `run(quick: bool) -> dict`.
+"""
+
+from absl import app, flags
+
+from bgshift_tf.benchmarks.suite import run_suite
+
+_OUT = flags.DEFINE_string("out", "runs/bench/bench.json", "Where to write the JSON results.")
+_ONLY = flags.DEFINE_list("only", [], "Areas to run (default: all). Known: see benchmarks/suite.py.")
+_QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes and one iteration: a smoke run, not a measurement.")
+
+
+def main(argv):
+    del argv
+    run_suite(_OUT.value, only=_ONLY.value, quick=_QUICK.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
