@@ -1,0 +1,169 @@
+"""SBSGAN generator (paper §3.3, SPEC §2): a shared StarGAN encoder + trunk and two unshared decoders.
+
+    [image | indicator tiled to HxW]  (3 + K channels)
+      -> 7x7 conv F -> 4x4/2 conv 2F -> 4x4/2 conv 4F -> N residual blocks      ("encoder", shared)
+      -> soft_mask_branch: 4x4/2 deconv 2F -> 4x4/2 deconv F -> 7x7 conv 3 + tanh   (uniform 1/K indicator)
+      -> style_branch:     same structure, its own weights                           (one-hot indicator)
+
+F = base_filters (64 in the paper), N = num_res_blocks (6). Instance norm everywhere except the output
+conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-1, 1].
+"""
+
+import keras
+from keras import ops
+
+from bgshift_tf.models.layers import apply_conv_norm_relu, apply_residual_block, apply_upsample_norm_relu
+
+BRANCHES = ("soft_mask", "style")
+
+
+def uniform_indicator(batch_size, num_domains):
+    """The soft-mask indicator D̄: float32 [batch_size, num_domains], every value 1/num_domains."""
+    return ops.full((batch_size, num_domains), 1.0 / num_domains, dtype="float32")
+
+
+def onehot_indicator(domains, num_domains):
+    """The style indicator D_k: int [B] domain indices -> float32 one-hot [B, num_domains]."""
+    return ops.one_hot(ops.cast(domains, "int32"), num_domains, dtype="float32")
+
+
+def _build_encoder(image_size, in_channels, base_filters, num_res_blocks, name):
+    inputs = keras.Input((*image_size, in_channels), name=f"{name}_input")
+    x = apply_conv_norm_relu(inputs, base_filters, 7, name=f"{name}_stem")
+    x = apply_conv_norm_relu(x, base_filters * 2, 4, strides=2, name=f"{name}_down1")
+    x = apply_conv_norm_relu(x, base_filters * 4, 4, strides=2, name=f"{name}_down2")
+    for i in range(num_res_blocks):
+        x = apply_residual_block(x, name=f"{name}_res{i + 1}")
+    return keras.Model(inputs, x, name=name)
+
+
+def _build_decoder(feature_shape, base_filters, name):
+    inputs = keras.Input(feature_shape, name=f"{name}_input")
+    x = apply_upsample_norm_relu(inputs, base_filters * 2, name=f"{name}_up1")
+    x = apply_upsample_norm_relu(x, base_filters, name=f"{name}_up2")
+    x = keras.layers.Conv2D(3, 7, padding="same", name=f"{name}_out_conv")(x)
+    outputs = keras.layers.Activation("tanh", name=f"{name}_tanh")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package="bgshift_tf")
+class Generator(keras.Model):
+    """SBSGAN generator G(I, D).
+
+    Args:
+        num_domains: K, the number of training domains (indicator channels).
+        image_size: (H, W), both divisible by 4.
+        base_filters: width F of the first conv (64 in the paper); the trunk has 4F channels.
+        num_res_blocks: residual blocks in the shared trunk (6 in the paper).
+        name: model name.
+
+    `call((images, indicator), branch)` runs one branch; `soft_mask(images)` and
+    `style_transfer(images, target_domains)` build the indicator for you and trace cleanly in a
+    `tf.function` (the branch is chosen in Python, never from tensor values).
+    """
+
+    def __init__(self, num_domains=3, image_size=(256, 128), base_filters=64, num_res_blocks=6,
+                 name="generator", **kwargs):
+        super().__init__(name=name, **kwargs)
+        image_size = tuple(int(s) for s in image_size)
+        if num_domains < 2:
+            raise ValueError(f"`num_domains` must be >= 2. Received: num_domains={num_domains}")
+        if len(image_size) != 2 or any(s <= 0 or s % 4 for s in image_size):
+            raise ValueError(
+                f"`image_size` must be (H, W) with H and W positive multiples of 4. "
+                f"Received: image_size={image_size}"
+            )
+        if base_filters < 1 or num_res_blocks < 0:
+            raise ValueError(
+                f"`base_filters` must be >= 1 and `num_res_blocks` >= 0. Received: "
+                f"base_filters={base_filters}, num_res_blocks={num_res_blocks}"
+            )
+        # === Config ===
+        self.num_domains = int(num_domains)
+        self.image_size = image_size
+        self.base_filters = int(base_filters)
+        self.num_res_blocks = int(num_res_blocks)
+
+        # === Layers ===
+        self.encoder = _build_encoder(
+            image_size, 3 + self.num_domains, self.base_filters, self.num_res_blocks, name="encoder"
+        )
+        feature_shape = self.encoder.output.shape[1:]
+        self.soft_mask_branch = _build_decoder(feature_shape, self.base_filters, name="soft_mask_branch")
+        self.style_branch = _build_decoder(feature_shape, self.base_filters, name="style_branch")
+        self.built = True
+
+    def call(self, inputs, branch="style", training=False):
+        """Generate images.
+
+        Args:
+            inputs: (images float32 [B,H,W,3] in [-1,1], indicator float32 [B,K]).
+            branch: "style" (one-hot indicators) or "soft_mask" (the uniform indicator).
+            training: unused by instance norm (always per-image statistics); passed for Keras.
+
+        Returns:
+            float32 [B, H, W, 3] in [-1, 1].
+        """
+        if branch not in BRANCHES:
+            raise ValueError(f"`branch` must be one of {BRANCHES}. Received: branch={branch!r}")
+        images, indicator = inputs
+        features = self._encode(images, indicator, training)
+        decoder = self.soft_mask_branch if branch == "soft_mask" else self.style_branch
+        return decoder(features, training=training)
+
+    def _encode(self, images, indicator, training):
+        height, width = self.image_size
+        tiled = ops.broadcast_to(
+            ops.reshape(ops.cast(indicator, images.dtype), (-1, 1, 1, self.num_domains)),
+            (ops.shape(images)[0], height, width, self.num_domains),
+        )
+        return self.encoder(ops.concatenate([images, tiled], axis=-1), training=training)
+
+    def soft_mask(self, images, training=False):
+        """G(I, D̄): float32 [B,H,W,3] in [-1,1] -> soft-mask images (suppressed background), same shape."""
+        indicator = uniform_indicator(ops.shape(images)[0], self.num_domains)
+        return self((images, indicator), branch="soft_mask", training=training)
+
+    def style_transfer(self, images, target_domains, training=False):
+        """G(I, D_k): images [B,H,W,3] in [-1,1], int target_domains [B] in [0,K) -> [B,H,W,3] in [-1,1]."""
+        indicator = onehot_indicator(target_domains, self.num_domains)
+        return self((images, indicator), branch="style", training=training)
+
+    def generate(self, images, target_domains, soft_mask_slot, training=False):
+        """Per-example mix used in training: G(I, D̄) where `soft_mask_slot`, else G(I, D_target).
+
+        One encoder pass with per-example indicators; both branches then run on the whole batch and each
+        example keeps its own branch's output (the decoders are ~12% of the generator's FLOPs, so this
+        costs less than splitting the batch, keeps static shapes and never meets an empty sub-batch).
+
+        Args:
+            images: float32 [B,H,W,3] in [-1,1].
+            target_domains: int [B] in [0,K) (ignored where soft_mask_slot is set).
+            soft_mask_slot: float/bool [B]; nonzero selects the soft-mask branch.
+
+        Returns:
+            float32 [B,H,W,3] in [-1,1]; gradients reach only the branch each example used.
+        """
+        use_soft_mask = ops.reshape(ops.cast(soft_mask_slot, "bool"), (-1, 1))
+        indicator = ops.where(
+            use_soft_mask,
+            uniform_indicator(ops.shape(images)[0], self.num_domains),
+            onehot_indicator(target_domains, self.num_domains),
+        )
+        features = self._encode(images, indicator, training)
+        soft = self.soft_mask_branch(features, training=training)
+        style = self.style_branch(features, training=training)
+        return ops.where(ops.reshape(use_soft_mask, (-1, 1, 1, 1)), soft, style)
+
+    def get_config(self):
+        return {
+            "num_domains": self.num_domains,
+            "image_size": list(self.image_size),
+            "base_filters": self.base_filters,
+            "num_res_blocks": self.num_res_blocks,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,107 @@
+"""Tests for bgshift_tf.models.generator (tiny sizes: 32x16 images, width 8, one residual block)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bgshift_tf.models.generator import Generator, onehot_indicator, uniform_indicator
+
+K = 3
+SIZE = (32, 16)
+
+
+def _generator():
+    return Generator(num_domains=K, image_size=SIZE, base_filters=8, num_res_blocks=1)
+
+
+def _images(batch=2, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, size=(batch, *SIZE, 3)).astype("float32")
+
+
+def test_indicators():
+    np.testing.assert_allclose(uniform_indicator(2, 4), np.full((2, 4), 0.25))
+    np.testing.assert_array_equal(onehot_indicator(np.array([2, 0]), 3), [[0, 0, 1], [1, 0, 0]])
+
+
+def test_indicator_is_tiled_over_the_image():
+    g = _generator()
+    stem = g.encoder.get_layer("encoder_stem_conv")
+    assert stem.kernel.shape == (7, 7, 3 + K, 8)
+    x = _images()
+    a = g.style_transfer(x, np.array([0, 1]))
+    b = g.style_transfer(x, np.array([1, 1]))
+    assert not np.allclose(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], atol=1e-6)
+
+
+def test_both_branches_have_image_shaped_outputs_in_range():
+    g = _generator()
+    x = _images(3)
+    soft = g.soft_mask(x).numpy()
+    style = g.style_transfer(x, np.array([0, 1, 2])).numpy()
+    assert soft.shape == style.shape == (3, *SIZE, 3)
+    assert np.abs(soft).max() <= 1.0 and np.abs(style).max() <= 1.0
+    assert not np.allclose(soft, style)
+    np.testing.assert_allclose(
+        g((x, uniform_indicator(3, K)), branch="soft_mask"), soft, atol=1e-6
+    )
+
+
+def test_branches_share_no_variables():
+    g = _generator()
+    soft_ids = {id(v) for v in g.soft_mask_branch.trainable_variables}
+    style_ids = {id(v) for v in g.style_branch.trainable_variables}
+    assert soft_ids and style_ids and not soft_ids & style_ids
+    x = _images()
+    soft_before = g.soft_mask(x).numpy()
+    style_before = g.style_transfer(x, np.array([1, 2])).numpy()
+    for v in g.style_branch.trainable_variables:
+        v.assign(v + 0.5)
+    np.testing.assert_allclose(g.soft_mask(x), soft_before, atol=1e-6)
+    assert not np.allclose(g.style_transfer(x, np.array([1, 2])), style_before)
+
+
+def test_generate_mixes_branches_per_example():
+    g = _generator()
+    x = _images(3)
+    targets = np.array([2, 0, 1])
+    slot = np.array([1.0, 0.0, 1.0], "float32")
+    mixed = g.generate(x, targets, slot).numpy()
+    np.testing.assert_allclose(mixed[[0, 2]], g.soft_mask(x[[0, 2]]), atol=1e-5)
+    np.testing.assert_allclose(mixed[1:2], g.style_transfer(x[1:2], targets[1:2]), atol=1e-5)
+
+
+def test_config_round_trip_gives_same_outputs():
+    g = _generator()
+    clone = Generator.from_config(g.get_config())
+    assert clone.get_config() == g.get_config()
+    clone.set_weights(g.get_weights())
+    x = _images()
+    np.testing.assert_allclose(clone.soft_mask(x), g.soft_mask(x), atol=1e-6)
+    np.testing.assert_allclose(clone.style_transfer(x, [0, 2]), g.style_transfer(x, [0, 2]), atol=1e-6)
+
+
+def test_width_and_depth_follow_the_config():
+    g = Generator(num_domains=2, image_size=SIZE, base_filters=4, num_res_blocks=2)
+    assert g.encoder.output.shape[1:] == (8, 4, 16)
+    assert g.encoder.get_layer("encoder_res2_add") is not None
+    assert g.style_branch.get_layer("style_branch_up2_deconv").filters == 4
+
+
+def test_traces_in_a_tf_function_with_unknown_batch():
+    g = _generator()
+    soft = tf.function(g.soft_mask, input_signature=[tf.TensorSpec([None, *SIZE, 3], tf.float32)])
+    style = tf.function(
+        g.style_transfer,
+        input_signature=[tf.TensorSpec([None, *SIZE, 3], tf.float32), tf.TensorSpec([None], tf.int64)],
+    )
+    x = _images()
+    np.testing.assert_allclose(soft(x), g.soft_mask(x), atol=1e-5)
+    np.testing.assert_allclose(style(x, np.array([1, 0])), g.style_transfer(x, [1, 0]), atol=1e-5)
+
+
+def test_bad_arguments_are_reported_with_their_value():
+    with pytest.raises(ValueError, match="image_size=\\(30, 16\\)"):
+        Generator(image_size=(30, 16))
+    with pytest.raises(ValueError, match="branch='mask'"):
+        _generator()((_images(), uniform_indicator(2, K)), branch="mask")
