@@ -1,0 +1,102 @@
+"""SBSGAN losses (paper eq. 1-6, SPEC §2) as pure functions returning PER-EXAMPLE values [B].
+
+Callers weight, sum and divide by a GLOBAL constant (the global batch size, or the global number of images
+a term applies to), so the update does not depend on how many replicas share the batch (SPEC §5).
+Images are float32 NHWC in [-1, 1]; masks float32 [B,H,W,1] in {0, 1}; critic outputs are PatchGAN maps
+[B,h,w,1]; domain logits [B,K].
+"""
+
+import tensorflow as tf
+
+
+def _mean_per_example(x):
+    """Mean over every axis but the first: [B, ...] -> [B]."""
+    return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+
+
+def hard_mask(images, masks):
+    """Black out the background in [0, 1] space: (x + 1) * m - 1. [B,H,W,3], [B,H,W,1] -> [B,H,W,3]."""
+    return (images + 1.0) * masks - 1.0
+
+
+def l1_per_example(a, b):
+    """Mean absolute difference per example: [B, ...] x2 -> [B]."""
+    return _mean_per_example(tf.abs(a - b))
+
+
+def mse_per_example(a, b):
+    """Mean squared difference per example: [B, ...] x2 -> [B]."""
+    return _mean_per_example(tf.square(a - b))
+
+
+def critic_loss(real_logits, fake_logits):
+    """WGAN critic term per example: mean(D(fake)) - mean(D(real)), averaged over patches -> [B]."""
+    return _mean_per_example(fake_logits) - _mean_per_example(real_logits)
+
+
+def generator_adversarial_loss(fake_logits):
+    """WGAN generator term per example: -mean(D(fake)) over patches -> [B]."""
+    return -_mean_per_example(fake_logits)
+
+
+def gradient_penalty(critic_fn, real, fake, alpha):
+    """WGAN-GP term per example: (||d sum(critic(x_hat)) / d x_hat||_2 - 1)^2 with x_hat on the real-fake line.
+
+    Args:
+        critic_fn: callable [B,H,W,C] -> critic map [B, ...]; examples must not interact (no batch norm).
+        real, fake: float32 [B,H,W,C].
+        alpha: float32 [B] in [0, 1], one interpolation weight per example: x_hat = alpha real + (1-alpha) fake.
+
+    Returns:
+        float32 [B]. Differentiable w.r.t. the critic's variables when called under an outer tape.
+    """
+    alpha = tf.reshape(tf.cast(alpha, real.dtype), [-1, 1, 1, 1])
+    interpolates = alpha * real + (1.0 - alpha) * fake
+    with tf.GradientTape() as tape:
+        tape.watch(interpolates)
+        total = tf.reduce_sum(critic_fn(interpolates))
+    grads = tape.gradient(total, interpolates)
+    norms = tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(grads, [tf.shape(grads)[0], -1])), axis=1))
+    return tf.square(norms - 1.0)
+
+
+def domain_cross_entropy(logits, labels):
+    """Softmax cross-entropy with hard labels: logits [B,K], int labels [B] -> [B]."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
+
+
+def soft_domain_cross_entropy(logits, target_probs):
+    """Softmax cross-entropy with soft labels: logits [B,K], target distributions [B,K] -> [B].
+
+    With the uniform target 1/K (soft-mask fakes), the loss is minimal when D cannot tell the domain.
+    """
+    return -tf.reduce_sum(tf.cast(target_probs, logits.dtype) * tf.nn.log_softmax(logits), axis=-1)
+
+
+def identity_loss(style_transferred, images):
+    """L_idc (eq. 1): |G(I, D_k) - I|_1 per example -> [B]."""
+    return l1_per_example(style_transferred, images)
+
+
+def reconstruction_loss(reconstructed, images):
+    """L_rec (eq. 2): |G(G(I, D_k or D̄), D_s) - I|_1 per example -> [B]."""
+    return l1_per_example(reconstructed, images)
+
+
+def background_suppression_loss(soft_mask_images, images, masks):
+    """L_bgs (eq. 3, SPEC: MSE): mean squared error between masked(I) and G(I, D̄) -> [B]."""
+    return mse_per_example(hard_mask(images, masks), soft_mask_images)
+
+
+def style_consistency_loss(soft_mask_images, images, masks, other_domain_images):
+    """L_sc (eq. 4): |G(I,D̄) - masked(I)|_1 + sum_{k != s} |G(I,D̄) - masked(G(I,D_k))|_1 -> [B].
+
+    Args:
+        soft_mask_images: G(I, D̄), [B,H,W,3].
+        images: I, [B,H,W,3]; masks: M(I), [B,H,W,1] (the SOURCE image's mask masks every term).
+        other_domain_images: G(I, D_k) for the K-1 domains k != s, [K-1, B, H, W, 3].
+    """
+    loss = l1_per_example(soft_mask_images, hard_mask(images, masks))
+    masked_others = hard_mask(other_domain_images, masks[None])
+    per_domain = tf.reduce_mean(tf.abs(soft_mask_images[None] - masked_others), axis=[2, 3, 4])
+    return loss + tf.reduce_sum(per_domain, axis=0)
