@@ -1,0 +1,441 @@
+"""Serving SavedModels for the SBSGAN generator and the re-ID embedder, in the TF Serving layout.
+
+Layout written here (what `tensorflow/serving` expects under its `--model_base_path`):
+
+    <export_dir>/<model_name>/<version>/saved_model.pb
+    <export_dir>/<model_name>/<version>/variables/
+    <export_dir>/<model_name>/<version>/assets.extra/tf_serving_warmup_requests
+    <export_dir>/models.config          (model_config_list naming every exported model)
+
+Every signature takes raw pixels and does the preprocessing inside (resize to the trained size with
+bilinear half-pixel sampling, scale to [-1, 1]), so clients send images as they are:
+
+    generator  soft_mask (DEFAULT)  images uint8 [N, H, W, 3], any H, W
+                                    -> images_uint8 uint8 [N, h, w, 3], images_float float32 [N, h, w, 3] in [-1, 1]
+               style_transfer       images uint8 [N, H, W, 3], target_domain int32 [N] in [0, K)
+                                    -> the same two outputs (style branch, one-hot target domain)
+               soft_mask_jpeg       image_bytes string [N] (encoded JPEG or PNG) -> the same two outputs
+    embedder   embed (DEFAULT)      images uint8 [N, H, W, 3] -> features float32 [N, D]
+               embed_jpeg           image_bytes string [N] -> features float32 [N, D]
+
+(h, w) is the trained size. For DA-2S the generator is folded into the embedder: stream 1 is the soft-mask
+image G(x, 1/K) and stream 2 the original image x (the test-time rule, SPEC §3).
+
+The image inputs are declared with unknown rank on purpose: a signature shape is not enforced when a
+SavedModel signature is called (TF Serving and `tf.saved_model.load` both pass a [2, 2, 3] tensor
+through), so rank, channel count, emptiness and the domain range are checked by in-graph assertions whose
+messages name the input and echo its shape or values, before any convolution runs.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+GENERATOR_SIGNATURES = ("soft_mask", "style_transfer", "soft_mask_jpeg")
+EMBEDDER_SIGNATURES = ("embed", "embed_jpeg")
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+INFO_FILE = os.path.join("assets.extra", "export_info.json")
+_PNG_MAGIC = b"\x89PNG"
+
+
+# === In-graph input checks and preprocessing ===
+
+
+def _checked(tensor, checks):
+    """Returns `tensor` gated on in-graph assertions; only the first failing check reports.
+
+    Args:
+        tensor: the input to guard.
+        checks: list of (ok, message, data): `ok` a scalar bool tensor computed with ops that cannot fail
+            on a malformed input (see `_padded_shape`), `message` a string naming the input, `data` tensors
+            echoed after it.
+
+    Check i asserts `ok_i or not (ok_0 and ... ok_{i-1})`, so an input that breaks several rules (a [2, 2, 3]
+    tensor has the wrong rank and a "wrong" channel count) gets exactly one message, the first one's.
+    """
+    assertions, all_previous_ok = [], tf.constant(True)
+    for ok, message, data in checks:
+        assertions.append(tf.debugging.Assert(ok | ~all_previous_ok, [message, *data], summarize=64))
+        all_previous_ok = all_previous_ok & ok
+    with tf.control_dependencies(assertions):
+        return tf.identity(tensor)
+
+
+def _padded_shape(tensor, rank):
+    """tf.shape(tensor) padded with zeros to at least `rank` entries: safe to index whatever the input rank."""
+    return tf.concat([tf.shape(tensor), tf.zeros([rank], tf.int32)], axis=0)
+
+
+def check_images(images, name="images"):
+    """Asserts `images` is [N, H, W, 3] with N, H, W >= 1; returns it with that static shape.
+
+    Args:
+        images: uint8 tensor of any rank (the serving input).
+        name: the input's name, used in the error messages.
+    """
+    shape, padded = tf.shape(images), _padded_shape(images, 4)
+    images = _checked(images, [
+        (tf.equal(tf.size(shape), 4), f"`{name}` must have rank 4 [N, H, W, 3]; received shape:", [shape]),
+        (tf.equal(padded[3], 3), f"`{name}` must have 3 channels (RGB) [N, H, W, 3]; received shape:", [shape]),
+        (tf.reduce_all(padded[:3] > 0), f"`{name}` must not be empty (N, H, W >= 1); received shape:", [shape]),
+    ])
+    return tf.ensure_shape(images, [None, None, None, 3])
+
+
+def check_domains(target_domain, batch_size, num_domains, name="target_domain"):
+    """Asserts `target_domain` is int [N] with values in [0, num_domains); returns it as int32 [N]."""
+    shape = tf.shape(target_domain)
+    target_domain = _checked(target_domain, [
+        (tf.equal(tf.size(shape), 1), f"`{name}` must have rank 1 [N]; received shape:", [shape]),
+        (tf.equal(_padded_shape(target_domain, 1)[0], batch_size),
+         f"`{name}` must have one entry per image; received length, number of images:",
+         [_padded_shape(target_domain, 1)[0], batch_size]),
+        (tf.reduce_all((target_domain >= 0) & (target_domain < num_domains)),
+         f"`{name}` values must be in [0, {num_domains}); received:", [target_domain]),
+    ])
+    return tf.ensure_shape(tf.cast(target_domain, tf.int32), [None])
+
+
+def resize_pixels(images, image_size):
+    """uint8 or float [N, H, W, 3] in [0, 255] -> float32 [N, h, w, 3] in [0, 255] at `image_size` (h, w).
+
+    Bilinear with half-pixel centres: an identity when (H, W) already equals (h, w). No antialiasing,
+    because its op (ScaleAndTranslate) converts neither to TFLite nor to ONNX.
+    """
+    return tf.image.resize(tf.cast(images, tf.float32), image_size, method="bilinear")
+
+
+def to_model_range(pixels):
+    """float32 pixels in [0, 255] -> [-1, 1] (the package's pixel convention)."""
+    return pixels / 127.5 - 1.0
+
+
+def to_uint8(values):
+    """float32 in [-1, 1] -> uint8 in [0, 255] (rounded, clipped)."""
+    return tf.cast(tf.round(tf.clip_by_value((values + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
+
+
+def decode_image_bytes(image_bytes, image_size, name="image_bytes"):
+    """string [N] of encoded JPEG/PNG images (any sizes) -> float32 [N, h, w, 3] pixels in [0, 255].
+
+    Each image is decoded to RGB and resized on its own (the images may differ in size); bytes that are
+    neither JPEG nor PNG fail an assertion naming `name` and echoing the first bytes.
+    """
+    shape = tf.shape(image_bytes)
+    image_bytes = _checked(image_bytes, [
+        (tf.equal(tf.size(shape), 1),
+         f"`{name}` must have rank 1 [N] (one encoded image per entry); received shape:", [shape]),
+        (tf.size(image_bytes) > 0, f"`{name}` must hold at least one image; received shape:", [shape]),
+    ])
+    height, width = image_size
+
+    def decode_one(encoded):
+        is_image = tf.io.is_jpeg(encoded) | tf.equal(tf.strings.substr(encoded, 0, 4), _PNG_MAGIC)
+        with tf.control_dependencies([
+            tf.debugging.Assert(
+                is_image,
+                [f"`{name}` holds bytes that are not an encoded JPEG or PNG image; their first bytes:",
+                 tf.strings.substr(encoded, 0, 16)],
+            )
+        ]):
+            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        return resize_pixels(image[tf.newaxis], image_size)[0]
+
+    return tf.map_fn(
+        decode_one, tf.ensure_shape(image_bytes, [None]),
+        fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32),
+    )
+
+
+def _image_spec():
+    return tf.TensorSpec(shape=None, dtype=tf.uint8, name="images")
+
+
+def _bytes_spec():
+    return tf.TensorSpec(shape=[None], dtype=tf.string, name="image_bytes")
+
+
+def _generator_outputs(values):
+    return {"images_uint8": to_uint8(values), "images_float": tf.identity(values)}
+
+
+# === Serving modules ===
+
+
+class GeneratorServing(tf.Module):
+    """tf.Module wrapping a trained SBSGAN generator with the three serving signatures (see module doc).
+
+    Args:
+        generator: a `bgshift_tf.models.generator.Generator` (or any Keras model with
+            `soft_mask(images)`, `style_transfer(images, target_domains)` and `num_domains` /
+            `image_size` in its config); images float32 [B, h, w, 3] in [-1, 1].
+    """
+
+    def __init__(self, generator, name="generator_serving"):
+        super().__init__(name=name)
+        config = generator.get_config()
+        self.generator = generator
+        self.image_size = tuple(int(v) for v in config["image_size"])
+        self.num_domains = int(config["num_domains"])
+
+    def _soft_mask_pixels(self, pixels):
+        return _generator_outputs(self.generator.soft_mask(to_model_range(pixels), training=False))
+
+    @tf.function(input_signature=[_image_spec()])
+    def soft_mask(self, images):
+        """uint8 [N, H, W, 3] -> {"images_uint8": uint8 [N, h, w, 3], "images_float": float32 in [-1, 1]}."""
+        return self._soft_mask_pixels(resize_pixels(check_images(images), self.image_size))
+
+    @tf.function(input_signature=[_image_spec(), tf.TensorSpec(shape=None, dtype=tf.int32, name="target_domain")])
+    def style_transfer(self, images, target_domain):
+        """uint8 [N, H, W, 3], int32 [N] -> the style branch toward each image's target domain."""
+        images = check_images(images)
+        target_domain = check_domains(target_domain, tf.shape(images)[0], self.num_domains)
+        values = self.generator.style_transfer(
+            to_model_range(resize_pixels(images, self.image_size)), target_domain, training=False
+        )
+        return _generator_outputs(values)
+
+    @tf.function(input_signature=[_bytes_spec()])
+    def soft_mask_jpeg(self, image_bytes):
+        """string [N] encoded JPEG/PNG -> the soft_mask outputs."""
+        return self._soft_mask_pixels(decode_image_bytes(image_bytes, self.image_size))
+
+    def signatures(self):
+        """Signature name -> concrete function; `serving_default` is soft_mask."""
+        functions = {key: getattr(self, key).get_concrete_function() for key in GENERATOR_SIGNATURES}
+        return {"serving_default": functions["soft_mask"], **functions}
+
+
+class EmbedderServing(tf.Module):
+    """tf.Module wrapping a re-ID model (DA-2S with its generator folded in, or IDE) as `embed` signatures.
+
+    Args:
+        reid_model: a `bgshift_tf.models.reid.DA2S` (`embed((stream1, stream2))`) or `IDE` (`embed(images)`),
+            with `input_shape` (h, w, 3) in its config; feature float32 [B, D].
+        generator: the SBSGAN generator making stream 1 (the soft-mask image) for DA-2S; None for IDE.
+    """
+
+    def __init__(self, reid_model, generator=None, name="embedder_serving"):
+        super().__init__(name=name)
+        self.reid_model = reid_model
+        self.generator = generator
+        self.image_size = tuple(int(v) for v in reid_model.get_config()["input_shape"][:2])
+        if generator is not None:
+            self.generator_size = tuple(int(v) for v in generator.get_config()["image_size"])
+
+    def _embed_pixels(self, pixels):
+        """float32 [N, H, W, 3] in [0, 255] -> {"features": float32 [N, D]}."""
+        stream2 = to_model_range(resize_pixels(pixels, self.image_size))
+        if self.generator is None:
+            return {"features": self.reid_model.embed(stream2)}
+        soft_mask = self.generator.soft_mask(to_model_range(resize_pixels(pixels, self.generator_size)),
+                                             training=False)
+        if self.generator_size != self.image_size:
+            soft_mask = tf.image.resize(soft_mask, self.image_size, method="bilinear")
+        return {"features": self.reid_model.embed((soft_mask, stream2))}
+
+    @tf.function(input_signature=[_image_spec()])
+    def embed(self, images):
+        """uint8 [N, H, W, 3] -> {"features": float32 [N, D]}."""
+        return self._embed_pixels(check_images(images))
+
+    @tf.function(input_signature=[_bytes_spec()])
+    def embed_jpeg(self, image_bytes):
+        """string [N] encoded JPEG/PNG -> {"features": float32 [N, D]}."""
+        return self._embed_pixels(decode_image_bytes(image_bytes, self.image_size))
+
+    def signatures(self):
+        """Signature name -> concrete function; `serving_default` is embed."""
+        functions = {key: getattr(self, key).get_concrete_function() for key in EMBEDDER_SIGNATURES}
+        return {"serving_default": functions["embed"], **functions}
+
+
+# === Writing (atomic, TF Serving layout) ===
+
+
+def next_version(model_dir):
+    """1 + the largest numeric version folder in `model_dir` (1 when there is none)."""
+    versions = [int(n) for n in os.listdir(model_dir) if n.isdigit()] if os.path.isdir(model_dir) else []
+    return max(versions, default=0) + 1
+
+
+def write_version_atomically(model_dir, version, write_fn, overwrite=False):
+    """Calls `write_fn(tmp_dir)` then renames `tmp_dir` to `<model_dir>/<version>`.
+
+    The temporary folder sits beside the target (same file system, so the rename is atomic) and its name
+    starts with a dot, so TF Serving (which loads only numeric folders) never sees it half-written. A failure
+    removes the temporary folder and leaves any existing version untouched; with `overwrite`, the old
+    version is swapped out only after the new one is complete.
+
+    Returns:
+        The final version folder.
+    """
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"`version` must be a positive integer (TF Serving's int64 versions). Received: version={version!r}")
+    final_dir = os.path.join(model_dir, str(version))
+    if os.path.exists(final_dir) and not overwrite:
+        raise FileExistsError(f"Version folder {final_dir} already exists; pass overwrite=True (--overwrite) "
+                              "to replace it or choose another --version.")
+    os.makedirs(model_dir, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
+    try:
+        write_fn(tmp_dir)
+        if os.path.exists(final_dir):
+            old_dir = os.path.join(model_dir, f".old-{version}-{uuid.uuid4().hex[:8]}")
+            os.replace(final_dir, old_dir)
+            try:
+                os.replace(tmp_dir, final_dir)
+            except BaseException:
+                os.replace(old_dir, final_dir)
+                raise
+            shutil.rmtree(old_dir, ignore_errors=True)
+        else:
+            os.replace(tmp_dir, final_dir)
+    finally:
+        if os.path.exists(tmp_dir):
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    return final_dir
+
+
+def _warmup_inputs(signature_name, image_size, num_domains=None, batch_size=2):
+    """Small, valid inputs (numpy, keyed by input name) for one signature, at the trained size."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(batch_size, *image_size, 3), dtype=np.uint8)
+    if signature_name.endswith("_jpeg"):
+        return {"image_bytes": np.array([tf.io.encode_jpeg(image).numpy() for image in images], dtype=object)}
+    if signature_name == "style_transfer":
+        return {"images": images, "target_domain": np.arange(batch_size, dtype=np.int32) % num_domains}
+    return {"images": images}
+
+
+def write_warmup_requests(version_dir, model_name, requests):
+    """Writes `assets.extra/tf_serving_warmup_requests`: one PredictionLog per (signature, inputs) pair.
+
+    TF Serving replays these at load time, so the first real request does not pay for graph tracing.
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path = os.path.join(version_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature_name, inputs in requests:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
+            )
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup_requests(version_dir):
+    """The warm-up requests as a list of (signature_name, {input: np.ndarray}) (for tests and checks)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    requests = []
+    for record in tf.data.TFRecordDataset(os.path.join(version_dir, WARMUP_FILE)):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        requests.append((request.model_spec.signature_name,
+                         {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}))
+    return requests
+
+
+def _save(module, version_dir, model_name, warmup_requests, info):
+    tf.saved_model.save(module, version_dir, signatures=module.signatures())
+    write_warmup_requests(version_dir, model_name, warmup_requests)
+    write_json_atomically(os.path.join(version_dir, INFO_FILE), {"model_name": model_name, **info})
+
+
+def read_export_info(version_dir):
+    """The export's facts (`assets.extra/export_info.json`): kind, image_size, num_domains / feature_dim."""
+    with open(os.path.join(version_dir, INFO_FILE)) as f:
+        return json.load(f)
+
+
+def export_generator(generator, export_dir, model_name="sbsgan_generator", version=None, overwrite=False):
+    """Exports the generator's serving SavedModel to `<export_dir>/<model_name>/<version>/`.
+
+    Args:
+        generator: trained generator (see `GeneratorServing`).
+        export_dir: the TF Serving base folder (e.g. "saved_models").
+        model_name: the model's folder and serving name.
+        version: positive int; None = next free version.
+        overwrite: replace an existing version folder (atomically).
+
+    Returns:
+        The version folder written.
+    """
+    module = GeneratorServing(generator)
+    model_dir = os.path.join(export_dir, model_name)
+    version = next_version(model_dir) if version is None else version
+    requests = [(key, _warmup_inputs(key, module.image_size, module.num_domains)) for key in GENERATOR_SIGNATURES]
+    info = {"kind": "generator", "image_size": list(module.image_size), "num_domains": module.num_domains,
+            "signatures": list(GENERATOR_SIGNATURES)}
+    return write_version_atomically(
+        model_dir, version, lambda tmp: _save(module, tmp, model_name, requests, info), overwrite=overwrite
+    )
+
+
+def export_embedder(reid_model, export_dir, generator=None, model_name="da2s_embedder", version=None,
+                    overwrite=False):
+    """Exports the re-ID embedder's SavedModel (generator folded in for DA-2S); see `export_generator`."""
+    module = EmbedderServing(reid_model, generator)
+    model_dir = os.path.join(export_dir, model_name)
+    version = next_version(model_dir) if version is None else version
+    requests = [(key, _warmup_inputs(key, module.image_size)) for key in EMBEDDER_SIGNATURES]
+    info = {"kind": "embedder", "image_size": list(module.image_size),
+            "feature_dim": int(module.embed.get_concrete_function().structured_outputs["features"].shape[-1]),
+            "two_stream": generator is not None, "signatures": list(EMBEDDER_SIGNATURES)}
+    return write_version_atomically(
+        model_dir, version, lambda tmp: _save(module, tmp, model_name, requests, info), overwrite=overwrite
+    )
+
+
+def write_models_config(export_dir, model_names, base_path="/models"):
+    """Writes `<export_dir>/models.config` (TF Serving's --model_config_file, text-format ModelServerConfig).
+
+    Args:
+        export_dir: folder holding one sub-folder per model.
+        model_names: the models to serve.
+        base_path: where `export_dir` is mounted inside the server container (`-v ...:/models`).
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    for name in model_names:
+        entry = config.model_config_list.config.add()
+        entry.name = name
+        entry.base_path = f"{base_path.rstrip('/')}/{name}"
+        entry.model_platform = "tensorflow"
+    path = os.path.join(export_dir, "models.config")
+    write_text_atomically(path, text_format.MessageToString(config))
+    return path
+
+
+def write_text_atomically(path, text):
+    """Writes `text` to `path` through a temporary file in the same folder and os.replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomically(path, data):
+    """json.dump(data, indent=2) to `path`, atomically."""
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
