@@ -1,0 +1,117 @@
+"""Benchmark of `evaluate_rank` at Market-1501 scale against a straightforward per-query reference.
+
+Market-1501 test set: 3,368 queries x 15,913 gallery images (750 test ids + distractors), 6 cameras.
+The features are random but keep that pid/camera structure, so each query has its usual handful of true
+matches and same-camera junk. The reference (one full stable argsort per query, torchreid-style) is
+timed on a subset of queries and extrapolated to all of them (said so in the output), and the two
+implementations are checked for equality on that subset.
+"""
+
+import time
+
+import numpy as np
+
+from bgshift_tf.evaluation.distance import pairwise_distance
+from bgshift_tf.evaluation.rank import evaluate_rank
+
+
+def reference_evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
+    """Straightforward "standard" metric: per query, a full stable argsort and boolean masks.
+
+    Kept as the readable definition the fast `evaluate_rank` is tested against. Same return keys
+    (without "convention"); raises ValueError when no query is valid.
+    """
+    cmc_sum = np.zeros(max_rank)
+    average_precisions, inverse_negative_penalties = [], []
+    for i in range(distmat.shape[0]):
+        order = np.argsort(distmat[i], kind="stable")
+        keep = ~((g_pids[order] == q_pids[i]) & (g_camids[order] == q_camids[i]))
+        matches = (g_pids[order][keep] == q_pids[i]).astype(np.int64)
+        if not matches.any():
+            continue
+        found = np.minimum(np.cumsum(matches), 1)
+        padded = np.concatenate([found, np.ones(max(0, max_rank - len(found)))])
+        cmc_sum += padded[:max_rank]
+        num_matches = matches.sum()
+        precision_at = np.cumsum(matches) / np.arange(1, len(matches) + 1)
+        average_precisions.append((precision_at * matches).sum() / num_matches)
+        last_match_rank = np.nonzero(matches)[0][-1] + 1
+        inverse_negative_penalties.append(num_matches / last_match_rank)
+    if not average_precisions:
+        raise ValueError("No valid query.")
+    num_valid = len(average_precisions)
+    return {
+        "cmc": cmc_sum / num_valid,
+        "mAP": float(np.mean(average_precisions)),
+        "mINP": float(np.mean(inverse_negative_penalties)),
+        "num_valid_queries": num_valid,
+    }
+
+
+def market_like_problem(num_query=3368, num_gallery=15913, num_ids=750, num_cameras=6, dim=64, seed=0):
+    """Random features with Market-1501's pid/camera structure.
+
+    Gallery: ~1/6 distractors (pid 0), the rest spread over `num_ids` ids and all cameras; each query is
+    an id seen in the gallery with a random camera. Features = id centre + camera offset + noise, so
+    rankings are neither trivial nor random.
+
+    Returns:
+      (distmat float64 [Q, G] Euclidean, q_pids, g_pids, q_camids, g_camids int64 arrays).
+    """
+    rng = np.random.default_rng(seed)
+    num_distractors = num_gallery // 6
+    g_pids = np.concatenate(
+        [np.zeros(num_distractors, np.int64), rng.integers(1, num_ids + 1, num_gallery - num_distractors)]
+    )
+    g_camids = rng.integers(1, num_cameras + 1, num_gallery)
+    q_pids = rng.choice(np.unique(g_pids[g_pids > 0]), num_query)
+    q_camids = rng.integers(1, num_cameras + 1, num_query)
+    centres = rng.normal(size=(num_ids + 1, dim))
+    camera_offsets = 0.7 * rng.normal(size=(num_cameras + 1, dim))
+
+    def features(pids, camids):
+        noise = 1.2 * rng.normal(size=(len(pids), dim))
+        centre = np.where((pids > 0)[:, None], centres[pids], rng.normal(size=(len(pids), dim)))
+        return centre + camera_offsets[camids] + noise
+
+    distmat = pairwise_distance(features(q_pids, q_camids), features(g_pids, g_camids))
+    return distmat, q_pids, g_pids, q_camids, g_camids
+
+
+def run(quick: bool = False) -> dict:
+    """Times `evaluate_rank` ("standard") at Market scale and the per-query reference on a subset.
+
+    quick=True: a 300 x 1,500 problem (smoke test, not a measurement).
+    """
+    sizes = dict(num_query=300, num_gallery=1500, num_ids=100) if quick else {}
+    distmat, q_pids, g_pids, q_camids, g_camids = market_like_problem(**sizes)
+    num_q = distmat.shape[0]
+    subset = min(num_q, 100 if quick else 500)
+
+    start = time.perf_counter()
+    fast = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids)
+    fast_seconds = time.perf_counter() - start
+
+    rows = slice(0, subset)
+    start = time.perf_counter()
+    reference = reference_evaluate_rank(distmat[rows], q_pids[rows], g_pids, q_camids[rows], g_camids)
+    reference_subset_seconds = time.perf_counter() - start
+    reference_seconds = reference_subset_seconds * num_q / subset
+    fast_subset = evaluate_rank(distmat[rows], q_pids[rows], g_pids, q_camids[rows], g_camids)
+    max_abs_difference = max(
+        float(np.abs(fast_subset["cmc"] - reference["cmc"]).max()),
+        abs(fast_subset["mAP"] - reference["mAP"]),
+        abs(fast_subset["mINP"] - reference["mINP"]),
+    )
+    return {
+        "num_query": num_q,
+        "num_gallery": distmat.shape[1],
+        "evaluate_rank_seconds": round(fast_seconds, 3),
+        "reference_seconds_extrapolated": round(reference_seconds, 3),
+        "reference_note": f"per-query reference timed on {subset} of {num_q} queries, scaled linearly",
+        "speedup": round(reference_seconds / fast_seconds, 2),
+        "subset_max_abs_difference": max_abs_difference,
+        "subset_num_valid_queries_equal": fast_subset["num_valid_queries"] == reference["num_valid_queries"],
+        "rank1": float(fast["cmc"][0]),
+        "mAP": fast["mAP"],
+    }
