@@ -1,0 +1,357 @@
+"""Re-ID training (IDE and DA-2S, paper §5.2): data, model, step function, run and reload.
+
+- `train_reid(config) -> dict`: trains `config["model"]` ("ide" | "da2s") with the generic loop of
+  `bgshift_tf.training.loop` (checkpoints, resume, NaN guard, TensorBoard, strategies) and returns the
+  loop's run summary plus the dataset facts. Keys and defaults: `DEFAULT_CONFIG` (paper settings).
+- IDE trains on one image variant, a TFRecord folder (`train_dir`): original, soft-mask or
+  style-transferred images, or hard-mask images made on the fly from the records' masks
+  (`hard_mask=True`: masked = (x + 1) * m - 1).
+- DA-2S trains on (soft-mask, style-transferred) pairs from two TFRecord folders (`stream1_dir`,
+  `stream2_dir`) that the generator wrote from the same source: same shard layout, same record order,
+  same `filename`s. `make_paired_train_dataset` zips the raw records in stored order, checks once up front
+  (and again per record) that the file names match, then shuffles the small encoded pairs, decodes both
+  and flips both images of a pair together.
+- Loss: softmax cross-entropy per example, summed and divided by the GLOBAL batch size (so 1 and N
+  replicas give the same update); SGD momentum 0.9; learning rate 0.1, then 0.01 after epoch 40.
+- `load_reid_model(run_dir) -> IDE | DA2S`: rebuilds the model from `<run_dir>/config.json` and restores
+  the latest checkpoint.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bgshift_tf.data import input as data_input
+from bgshift_tf.data import schema, shards
+from bgshift_tf.models.reid import DA2S, IDE
+from bgshift_tf.training import loop
+
+MODEL_CLASSES = {"ide": IDE, "da2s": DA2S}
+
+DEFAULT_CONFIG = {
+    "model": "ide",  # "ide" | "da2s"
+    "train_dir": "",  # IDE: TFRecord folder of the image variant to train on
+    "hard_mask": False,  # IDE: multiply the images by the records' body masks
+    "stream1_dir": "",  # DA-2S: soft-mask TFRecord folder
+    "stream2_dir": "",  # DA-2S: style-transferred TFRecord folder (same file names)
+    "split": "train",
+    "backbone": "densenet121",  # "densenet121" | "densenet_small"
+    "backbone_weights": "none",  # "imagenet" | "none" | path to a .h5 file
+    "use_se": True,
+    "use_isdc": True,
+    "image_height": 256,
+    "image_width": 128,
+    "batch_size": 50,  # global batch size
+    "epochs": 60,
+    "max_steps": 0,  # > 0: stop after this many steps instead of `epochs` (demo, tests)
+    "learning_rate": 0.1,
+    "decayed_learning_rate": 0.01,
+    "lr_decay_epoch": 40,
+    "momentum": 0.9,
+    "shuffle_buffer": 2048,
+    "seed": 0,
+    "run_dir": "runs/reid",
+    "strategy": "default",  # "default" | "mirrored" | "multi_worker"
+    "cpu_replicas": 0,
+    "checkpoint_every": 500,
+    "keep_checkpoints": 3,
+    "summary_every": 50,
+    "verbose": 1,
+}
+
+
+# === Data ===
+
+
+def scan_records(files):
+    """Reads only `filename` and `label` of every record, in stored order.
+
+    Returns:
+      (filenames: list[str], labels: np.ndarray int64 [num_records]).
+    """
+    spec = {key: schema.FEATURE_SPEC[key] for key in ("filename", "label")}
+    records = tf.data.TFRecordDataset(list(files)).batch(4096)
+    filenames, labels = [], []
+    for batch in records.map(lambda r: tf.io.parse_example(r, spec)):
+        filenames.extend(name.decode("utf-8") for name in batch["filename"].numpy())
+        labels.append(batch["label"].numpy())
+    return filenames, (np.concatenate(labels) if labels else np.zeros([0], np.int64))
+
+
+def check_training_labels(labels, source):
+    """Labels must be 0..N-1 (train split): returns N, or raises naming `source` and the bad values."""
+    if labels.size == 0:
+        raise ValueError(f"no training records in {source}")
+    if labels.min() < 0:
+        raise ValueError(
+            f"{source} has records with label {int(labels.min())}; re-ID training needs the train split "
+            "(labels 0..N-1)"
+        )
+    return int(labels.max()) + 1
+
+
+def check_paired_files(files1, files2, dir1, dir2):
+    """Checks that two generated folders hold the same images in the same order; returns their labels."""
+    if len(files1) != len(files2):
+        raise ValueError(
+            f"DA-2S pairs need the same shard layout: {dir1!r} has {len(files1)} shards, {dir2!r} has "
+            f"{len(files2)}"
+        )
+    names1, labels = scan_records(files1)
+    names2, _ = scan_records(files2)
+    if names1 != names2:
+        mismatch = next(
+            (i for i, (a, b) in enumerate(zip(names1, names2)) if a != b), min(len(names1), len(names2))
+        )
+        first = names1[mismatch] if mismatch < len(names1) else "<end>"
+        second = names2[mismatch] if mismatch < len(names2) else "<end>"
+        raise ValueError(
+            f"DA-2S pairs are matched by filename in stored order, but record {mismatch} is {first!r} in "
+            f"{dir1!r} and {second!r} in {dir2!r} ({len(names1)} vs {len(names2)} records)"
+        )
+    return labels
+
+
+def _decode_image(encoded, image_size):
+    """Encoded JPEG -> float32 [H, W, 3] in [-1, 1], bilinear-resized to `image_size`."""
+    image = tf.image.resize(schema.decode_image(encoded, fast=True), image_size)
+    return image / 127.5 - 1.0
+
+
+def make_paired_train_dataset(
+    stream1_dir, stream2_dir, *, split="train", image_size=(256, 128), batch_size, flip=True,
+    shuffle_buffer=2048, seed=None, check=True,
+):
+    """DA-2S training batches of (soft-mask, style-transferred) pairs, repeating forever.
+
+    Args:
+      stream1_dir, stream2_dir: TFRecord folders with the same shard layout and record order.
+      check: scan both folders once and fail if any filename differs (a per-record assert stays on).
+
+    Returns:
+      tf.data.Dataset of dicts: stream1, stream2 float32 [B, H, W, 3] in [-1, 1] (flipped together),
+      label int64 [B], filename string [B].
+    """
+    files1, files2 = shards.shard_files(stream1_dir, split), shards.shard_files(stream2_dir, split)
+    if check:
+        check_paired_files(files1, files2, stream1_dir, stream2_dir)
+    image_size = tuple(image_size)
+
+    def decode(record1, record2):
+        first, second = schema.parse_example(record1), schema.parse_example(record2)
+        same = tf.debugging.assert_equal(
+            first["filename"], second["filename"],
+            message=f"DA-2S pair file names differ between {stream1_dir} and {stream2_dir}",
+        )
+        with tf.control_dependencies([same]):
+            return {
+                "stream1": _decode_image(first["image"], image_size),
+                "stream2": _decode_image(second["image"], image_size),
+                "label": first["label"],
+                "filename": first["filename"],
+            }
+
+    def flip_pairs(batch):
+        if not flip:
+            return batch
+        flipped = (tf.random.uniform([tf.shape(batch["stream1"])[0]], seed=seed) < 0.5)[:, None, None, None]
+        out = dict(batch)
+        for key in ("stream1", "stream2"):
+            out[key] = tf.where(flipped, tf.reverse(batch[key], axis=[2]), batch[key])
+        return out
+
+    # Shuffle the encoded pairs (a few kB each), not decoded images (2 x 384 kB each at 256x128).
+    pairs = tf.data.Dataset.zip(tf.data.TFRecordDataset(files1), tf.data.TFRecordDataset(files2))
+    pairs = pairs.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    batches = pairs.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
+    return batches.map(flip_pairs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def apply_hard_mask(batch):
+    """Hard-mask variant of an input batch: image = (image + 1) * mask - 1 (black background)."""
+    return {**batch, "image": (batch["image"] + 1.0) * batch["mask"] - 1.0}
+
+
+# === Model, optimizer, step ===
+
+
+def build_reid_model(config, num_classes):
+    """IDE or DA2S from the config keys (model, backbone, backbone_weights, image size, ablation)."""
+    kind = config["model"]
+    if kind not in MODEL_CLASSES:
+        raise ValueError(f'`model` must be "ide" or "da2s". Received: model={kind!r}')
+    kwargs = {
+        "num_classes": num_classes,
+        "backbone": config["backbone"],
+        "input_shape": (config["image_height"], config["image_width"], 3),
+        "weights": config["backbone_weights"],
+    }
+    if kind == "da2s":
+        kwargs.update(use_se=config["use_se"], use_isdc=config["use_isdc"])
+    return MODEL_CLASSES[kind](**kwargs)
+
+
+def model_inputs(model, batch):
+    """The model's input from a batch dict: image for IDE, (stream1, stream2) for DA-2S."""
+    if isinstance(model, DA2S):
+        return (batch["stream1"], batch["stream2"])
+    return batch["image"]
+
+
+def make_optimizer(learning_rate=0.1, decayed_learning_rate=0.01, decay_step=1, momentum=0.9):
+    """SGD with momentum and a step schedule: `learning_rate` up to `decay_step`, then the decayed one."""
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+        boundaries=[int(decay_step)], values=[float(learning_rate), float(decayed_learning_rate)]
+    )
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=momentum, name="sgd")
+
+
+def make_train_step(model, optimizer, global_batch_size):
+    """Per-replica step `fn(batch) -> {"loss", "accuracy"}`, each already divided by the global batch.
+
+    Summing the returned values over replicas gives the global mean loss and accuracy (the loop's rule).
+    """
+
+    def train_step(batch):
+        # 1. Pick the model's inputs (one image or a stream pair) and the identity labels.
+        inputs, labels = model_inputs(model, batch), batch["label"]
+        # 2. Forward in training mode; per-example cross-entropy summed / GLOBAL batch size.
+        with tf.GradientTape() as tape:
+            logits = model(inputs, training=True)
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            loss = tf.reduce_sum(per_example) / global_batch_size
+        # 3. Gradients and the SGD update (the optimizer all-reduces across replicas).
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        # 4. Report the loss and the batch accuracy on the same scale.
+        correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1), tf.cast(labels, tf.int64)), tf.float32)
+        return {"loss": loss, "accuracy": tf.reduce_sum(correct) / global_batch_size}
+
+    return train_step
+
+
+# === Run ===
+
+
+def _merge_config(config):
+    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise ValueError(f"unknown re-ID config keys {unknown}; known: {sorted(DEFAULT_CONFIG)}")
+    merged = {**DEFAULT_CONFIG, **config}
+    for key in ("batch_size", "epochs", "image_height", "image_width"):
+        if int(merged[key]) < 1:
+            raise ValueError(f"`{key}` must be >= 1. Received: {key}={merged[key]}")
+    return merged
+
+
+def _training_data(config):
+    """Facts about the training set and a `make_dataset(start_step)` for the loop."""
+    image_size = (config["image_height"], config["image_width"])
+    common = {"image_size": image_size, "batch_size": config["batch_size"],
+              "shuffle_buffer": config["shuffle_buffer"]}
+    if config["model"] == "da2s":
+        if not config["stream1_dir"] or not config["stream2_dir"]:
+            raise ValueError(
+                "DA-2S needs --stream1_dir (soft-mask records) and --stream2_dir (style-transferred records). "
+                f"Received: stream1_dir={config['stream1_dir']!r}, stream2_dir={config['stream2_dir']!r}"
+            )
+        files1 = shards.shard_files(config["stream1_dir"], config["split"])
+        files2 = shards.shard_files(config["stream2_dir"], config["split"])
+        labels = check_paired_files(files1, files2, config["stream1_dir"], config["stream2_dir"])
+        source = f"{config['stream1_dir']!r}"
+
+        def make_dataset(start_step):
+            return make_paired_train_dataset(
+                config["stream1_dir"], config["stream2_dir"], split=config["split"],
+                seed=config["seed"] + start_step, check=False, **common,
+            )
+    else:
+        if not config["train_dir"]:
+            raise ValueError("IDE needs --train_dir (a TFRecord folder). Received: train_dir=''")
+        files = shards.shard_files(config["train_dir"], config["split"])
+        _, labels = scan_records(files)
+        source = f"{config['train_dir']!r}"
+
+        def make_dataset(start_step):
+            dataset = data_input.make_train_dataset(
+                files, seed=config["seed"] + start_step, require_mask=config["hard_mask"], **common
+            )
+            return dataset.map(apply_hard_mask) if config["hard_mask"] else dataset
+
+    num_classes = check_training_labels(labels, source)
+    return {"num_examples": int(labels.size), "num_classes": num_classes}, make_dataset
+
+
+def train_reid(config):
+    """Trains IDE or DA-2S as configured (keys of `DEFAULT_CONFIG`); resumes from `run_dir` if present.
+
+    Returns:
+      The loop's run summary plus num_examples, num_classes, steps_per_epoch, total_steps.
+    """
+    # The strategy comes first: splitting the CPU into logical devices must precede other TF work.
+    config = _merge_config(config)
+    strategy = loop.make_strategy(config["strategy"], config["cpu_replicas"])
+    facts, make_dataset = _training_data(config)
+    steps_per_epoch = facts["num_examples"] // config["batch_size"]
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"`batch_size`={config['batch_size']} exceeds the {facts['num_examples']} training records"
+        )
+    total_steps = config["max_steps"] or config["epochs"] * steps_per_epoch
+    height, width = config["image_height"], config["image_width"]
+    with strategy.scope():
+        model = build_reid_model(config, facts["num_classes"])
+        dummy = tf.zeros([1, height, width, 3])
+        model((dummy, dummy) if isinstance(model, DA2S) else dummy)
+        optimizer = make_optimizer(
+            config["learning_rate"], config["decayed_learning_rate"],
+            decay_step=config["lr_decay_epoch"] * steps_per_epoch, momentum=config["momentum"],
+        )
+    run_config = {
+        "flags": config,
+        "model_class": config["model"],
+        "model": {**model.get_config(), "weights": None},  # the checkpoint holds all weights
+        "optimizer": keras.optimizers.serialize(optimizer),
+        **facts,
+    }
+    summary = loop.train_loop(
+        strategy=strategy,
+        make_dataset=make_dataset,
+        steps=[loop.ScheduledStep("reid", make_train_step(model, optimizer, config["batch_size"]))],
+        total_steps=total_steps,
+        run_dir=config["run_dir"],
+        trackables={"model": model, "optimizer": optimizer},
+        config=run_config,
+        checkpoint_every=config["checkpoint_every"],
+        keep_checkpoints=config["keep_checkpoints"],
+        summary_every=config["summary_every"],
+        verbose=config["verbose"],
+    )
+    return {**summary, **facts, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps}
+
+
+def load_reid_model(run_dir):
+    """Rebuilds the IDE or DA2S of a training run from `<run_dir>/config.json` and restores its latest
+    checkpoint (`<run_dir>/checkpoints/`, attribute `model`)."""
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"No re-ID run config at {config_path!r} (run_dir={run_dir!r}).")
+    with open(config_path) as f:
+        config = json.load(f)
+    kind = config.get("model_class")
+    if kind not in MODEL_CLASSES or "model" not in config:
+        raise ValueError(
+            f"{config_path!r} is not a re-ID run config (model_class={kind!r}, keys {sorted(config)})"
+        )
+    model = MODEL_CLASSES[kind].from_config(config["model"])
+    height, width, _ = model.image_shape
+    dummy = tf.zeros([1, height, width, 3])
+    model((dummy, dummy) if kind == "da2s" else dummy)
+    latest = tf.train.latest_checkpoint(loop.checkpoint_dir(run_dir))
+    if latest is None:
+        raise FileNotFoundError(f"No checkpoint in {loop.checkpoint_dir(run_dir)!r} (run_dir={run_dir!r}).")
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+    return model
