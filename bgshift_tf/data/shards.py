@@ -1,0 +1,208 @@
+"""Sharded TFRecord writing (atomic per shard, resumable) and the per-folder JSON manifest.
+
+Shards: `<out_dir>/<dataset>-<split>-00000-of-00008.tfrecord`; manifest: `<out_dir>/manifest.json`:
+```
+{"schema_version": 1, "dataset": "market1501",
+ "splits": {"train": {"num_shards": 8, "shards": [{"file": "...", "num_examples": 1617,
+                                                   "complete": true}, ...], ...}, ...},
+ ... plus whatever the builder adds (counts, ids, cameras, build arguments)}
+```
+Each shard is written to `<name>.tmp-<pid>` and renamed with `os.replace` once complete, then marked
+complete in the manifest (itself replaced atomically). A re-run skips shards already complete with the
+same planned size unless `overwrite=True`; a crash leaves no partial shard under its final name.
+"""
+
+import json
+import logging
+import os
+
+import tensorflow as tf
+
+from bgshift_tf.data import schema
+
+MANIFEST_NAME = "manifest.json"
+
+
+class CorruptShardError(RuntimeError):
+    """A TFRecord shard that cannot be read to its end; the message names the shard."""
+
+
+def shard_name(dataset: str, split: str, index: int, num_shards: int) -> str:
+    return f"{dataset}-{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def _write_json_atomic(path, content):
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    with open(tmp_path, "w") as f:
+        json.dump(content, f, indent=2, sort_keys=True)
+    os.replace(tmp_path, path)
+
+
+def read_manifest(out_dir) -> dict:
+    """Returns the manifest of a shard folder.
+
+    Raises:
+        FileNotFoundError naming the manifest path; ValueError when its schema version is not ours.
+    """
+    path = os.path.join(os.fspath(out_dir), MANIFEST_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no TFRecord manifest {path!r}; build the folder with `python -m bgshift_tf.build_tfrecords`")
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get("schema_version") != schema.SCHEMA_VERSION:
+        raise ValueError(
+            f"{path!r} has schema_version={manifest.get('schema_version')!r} but this code reads "
+            f"{schema.SCHEMA_VERSION}; rebuild the shards with --overwrite"
+        )
+    return manifest
+
+
+def update_manifest(out_dir, updates: dict) -> dict:
+    """Merges `updates` into the top level of `<out_dir>/manifest.json` (created if absent); atomic."""
+    path = os.path.join(os.fspath(out_dir), MANIFEST_NAME)
+    manifest = read_manifest(out_dir) if os.path.isfile(path) else {"schema_version": schema.SCHEMA_VERSION, "splits": {}}
+    manifest.update(updates)
+    _write_json_atomic(path, manifest)
+    return manifest
+
+
+def shard_files(out_dir, split: str) -> list:
+    """Full paths of the complete shards of `split` in `out_dir`, in shard order.
+
+    Raises:
+        ValueError naming the folder when the split has no shards or some are incomplete/missing.
+    """
+    manifest = read_manifest(out_dir)
+    entry = manifest["splits"].get(split)
+    if entry is None:
+        raise ValueError(f"TFRecord folder {os.fspath(out_dir)!r} has no split {split!r}; it has {sorted(manifest['splits'])}")
+    files = []
+    for shard in entry["shards"]:
+        path = os.path.join(os.fspath(out_dir), shard["file"])
+        if not shard["complete"] or not os.path.isfile(path):
+            raise ValueError(f"shard {path!r} is incomplete or missing; re-run build_tfrecords on {os.fspath(out_dir)!r}")
+        files.append(path)
+    return files
+
+
+def _shard_bounds(num_examples, num_shards):
+    return [(i * num_examples // num_shards, (i + 1) * num_examples // num_shards) for i in range(num_shards)]
+
+
+def write_shards(examples, out_dir, dataset: str, split: str, num_shards: int, overwrite: bool = False, progress=None) -> list:
+    """Writes `examples` as `num_shards` TFRecord shards of contiguous, near-equal slices.
+
+    Args:
+        examples: sequence (len + indexing; any other iterable is materialised) of field dicts for
+            `schema.serialize_example`. Indexing lazily is worthwhile: slices of shards that are
+            skipped on a re-run are never touched.
+        out_dir: destination folder (created).
+        dataset, split: used in the shard names.
+        num_shards: number of shards (>= 1); fewer examples than shards gives empty shards.
+        overwrite: rewrite shards even when the manifest marks them complete.
+        progress: optional callable(n) told how many examples were written or skipped.
+    Returns:
+        Full paths of the shards, in order.
+    """
+    if num_shards < 1:
+        raise ValueError(f"`num_shards` must be >= 1. Received: num_shards={num_shards}")
+    if not hasattr(examples, "__len__") or not hasattr(examples, "__getitem__"):
+        examples = list(examples)
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    manifest_path = os.path.join(out_dir, MANIFEST_NAME)
+    manifest = read_manifest(out_dir) if os.path.isfile(manifest_path) else {"schema_version": schema.SCHEMA_VERSION, "splits": {}}
+    previous = manifest["splits"].get(split, {})
+    done = {
+        s["file"]: s["num_examples"]
+        for s in previous.get("shards", [])
+        if s["complete"] and previous.get("num_shards") == num_shards and manifest.get("dataset") == dataset
+    }
+    bounds = _shard_bounds(len(examples), num_shards)
+    entries = [
+        {"file": shard_name(dataset, split, i, num_shards), "num_examples": end - start, "complete": False}
+        for i, (start, end) in enumerate(bounds)
+    ]
+    for entry in entries:
+        path = os.path.join(out_dir, entry["file"])
+        entry["complete"] = not overwrite and done.get(entry["file"]) == entry["num_examples"] and os.path.isfile(path)
+    manifest["dataset"] = dataset
+    manifest["splits"][split] = {"num_shards": num_shards, "num_examples": len(examples), "shards": entries}
+    _write_json_atomic(manifest_path, manifest)
+    paths = []
+    for entry, (start, end) in zip(entries, bounds):
+        path = os.path.join(out_dir, entry["file"])
+        paths.append(path)
+        if entry["complete"]:
+            if progress:
+                progress(end - start)
+            continue
+        tmp_path = f"{path}.tmp-{os.getpid()}"
+        try:
+            with tf.io.TFRecordWriter(tmp_path) as writer:
+                for index in range(start, end):
+                    writer.write(schema.serialize_example(examples[index]))
+                    if progress:
+                        progress(1)
+            os.replace(tmp_path, path)
+        finally:
+            if os.path.exists(tmp_path):
+                os.remove(tmp_path)
+        entry["complete"] = True
+        _write_json_atomic(manifest_path, manifest)
+    return paths
+
+
+def _expected_counts(files):
+    """Shard path -> num_examples from the manifests next to the shards (when there is one)."""
+    counts = {}
+    for folder in {os.path.dirname(os.path.abspath(f)) for f in files}:
+        try:
+            manifest = read_manifest(folder)
+        except (FileNotFoundError, ValueError):
+            continue
+        for entry in manifest["splits"].values():
+            for shard in entry["shards"]:
+                counts[os.path.join(folder, shard["file"])] = shard["num_examples"]
+    return counts
+
+
+def verify_shards(files, *, skip_corrupt: bool = False) -> dict:
+    """Reads every shard to its end and names the ones that cannot be read.
+
+    TensorFlow's own DataLossError says "corrupted record at 360" without the file; this check is
+    how a bad shard gets its name. A TFRecord reader cannot resynchronise after a bad record, so
+    the rest of a corrupt shard is lost: with `skip_corrupt=True` the readable prefix is kept (the
+    input pipeline stops that shard at the error) and the lost records are counted from the manifest.
+
+    Returns:
+        {"num_records": readable records, "num_skipped": lost records (when the manifest knows the
+        shard size; otherwise the corrupt shard counts 1), "corrupt_shards": {path: message}}.
+    Raises:
+        CorruptShardError naming the shard (unless skip_corrupt); FileNotFoundError for a missing one.
+    """
+    expected = _expected_counts(files)
+    result = {"num_records": 0, "num_skipped": 0, "corrupt_shards": {}}
+    for path in files:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"TFRecord shard {path!r} does not exist")
+        readable, message = 0, None
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                readable += 1
+        except tf.errors.DataLossError as error:
+            message = f"TFRecord shard {path!r} is corrupt after {readable} readable records: {error.message.split('}}')[-1].strip()}"
+        expected_count = expected.get(os.path.abspath(path))
+        if message is None and expected_count is not None and readable < expected_count:
+            # Cut exactly at a record boundary: only the manifest can tell.
+            message = f"TFRecord shard {path!r} holds {readable} records but its manifest says {expected_count} (truncated)"
+        if message is not None:
+            if not skip_corrupt:
+                raise CorruptShardError(message + " (rebuild it with --overwrite, or read with skip_corrupt=True)")
+            lost = max((expected_count if expected_count is not None else readable + 1) - readable, 1)
+            logging.warning("%s; skipping %d record(s)", message, lost)
+            result["corrupt_shards"][path] = message
+            result["num_skipped"] += lost
+        result["num_records"] += readable
+    return result
