@@ -8,7 +8,7 @@ import pytest
 from bgshift_tf.report import tsne
 
 
-def _clusters(gap, n=30, dims=8, seed=0):
+def _clusters(gap, n=20, dims=8, seed=0):
     rng = np.random.default_rng(seed)
     return {
         "a": rng.normal(0.0, 1.0, (n, dims)),
@@ -31,8 +31,8 @@ def test_separated_clusters_are_farther_apart_than_overlapping(result):
     assert separated["l1_feature"][key] == pytest.approx(6.0, abs=0.6)
     assert overlapping["l1_feature"][key] < 0.5
     assert separated["separation"][key] > 4 * overlapping["separation"][key]
-    assert separated["num_points"] == {"a": 30, "b": 30}
-    assert separated["embedding"]["a"].shape == (30, 2)
+    assert separated["num_points"] == {"a": 20, "b": 20}
+    assert separated["embedding"]["a"].shape == (20, 2)
 
 
 def test_feature_distance_matches_hand_computation():
@@ -73,3 +73,73 @@ def test_image_features_downsample_to_range():
     assert features.shape == (2, 24)
     np.testing.assert_allclose(features[0], -1.0)
     np.testing.assert_allclose(features[1], 1.0)
+
+
+def _write_domain(folder, background, seed, count=12):
+    """TFRecords of `count` 32x16 images: a random-colour body (with mask) on a domain background."""
+    import io
+
+    from PIL import Image
+
+    from bgshift_tf.data import schema, shards
+
+    rng = np.random.default_rng(seed)
+    examples = []
+    for i in range(count):
+        image = np.empty((32, 16, 3), np.uint8)
+        image[:] = background
+        image[4:28, 4:12] = rng.integers(0, 256, 3)
+        mask = np.zeros((32, 16), np.uint8)
+        mask[4:28, 4:12] = 255
+        jpeg, png = io.BytesIO(), io.BytesIO()
+        Image.fromarray(image).save(jpeg, format="JPEG", quality=95)
+        Image.fromarray(mask).save(png, format="PNG")
+        examples.append({
+            "image": jpeg.getvalue(), "mask": png.getvalue(), "has_mask": 1, "pid": i, "label": i,
+            "camera": 1, "domain": 0, "domain_name": "x", "split": "train",
+            "filename": f"{i:04d}_c1s1_000001_01.jpg", "height": 32, "width": 16,
+        })
+    shards.write_shards(examples, folder, "x", "train", num_shards=2)
+
+
+def test_visualize_entry_point_on_tfrecords(tmp_path):
+    from absl import flags
+
+    from bgshift_tf import visualize
+
+    _write_domain(tmp_path / "dark", (20, 30, 90), seed=0)
+    _write_domain(tmp_path / "bright", (230, 220, 40), seed=1)
+    out_dir = tmp_path / "out"
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS([
+        "visualize", f"--tfrecord_dirs={tmp_path / 'dark'},{tmp_path / 'bright'}",
+        "--variants=original,hard_mask", f"--out_dir={out_dir}", "--num_per_domain=10",
+        "--image_size=32,16", "--feature_size=16,8",
+    ])
+    try:
+        visualize.main([])
+    finally:
+        flags.FLAGS.unparse_flags()
+    summary = json.loads((out_dir / "domain_distance.json").read_text())
+    assert summary["domains"] == ["dark", "bright"]
+    original, hard = summary["variants"]["original"], summary["variants"]["hard_mask"]
+    assert original["num_points"] == {"dark": 10, "bright": 10}
+    # Backgrounds are the only domain difference: the hard mask removes most of the gap.
+    key = "dark vs bright"
+    assert original["l1_feature"][key] > 3 * hard["l1_feature"][key]
+    assert (out_dir / "domain_distance.png").stat().st_size > 1000
+
+
+def test_domain_analysis_errors_name_the_problem(tmp_path):
+    from bgshift_tf.report import domain_analysis
+
+    with pytest.raises(ValueError, match="gan_run_dir"):
+        domain_analysis.variant_images({"image": np.zeros((1, 4, 2, 3))}, "soft_mask", domain=0,
+                                       domain_name="a")
+    with pytest.raises(ValueError, match="'a'.*mask_dir"):
+        domain_analysis.variant_images(
+            {"image": np.zeros((2, 4, 2, 3)), "mask": np.zeros((2, 4, 2, 1)), "has_mask": np.array([1, 0])},
+            "hard_mask", domain=0, domain_name="a",
+        )
+    with pytest.raises(ValueError, match="blur"):
+        domain_analysis.analyze_tfrecord_dirs(["a", "b"], variants=["blur"], out_dir=tmp_path)

@@ -96,7 +96,7 @@ def mask_to_rgb(mask, name: str = "mask") -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def _atomic_write(path, write) -> str:
+def atomic_write(path, write) -> str:
     """Calls `write(tmp_path)`, then renames the temp file onto `path` (same folder, so atomic)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -113,16 +113,26 @@ def _atomic_write(path, write) -> str:
     return path
 
 
+def write_text(path, text: str) -> str:
+    """Writes UTF-8 text atomically. Returns the path."""
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return atomic_write(path, write)
+
+
 def save_png(image, path) -> str:
     """Writes an image (any accepted convention) as PNG, atomically. Returns the path."""
     rgb = to_uint8_rgb(image)
-    return _atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
+    return atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
 
 
 def save_figure(fig, path, dpi: int = 110) -> str:
     """Writes a matplotlib figure as PNG, atomically, and closes it. Returns the path."""
     try:
-        return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
     finally:
         plt.close(fig)
 
