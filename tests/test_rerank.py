@@ -8,6 +8,12 @@ from bgshift_tf.evaluation.distance import pairwise_distance
 from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
 
 
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    """Overrides conftest's per-test Keras reset: these tests are pure numpy (saves ~0.5 s per test)."""
+    yield
+
+
 def _dense_rerank(q_g, q_q, g_g, k1, k2, lambda_value):
     """The paper's steps on the full N x N matrix, sets and loops (small N only)."""
     full = np.block([[q_q, q_g], [q_g.T, g_g]])

@@ -1,0 +1,203 @@
+"""Evaluation of a trained re-ID run: features -> distances -> (re-ranking) -> CMC / mAP / mINP -> JSON.
+
+`evaluate_run` is the library side of `python -m bgshift_tf.evaluate`. The model comes from
+`bgshift_tf.training.reid.load_reid_model(run_dir)` (IDE or DA-2S) unless the caller injects one, or
+injects the embedding function itself (tests, other frameworks).
+
+DA-2S at test time (SPEC §3): stream 1 gets the soft-mask image made by SBSGAN, stream 2 the original
+image; the soft-mask images come as their own TFRecords listing the same files in the same order.
+
+Query/gallery features can be cached (`features_cache_dir`): extraction is the long part, so a second
+run (another distance, re-ranking, another convention) or a resumed one reuses them when the inputs
+match.
+"""
+
+import glob
+import json
+import os
+
+import numpy as np
+
+from bgshift_tf.evaluation.distance import pairwise_distance
+from bgshift_tf.evaluation.features import SOFT_MASK_KEY, FeatureSet, extract_features, with_soft_mask
+from bgshift_tf.evaluation.rank import evaluate_rank
+from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
+
+REPORTED_RANKS = (1, 5, 10, 20)
+
+
+def resolve_tfrecords(spec, split, flag_name):
+    """TFRecord paths from a flag value: a shard folder (its manifest's `split` shards) or a comma list
+    of files / glob patterns (each pattern expanded in sorted order)."""
+    if isinstance(spec, (list, tuple)):
+        entries = [os.fspath(entry) for entry in spec]
+    else:
+        entries = [entry.strip() for entry in str(spec).split(",") if entry.strip()]
+    if len(entries) == 1 and os.path.isdir(entries[0]):
+        from bgshift_tf.data.shards import shard_files
+
+        return shard_files(entries[0], split)
+    files = []
+    for entry in entries:
+        matches = sorted(glob.glob(entry)) if glob.has_magic(entry) else [entry]
+        missing = [path for path in matches if not os.path.isfile(path)]
+        if not matches or missing:
+            raise ValueError(f"`{flag_name}`: no TFRecord file at {entry!r}. Received: {flag_name}={spec!r}")
+        files.extend(matches)
+    if not files:
+        raise ValueError(f"`{flag_name}` names no TFRecord file. Received: {flag_name}={spec!r}")
+    return files
+
+
+def _write_json_atomic(path, content):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    with open(tmp_path, "w") as f:
+        json.dump(content, f, indent=2)
+    os.replace(tmp_path, path)
+
+
+def _cached_features(cache_path, key, extract):
+    """Loads the FeatureSet cached at `cache_path` when its key matches, else extracts and caches it."""
+    if cache_path and os.path.isfile(cache_path):
+        with np.load(cache_path, allow_pickle=False) as cached:
+            if str(cached["key"]) == key:
+                return FeatureSet(*(cached[name] for name in FeatureSet._fields))
+    features = extract()
+    if cache_path:
+        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+        tmp_path = f"{cache_path}.tmp-{os.getpid()}.npz"
+        np.savez(tmp_path, key=key, **features._asdict())
+        os.replace(tmp_path, cache_path)
+    return features
+
+
+def _model_embed_fn(model):
+    """The test-time inputs of each re-ID model: IDE sees the image; DA-2S (soft mask, original)."""
+    from bgshift_tf.models.reid import DA2S
+
+    if isinstance(model, DA2S):
+        return lambda batch: model.embed((batch[SOFT_MASK_KEY], batch["image"]), training=False), True
+    return lambda batch: model.embed(batch["image"], training=False), False
+
+
+def format_table(metrics):
+    """One-row text table of a metrics dict from `evaluate_run`."""
+    columns = [f"rank-{k}" for k in REPORTED_RANKS if f"rank{k}" in metrics] + ["mAP", "mINP", "valid q"]
+    values = [f"{100 * metrics[f'rank{k}']:.2f}" for k in REPORTED_RANKS if f"rank{k}" in metrics]
+    values += [f"{100 * metrics['mAP']:.2f}", f"{100 * metrics['mINP']:.2f}"]
+    values.append(f"{metrics['num_valid_queries']}/{metrics['num_queries']}")
+    widths = [max(len(c), len(v)) for c, v in zip(columns, values)]
+    header = " | ".join(c.rjust(w) for c, w in zip(columns, widths))
+    row = " | ".join(v.rjust(w) for v, w in zip(values, widths))
+    return "\n".join([header, "-" * len(header), row, f"(%; distance {metrics['distance']}, "
+                      f"re-ranking {'on' if metrics['rerank'] else 'off'}; convention: {metrics['convention']})"])
+
+
+def evaluate_run(
+    run_dir=None, *, query_tfrecords, gallery_tfrecords, soft_mask_query_tfrecords=None,
+    soft_mask_gallery_tfrecords=None, distance="euclidean", flip_average=False, rerank=False,
+    mode="standard", max_rank=50, num_repeats=10, seed=0, batch_size=64, image_size=None, out_path=None,
+    features_cache_dir=None, model=None, embed_fn=None, progress=True,
+):
+    """Evaluates a re-ID run on query/gallery TFRecords and writes the metrics JSON.
+
+    Args:
+      run_dir: re-ID training run (`config.json` + `checkpoints/`); loaded unless `model`/`embed_fn` given.
+      query_tfrecords, gallery_tfrecords: shard folder, comma list or glob (see `resolve_tfrecords`).
+      soft_mask_query_tfrecords, soft_mask_gallery_tfrecords: SBSGAN soft-mask images of the same files
+        (DA-2S stream 1; required for DA-2S, and needed by an injected `embed_fn` reading them).
+      distance: "euclidean" (plain L2) | "cosine".
+      flip_average: average the features of each image and its mirror.
+      rerank: k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3).
+      mode, max_rank, num_repeats, seed: see `evaluate_rank`.
+      batch_size, image_size: evaluation batches; image_size (H, W) defaults to the model's input.
+      out_path: where to write the metrics JSON (atomically); default `<run_dir>/metrics.json`, none if
+        both are missing.
+      features_cache_dir: folder caching query/gallery features (reused when the inputs match).
+      model: an IDE/DA2S instance to use instead of loading `run_dir`.
+      embed_fn: batch dict -> [B, D] features, instead of a model.
+      progress: progress bars and the printed table.
+
+    Returns:
+      dict of JSON-able metrics: rank1/5/10/20, mAP, mINP, cmc (list), counts, convention and settings.
+    """
+    uses_soft_mask = soft_mask_query_tfrecords is not None
+    checkpoint = None
+    if embed_fn is None:
+        if model is None:
+            if run_dir is None:
+                raise ValueError("evaluate_run needs `run_dir`, `model` or `embed_fn`; all are None.")
+            import tensorflow as tf
+
+            from bgshift_tf.training import loop
+            from bgshift_tf.training.reid import load_reid_model
+
+            model = load_reid_model(run_dir)
+            checkpoint = tf.train.latest_checkpoint(loop.checkpoint_dir(run_dir))
+        embed_fn, uses_soft_mask = _model_embed_fn(model)
+    if image_size is None:
+        if model is None:
+            raise ValueError("`image_size` (H, W) is required when `embed_fn` is injected without a model.")
+        image_size = tuple(model.image_shape[:2])
+    if uses_soft_mask and (soft_mask_query_tfrecords is None or soft_mask_gallery_tfrecords is None):
+        raise ValueError(
+            "DA-2S needs the soft-mask images of both query and gallery: pass soft_mask_query_tfrecords and "
+            f"soft_mask_gallery_tfrecords. Received: {soft_mask_query_tfrecords!r}, {soft_mask_gallery_tfrecords!r}"
+        )
+    from bgshift_tf.data.input import make_eval_dataset
+
+    def split_features(split, tfrecords, soft_mask_tfrecords):
+        files = resolve_tfrecords(tfrecords, split, f"{split}_tfrecords")
+        soft_files = (
+            resolve_tfrecords(soft_mask_tfrecords, split, f"soft_mask_{split}_tfrecords") if uses_soft_mask else []
+        )
+
+        def extract():
+            batches = make_eval_dataset(files, image_size=image_size, batch_size=batch_size)
+            if uses_soft_mask:
+                batches = with_soft_mask(
+                    batches, make_eval_dataset(soft_files, image_size=image_size, batch_size=batch_size)
+                )
+            return extract_features(
+                batches, embed_fn, flip_average=flip_average, progress=progress, description=f"{split} features",
+                image_keys=("image", SOFT_MASK_KEY) if uses_soft_mask else ("image",),
+            )
+
+        # Cached features are reused only for the same checkpoint, files and extraction settings.
+        key = json.dumps([os.path.abspath(run_dir) if run_dir else None, checkpoint, files, soft_files,
+                          flip_average, list(image_size)])
+        cache_path = os.path.join(features_cache_dir, f"{split}_features.npz") if features_cache_dir else None
+        return _cached_features(cache_path, key, extract), files
+
+    query, query_files = split_features("query", query_tfrecords, soft_mask_query_tfrecords)
+    gallery, gallery_files = split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords)
+    distmat = pairwise_distance(query.features, gallery.features, metric=distance)
+    if rerank:
+        distmat = k_reciprocal_rerank(
+            distmat,
+            pairwise_distance(query.features, query.features, metric=distance),
+            pairwise_distance(gallery.features, gallery.features, metric=distance),
+        )
+    result = evaluate_rank(
+        distmat, query.pids, gallery.pids, query.camids, gallery.camids, max_rank=max_rank, mode=mode,
+        num_repeats=num_repeats, seed=seed,
+    )
+    metrics = {f"rank{k}": float(result["cmc"][k - 1]) for k in REPORTED_RANKS if k <= max_rank}
+    metrics.update(
+        mAP=result["mAP"], mINP=result["mINP"], num_valid_queries=result["num_valid_queries"],
+        num_queries=result["num_queries"], num_gallery=int(distmat.shape[1]), convention=result["convention"],
+        mode=mode, distance=distance, rerank=bool(rerank), flip_average=bool(flip_average),
+        feature_dim=int(query.features.shape[1]), model=type(model).__name__ if model is not None else "embed_fn",
+        run_dir=run_dir, query_tfrecords=query_files, gallery_tfrecords=gallery_files,
+        cmc=[float(v) for v in result["cmc"]],
+    )
+    out_path = out_path or (os.path.join(run_dir, "metrics.json") if run_dir else None)
+    if out_path:
+        _write_json_atomic(out_path, metrics)
+    if progress:
+        print(format_table(metrics))
+        if out_path:
+            print(f"wrote {out_path}")
+    return metrics
