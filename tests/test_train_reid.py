@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -13,6 +15,7 @@ from bgshift_tf.models import reid as reid_models
 from bgshift_tf.training import reid
 
 SIZE = (64, 32)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _image(pid, index, shift):
@@ -148,9 +151,15 @@ def test_da2s_train_resume_and_reload(tmp_path):
     with open(os.path.join(config["run_dir"], "config.json")) as f:
         saved = json.load(f)
     assert saved["model_class"] == "da2s" and saved["model"]["num_classes"] == 4
-    # The run is resumed from its checkpoint: a longer schedule continues at step 2.
-    resumed = reid.train_reid({**config, "max_steps": 3})
-    assert (resumed["start_step"], resumed["final_step"]) == (2, 3)
+    # The entry point with the tiny flagfile (max_steps=3) resumes the run from its step-2 checkpoint.
+    command = [sys.executable, "-m", "bgshift_tf.train_reid", "--model=da2s",
+               "--flagfile=bgshift_tf/configs/reid_tiny.flags", f"--stream1_dir={soft}",
+               f"--stream2_dir={style}", f"--run_dir={config['run_dir']}"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run(command, check=True, cwd=REPO, env=env, capture_output=True, timeout=300)
+    assert tf.train.latest_checkpoint(os.path.join(config["run_dir"], "checkpoints")).endswith("ckpt-3")
+    with open(os.path.join(config["run_dir"], "config.json")) as f:
+        assert json.load(f)["flags"]["max_steps"] == 3
     model = reid.load_reid_model(config["run_dir"])
     assert isinstance(model, reid_models.DA2S) and model.feature_dim == 256
     keras.utils.set_random_seed(7)

@@ -1,0 +1,59 @@
+"""Trains a re-ID model: the IDE baseline on one image variant, or DA-2S on (soft-mask, style) pairs.
+
+Usage:
+    python -m bgshift_tf.train_reid --model=da2s --flagfile=bgshift_tf/configs/reid_demo.flags
+    python -m bgshift_tf.train_reid --model=ide --flagfile=bgshift_tf/configs/reid_demo.flags \
+        --train_dir=tfrecords/generated/synmarket_softmask --run_dir=runs/reid_demo_ide_softmask
+    python -m bgshift_tf.train_reid --model=da2s --flagfile=bgshift_tf/configs/reid_paper.flags \
+        --stream1_dir=tfrecords/market1501_softmask --stream2_dir=tfrecords/market1501_style_duke \
+        --backbone_weights=imagenet --run_dir=runs/da2s_market
+
+Re-running with the same --run_dir resumes from its latest checkpoint. The run directory gets
+config.json, checkpoints/ and TensorBoard logs/ (`bgshift_tf.training.reid.load_reid_model` reloads it).
+"""
+
+from absl import app, flags
+
+from bgshift_tf.training.reid import DEFAULT_CONFIG, train_reid
+
+_D = DEFAULT_CONFIG
+flags.DEFINE_enum("model", _D["model"], ["ide", "da2s"], "IDE baseline or the two-stream DA-2S.")
+flags.DEFINE_string("train_dir", _D["train_dir"], "IDE: TFRecord folder of the image variant to train on "
+                    "(original, soft-mask or style-transferred records).")
+flags.DEFINE_bool("hard_mask", _D["hard_mask"], "IDE: train on hard-mask images made from the records' masks.")
+flags.DEFINE_string("stream1_dir", _D["stream1_dir"], "DA-2S: TFRecord folder of soft-mask images.")
+flags.DEFINE_string("stream2_dir", _D["stream2_dir"], "DA-2S: TFRecord folder of style-transferred images "
+                    "(same file names and shard layout as --stream1_dir).")
+flags.DEFINE_string("split", _D["split"], "Split of the TFRecord folders to train on.")
+flags.DEFINE_enum("backbone", _D["backbone"], ["densenet121", "densenet_small"], "Trunk of each stream.")
+flags.DEFINE_string("backbone_weights", _D["backbone_weights"], "imagenet (local Keras cache file, no "
+                    "download) | none | path to a DenseNet-121 notop .h5 file.")
+flags.DEFINE_bool("use_se", _D["use_se"], "DA-2S: SE block on the concatenated final maps (Table 3).")
+flags.DEFINE_bool("use_isdc", _D["use_isdc"], "DA-2S: ISDC modules between the streams (Table 3).")
+flags.DEFINE_integer("image_height", _D["image_height"], "Input height (multiple of 32).")
+flags.DEFINE_integer("image_width", _D["image_width"], "Input width (multiple of 32).")
+flags.DEFINE_integer("batch_size", _D["batch_size"], "Global batch size (split across replicas).")
+flags.DEFINE_integer("epochs", _D["epochs"], "Training epochs.")
+flags.DEFINE_integer("max_steps", _D["max_steps"], "If > 0, train this many steps instead of --epochs.")
+flags.DEFINE_float("learning_rate", _D["learning_rate"], "Initial SGD learning rate.")
+flags.DEFINE_float("decayed_learning_rate", _D["decayed_learning_rate"], "Learning rate after --lr_decay_epoch.")
+flags.DEFINE_integer("lr_decay_epoch", _D["lr_decay_epoch"], "Epoch after which the learning rate drops.")
+flags.DEFINE_float("momentum", _D["momentum"], "SGD momentum.")
+flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Records in the shuffle buffer.")
+flags.DEFINE_integer("seed", _D["seed"], "Input shuffling/flip seed (offset by the resume step).")
+flags.DEFINE_string("run_dir", _D["run_dir"], "Run directory (config.json, checkpoints/, logs/); resumes.")
+flags.DEFINE_enum("strategy", _D["strategy"], ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
+flags.DEFINE_integer("cpu_replicas", _D["cpu_replicas"], "Split the CPU into N logical devices (mirrored on CPU).")
+flags.DEFINE_integer("checkpoint_every", _D["checkpoint_every"], "Steps between checkpoints.")
+flags.DEFINE_integer("keep_checkpoints", _D["keep_checkpoints"], "Checkpoints kept.")
+flags.DEFINE_integer("summary_every", _D["summary_every"], "Steps between TensorBoard scalars.")
+flags.DEFINE_integer("verbose", _D["verbose"], "1: progress bar, 0: quiet.")
+
+
+def main(argv):
+    del argv
+    train_reid({key: flags.FLAGS[key].value for key in DEFAULT_CONFIG})
+
+
+if __name__ == "__main__":
+    app.run(main)
