@@ -27,11 +27,14 @@ class FeatureSet(NamedTuple):
 
 def flip_horizontal(batch, image_keys=("image",)):
     """Copy of `batch` with the [B, H, W, C] tensors under `image_keys` mirrored left-right."""
-    return {key: tf.reverse(value, axis=[2]) if key in image_keys else value for key, value in batch.items()}
+    return {
+        key: tf.reverse(value, axis=[2]) if key in image_keys else value for key, value in batch.items()
+    }
 
 
 def _filenames(batch):
-    return np.array([name.decode() if isinstance(name, bytes) else str(name) for name in np.asarray(batch["filename"]).tolist()])
+    names = np.asarray(batch["filename"]).tolist()
+    return np.array([name.decode() if isinstance(name, bytes) else str(name) for name in names])
 
 
 def with_soft_mask(batches, soft_mask_batches):
@@ -41,10 +44,13 @@ def with_soft_mask(batches, soft_mask_batches):
     list the same files in the same order (same batch size): any difference raises ValueError naming it.
     """
     missing = object()
-    for index, (batch, soft) in enumerate(itertools.zip_longest(batches, soft_mask_batches, fillvalue=missing)):
+    pairs = itertools.zip_longest(batches, soft_mask_batches, fillvalue=missing)
+    for index, (batch, soft) in enumerate(pairs):
         if batch is missing or soft is missing:
             longer = "soft-mask" if batch is missing else "original"
-            raise ValueError(f"The {longer} images have more batches than the other input (from batch {index}).")
+            raise ValueError(
+                f"The {longer} images have more batches than the other input (from batch {index})."
+            )
         names, soft_names = _filenames(batch), _filenames(soft)
         if names.shape != soft_names.shape or not np.array_equal(names, soft_names):
             raise ValueError(
@@ -54,7 +60,10 @@ def with_soft_mask(batches, soft_mask_batches):
         yield {**batch, SOFT_MASK_KEY: soft["image"]}
 
 
-def extract_features(batches, embed_fn, *, flip_average=False, image_keys=("image",), num_batches=None, progress=True, description="features"):
+def extract_features(
+    batches, embed_fn, *, flip_average=False, image_keys=("image",), num_batches=None, progress=True,
+    description="features",
+):
     """Embeds every batch and gathers features with their labels.
 
     Args:
@@ -76,14 +85,19 @@ def extract_features(batches, embed_fn, *, flip_average=False, image_keys=("imag
     for batch in tqdm(batches, total=num_batches, desc=description, unit="batch", disable=not progress):
         embedding = np.asarray(embed_fn(batch), dtype=np.float32)
         if flip_average:
-            embedding = (embedding + np.asarray(embed_fn(flip_horizontal(batch, image_keys)), dtype=np.float32)) / 2
+            mirrored = np.asarray(embed_fn(flip_horizontal(batch, image_keys)), dtype=np.float32)
+            embedding = (embedding + mirrored) / 2
         batch_size = len(np.asarray(batch["pid"]))
         if embedding.ndim != 2 or embedding.shape[0] != batch_size:
-            raise ValueError(f"`embed_fn` must return [batch={batch_size}, D] features. Received: shape {embedding.shape}")
+            raise ValueError(
+                f"`embed_fn` must return [batch={batch_size}, D] features. Received: shape {embedding.shape}"
+            )
         features.append(embedding)
         pids.append(np.asarray(batch["pid"], dtype=np.int64))
         camids.append(np.asarray(batch["camera"], dtype=np.int64))
         filenames.append(_filenames(batch))
     if not features:
         raise ValueError(f"No batch to extract {description} from: the input dataset is empty.")
-    return FeatureSet(np.concatenate(features), np.concatenate(pids), np.concatenate(camids), np.concatenate(filenames))
+    return FeatureSet(
+        np.concatenate(features), np.concatenate(pids), np.concatenate(camids), np.concatenate(filenames)
+    )
