@@ -17,11 +17,16 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 
+from bgshift_tf.data.input import make_eval_dataset
+from bgshift_tf.data.shards import shard_files
 from bgshift_tf.evaluation.distance import pairwise_distance
 from bgshift_tf.evaluation.features import SOFT_MASK_KEY, FeatureSet, extract_features, with_soft_mask
 from bgshift_tf.evaluation.rank import evaluate_rank
 from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
+from bgshift_tf.models.reid import DA2S
+from bgshift_tf.training import loop
 
 REPORTED_RANKS = (1, 5, 10, 20)
 
@@ -34,8 +39,6 @@ def resolve_tfrecords(spec, split, flag_name):
     else:
         entries = [entry.strip() for entry in str(spec).split(",") if entry.strip()]
     if len(entries) == 1 and os.path.isdir(entries[0]):
-        from bgshift_tf.data.shards import shard_files
-
         return shard_files(entries[0], split)
     files = []
     for entry in entries:
@@ -47,15 +50,6 @@ def resolve_tfrecords(spec, split, flag_name):
     if not files:
         raise ValueError(f"`{flag_name}` names no TFRecord file. Received: {flag_name}={spec!r}")
     return files
-
-
-def _write_json_atomic(path, content):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with open(tmp_path, "w") as f:
-        json.dump(content, f, indent=2)
-    os.replace(tmp_path, path)
 
 
 def _cached_features(cache_path, key, extract):
@@ -75,8 +69,6 @@ def _cached_features(cache_path, key, extract):
 
 def _model_embed_fn(model):
     """The test-time inputs of each re-ID model: IDE sees the image; DA-2S (soft mask, original)."""
-    from bgshift_tf.models.reid import DA2S
-
     if isinstance(model, DA2S):
         return lambda batch: model.embed((batch[SOFT_MASK_KEY], batch["image"]), training=False), True
     return lambda batch: model.embed(batch["image"], training=False), False
@@ -129,9 +121,7 @@ def evaluate_run(
         if model is None:
             if run_dir is None:
                 raise ValueError("evaluate_run needs `run_dir`, `model` or `embed_fn`; all are None.")
-            import tensorflow as tf
-
-            from bgshift_tf.training import loop
+            # Imported here: training.reid is the heaviest module and only needed for a run folder.
             from bgshift_tf.training.reid import load_reid_model
 
             model = load_reid_model(run_dir)
@@ -146,8 +136,6 @@ def evaluate_run(
             "DA-2S needs the soft-mask images of both query and gallery: pass soft_mask_query_tfrecords and "
             f"soft_mask_gallery_tfrecords. Received: {soft_mask_query_tfrecords!r}, {soft_mask_gallery_tfrecords!r}"
         )
-    from bgshift_tf.data.input import make_eval_dataset
-
     def split_features(split, tfrecords, soft_mask_tfrecords):
         files = resolve_tfrecords(tfrecords, split, f"{split}_tfrecords")
         soft_files = (
@@ -195,7 +183,7 @@ def evaluate_run(
     )
     out_path = out_path or (os.path.join(run_dir, "metrics.json") if run_dir else None)
     if out_path:
-        _write_json_atomic(out_path, metrics)
+        loop.write_json_atomic(out_path, metrics)
     if progress:
         print(format_table(metrics))
         if out_path:
