@@ -34,7 +34,7 @@ import os
 import shutil
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 FORMAT_VERSION = 1
 DOMAINS = (("synmarket", 6), ("synduke", 8), ("syncuhk", 2))
@@ -181,6 +181,8 @@ def make_world(out_dir, *, preset: str = "tiny", seed: int = 0, verbose: bool = 
             preset,
             config,
         ):
+            if verbose:
+                print(f"[synthetic] {out_dir} already holds this world (seed {seed}, preset {preset}); nothing to do")
             return existing
     if os.path.exists(out_dir):
         _check_replaceable(out_dir)
@@ -404,7 +406,7 @@ def _make_camera(rng, domain, camera, height, width) -> dict:
     ramp = (np.cos(angle) * (xx / max(1, width - 1) - 0.5) + np.sin(angle) * (yy / max(1, height - 1) - 0.5)) * 2
     return {
         "camera": camera,
-        "scene": np.clip(scene, 0, 1).astype(np.float32),
+        "scene_image": Image.fromarray((255 * np.clip(scene, 0, 1) + 0.5).astype(np.uint8)),
         "gain": gain.tolist(),
         "gradient": [amount, angle],
         "noise": round(float(rng.uniform(0.005, 0.025)), 4),
@@ -650,7 +652,7 @@ def _draw_person(rng, identity, size, height, cx, feet_y):
         size: (width, height) of the canvas in pixels.
         height: person height in pixels; cx, feet_y: horizontal centre and foot line.
     Returns:
-        rgb float32 [h, w, 3] in [0, 1] (shaded), labels uint8 [h, w] with the _HEAD.._BAG part ids.
+        rgb: PIL RGB image (shaded); labels: PIL "L" image of the _HEAD.._BAG part ids (0 = not the person).
     """
     p = _Painter(size)
     view = rng.choice(["front", "back", "side"])
@@ -767,11 +769,11 @@ def _draw_person(rng, identity, size, height, cx, feet_y):
     else:
         cap_dx = -facing * 0.25 * head_r if side else 0
         p.ellipse(head_cx + cap_dx, head_cy - 0.55 * head_r, head_r * 0.9, head_r * 0.5, identity["hair"], _HEAD)
-    rgb = _to_float(p.rgb)
     # Soft cylinder shading so bodies read as round, not flat stickers.
     xx = np.arange(size[0], dtype=np.float32)
-    rgb *= np.clip(1 - 0.3 * ((xx - cx) / (sw * 1.6)) ** 2, 0.7, 1)[None, :, None]
-    return rgb, np.asarray(p.label)
+    shade = np.clip(1 - 0.3 * ((xx - cx) / (sw * 1.6)) ** 2, 0.7, 1)
+    shade = np.broadcast_to((255 * shade + 0.5).astype(np.uint8)[None, :, None], (size[1], size[0], 3))
+    return ImageChops.multiply(p.rgb, Image.fromarray(np.ascontiguousarray(shade))), p.label
 
 
 def _rect(x, y, w, h):
@@ -813,61 +815,63 @@ def _draw_bike(d, cx, bottom, size, colour):
 
 
 def _render_image(rng, identity, camera, config, junk=False):
-    """Returns image uint8 [H, W, 3], exact mask uint8 {0,1} [H, W], parser mask uint8 {0,1} [H, W]."""
+    """Returns image uint8 [H, W, 3], exact mask uint8 {0,1} [H, W], parser mask uint8 {0,1} [H, W].
+
+    Drawing happens at twice the size with PIL (uint8) and is box-reduced once, for anti-aliased edges;
+    a mask pixel is body when at least half of its four sub-pixels are.
+    """
     height, width = config["image_height"], config["image_width"]
-    big_w, big_h = 2 * width, 2 * height
-    scene = camera["scene"]
-    y0 = int(rng.integers(0, scene.shape[0] - height + 1))
-    x0 = int(rng.integers(0, scene.shape[1] - width + 1))
-    background = scene[y0 : y0 + height, x0 : x0 + width].repeat(2, axis=0).repeat(2, axis=1)
+    big = (2 * width, 2 * height)
+    scene = camera["scene_image"]
+    x0 = int(rng.integers(0, scene.width - width + 1))
+    y0 = int(rng.integers(0, scene.height - height + 1))
+    canvas = scene.crop((x0, y0, x0 + width, y0 + height)).resize(big, Image.NEAREST)
 
     if junk:  # a bad detection: a person far too large or small, mostly out of frame
-        person_h = big_h * rng.choice([rng.uniform(1.5, 2.2), rng.uniform(0.3, 0.45)])
-        cx = big_w * rng.uniform(-0.2, 1.2)
-        feet_y = big_h * rng.uniform(0.6, 1.8)
+        person_h = big[1] * rng.choice([rng.uniform(1.5, 2.2), rng.uniform(0.3, 0.45)])
+        cx = big[0] * rng.uniform(-0.2, 1.2)
+        feet_y = big[1] * rng.uniform(0.6, 1.8)
     else:
-        person_h = big_h * rng.uniform(0.74, 0.9) * identity["build_h"]
-        cx = big_w * (0.5 + rng.uniform(-0.08, 0.08))
-        feet_y = big_h * rng.uniform(0.93, 0.99)
+        person_h = big[1] * rng.uniform(0.74, 0.9) * identity["build_h"]
+        cx = big[0] * (0.5 + rng.uniform(-0.08, 0.08))
+        feet_y = big[1] * rng.uniform(0.93, 0.99)
 
-    canvas = Image.fromarray((255 * background).astype(np.uint8))
-    draw = ImageDraw.Draw(canvas)
     vehicle = identity["vehicle"] if identity["vehicle"] is not None and rng.random() < 0.7 else None
     if vehicle is None and rng.random() < camera["traffic"]:
         vehicle = _sample_vehicle(rng)
     if vehicle is not None and vehicle["kind"] == "car":
-        length = big_w * rng.uniform(1.4, 2.0)
-        x = cx + vehicle["side"] * big_w * rng.uniform(0.15, 0.35) - (length if vehicle["side"] < 0 else 0)
-        _draw_car(draw, x, feet_y - 0.05 * person_h, length, vehicle["colour"], facing=vehicle["side"])
+        length = big[0] * rng.uniform(1.4, 2.0)
+        x = cx + vehicle["side"] * big[0] * rng.uniform(0.15, 0.35) - (length if vehicle["side"] < 0 else 0)
+        _draw_car(ImageDraw.Draw(canvas), x, feet_y - 0.05 * person_h, length, vehicle["colour"], facing=vehicle["side"])
     elif vehicle is not None:
-        _draw_bike(draw, cx + vehicle["side"] * big_w * rng.uniform(0.2, 0.35), feet_y, 0.6 * person_h, vehicle["colour"])
-    image = _to_float(canvas)
+        _draw_bike(ImageDraw.Draw(canvas), cx + vehicle["side"] * big[0] * rng.uniform(0.2, 0.35), feet_y, 0.6 * person_h, vehicle["colour"])
 
-    companion_alpha = None
+    companion = None
     if identity["companion"] is not None and rng.random() < 0.6:
         side = rng.choice([-1, 1])
-        rgb, labels = _draw_person(rng, identity["companion"], (big_w, big_h), person_h * rng.uniform(0.9, 1.05),
-                                   cx + side * big_w * rng.uniform(0.5, 0.75), feet_y - rng.uniform(0, 0.04) * big_h)
-        companion_alpha = labels > 0
-        image = np.where(companion_alpha[..., None], rgb, image)
-    # Contact shadow on the ground.
-    yy, xx = np.ogrid[0:big_h, 0:big_w]
-    image *= np.where(((xx - cx) / (0.16 * person_h)) ** 2 + ((yy - feet_y) / (0.025 * person_h)) ** 2 < 1, np.float32(0.6), np.float32(1))[..., None]
-    rgb, labels = _draw_person(rng, identity, (big_w, big_h), person_h, cx, feet_y)
-    image = np.where((labels > 0)[..., None], rgb, image)
+        rgb, labels = _draw_person(rng, identity["companion"], big, person_h * rng.uniform(0.9, 1.05),
+                                   cx + side * big[0] * rng.uniform(0.5, 0.75), feet_y - rng.uniform(0, 0.04) * big[1])
+        companion = _binary(labels)
+        canvas.paste(rgb, (0, 0), companion)
+        companion = np.asarray(companion.reduce(2)) >= 128
+    shadow = Image.new("L", big)
+    rx, ry = 0.16 * person_h, 0.025 * person_h
+    ImageDraw.Draw(shadow).ellipse([cx - rx, feet_y - ry, cx + rx, feet_y + ry], fill=255)
+    canvas.paste(canvas.point(lambda v: int(0.6 * v)), (0, 0), shadow)
+    rgb, labels = _draw_person(rng, identity, big, person_h, cx, feet_y)
+    canvas.paste(rgb, (0, 0), _binary(labels))
 
-    image = _box_down(image)
-    exact = _box_down((labels > 0).astype(np.float32)) >= 0.5
-    image = np.clip(image * camera["light"] + camera["offset"] + rng.standard_normal(image.shape, dtype=np.float32) * camera["noise"], 0, 1)
-    companion = _box_down(companion_alpha.astype(np.float32)) >= 0.5 if companion_alpha is not None else None
-    parser = _parser_mask(rng, exact, lambda label: _box_down((labels == label).astype(np.float32)) >= 0.5, companion,
+    image = np.asarray(canvas.reduce(2), dtype=np.float32) / 255.0
+    image = image * camera["light"] + camera["offset"] + rng.standard_normal(image.shape, dtype=np.float32) * camera["noise"]
+    exact = np.asarray(_binary(labels).reduce(2)) >= 128
+    parser = _parser_mask(rng, exact, lambda part: np.asarray(_binary(labels, part).reduce(2)) >= 128, companion,
                           identity["bag"] != "none")
-    return (255 * image + 0.5).astype(np.uint8), exact.astype(np.uint8), parser.astype(np.uint8)
+    return (255 * np.clip(image, 0, 1) + 0.5).astype(np.uint8), exact.astype(np.uint8), parser.astype(np.uint8)
 
 
-def _box_down(array):
-    """2x2 box downsampling of float [2H, 2W, ...] -> [H, W, ...]."""
-    return (array[0::2, 0::2] + array[1::2, 0::2] + array[0::2, 1::2] + array[1::2, 1::2]) * 0.25
+def _binary(labels, part=None):
+    """255 where the label map is the person (part=None) or the given part, else 0 (PIL "L")."""
+    return labels.point(lambda v: 255 if (v > 0 if part is None else v == part) else 0)
 
 
 def _parser_mask(rng, exact, part, companion, has_bag):
@@ -926,11 +930,16 @@ def _contact_sheet(samples, config, tiles_per_row=6):
     tile_w, gap, header = 3 * width + 6, 6, 14
     rows = []
     for name, per_camera in samples.items():
-        chosen, rank = [], 0
-        while len(chosen) < 2 * tiles_per_row and any(len(v) > rank for v in per_camera.values()):
-            chosen += [v[rank] for _, v in sorted(per_camera.items()) if len(v) > rank]
-            rank += 1
-        rows.append((name, chosen[: 2 * tiles_per_row]))
+        # Round-robin over cameras, preferring identities not shown yet, so the rows show many people.
+        pending = [list(v) for _, v in sorted(per_camera.items())]
+        chosen, seen = [], set()
+        while len(chosen) < 2 * tiles_per_row and any(pending):
+            for queue in pending:
+                if queue and len(chosen) < 2 * tiles_per_row:
+                    pick = queue.pop(next((i for i, sample in enumerate(queue) if sample[3].split()[0] not in seen), 0))
+                    seen.add(pick[3].split()[0])
+                    chosen.append(pick)
+        rows.append((name, chosen))
     sheet_w = tiles_per_row * (tile_w + gap) + gap
     row_h = header + 2 * (height + header)
     sheet = Image.new("RGB", (sheet_w, len(rows) * row_h + gap), (40, 40, 40))
