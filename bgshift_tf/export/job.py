@@ -1,0 +1,293 @@
+"""The export job: SavedModels (TF Serving layout) + models.config + TFLite + ONNX, and a parity report.
+
+`export_all(...)` is what `python -m bgshift_tf.export` runs; `export_models(...)` does the same from
+in-memory Keras models (tests, notebooks). Output under `export_dir`:
+
+    <model>/<version>/                       serving SavedModel (+ assets.extra: warm-up requests, export_info.json)
+    models.config                            TF Serving model_config_list (every model folder in export_dir)
+    tflite/<model>/<version>/<signature>_<variant>.tflite
+    onnx/<model>/<version>/<signature>.onnx
+    parity_<model>_v<version>.json           max |difference| per format and signature vs the Keras model
+
+Parity is measured on `num_parity_images` uint8 images at each model's trained size (the first ones of
+--representative_tfrecords when given, else seeded random pixels): float outputs (images_float in [-1, 1],
+features) as max abs difference, uint8 images as max level difference.
+"""
+
+import glob
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from bgshift_tf.export import onnx as onnx_lib
+from bgshift_tf.export import saved_model as saved_model_lib
+from bgshift_tf.export import tflite as tflite_lib
+
+TFLITE_VARIANTS = tflite_lib.VARIANTS
+
+
+# === Keras references (independent of the serving modules) ===
+
+
+def _keras_inputs(images, image_size):
+    """uint8 [N, H, W, 3] -> float32 [N, h, w, 3] in [-1, 1], as the serving signatures preprocess."""
+    return tf.image.resize(tf.cast(images, tf.float32), image_size, method="bilinear") / 127.5 - 1.0
+
+
+def _size(generator):
+    return tuple(generator.get_config()["image_size"])
+
+
+def keras_reference(signature, images, generator=None, reid_model=None, target_domain=None):
+    """The Keras model's float output for one signature: images_float [N, h, w, 3] or features [N, D]."""
+    if signature in ("soft_mask", "soft_mask_jpeg"):
+        return generator.soft_mask(_keras_inputs(images, _size(generator)), training=False).numpy()
+    if signature == "style_transfer":
+        return generator.style_transfer(_keras_inputs(images, _size(generator)), target_domain,
+                                        training=False).numpy()
+    size = tuple(reid_model.get_config()["input_shape"][:2])
+    stream2 = _keras_inputs(images, size)
+    if generator is None:
+        return reid_model.embed(stream2, training=False).numpy()
+    soft_mask = generator.soft_mask(_keras_inputs(images, _size(generator)), training=False)
+    return reid_model.embed((tf.image.resize(soft_mask, size, method="bilinear"), stream2), training=False).numpy()
+
+
+def _float_output(outputs):
+    return np.asarray(outputs["images_float"] if "images_float" in outputs else outputs["features"])
+
+
+def _differences(outputs, reference_float, reference_uint8=None):
+    """{"max_abs": float, "max_rel": float (vs the reference's max |value|), ["max_uint8_levels": int]}."""
+    value = _float_output(outputs)
+    if value.shape != reference_float.shape:
+        raise ValueError(f"Output shape {value.shape} differs from the Keras reference {reference_float.shape}")
+    max_abs = float(np.max(np.abs(value - reference_float)))
+    result = {"max_abs": max_abs, "max_rel": max_abs / max(float(np.max(np.abs(reference_float))), 1e-12)}
+    if reference_uint8 is not None and "images_uint8" in outputs:
+        levels = np.abs(np.asarray(outputs["images_uint8"]).astype(np.int32) - reference_uint8.astype(np.int32))
+        result["max_uint8_levels"] = int(levels.max())
+    return result
+
+
+def _reference_uint8(reference_float):
+    return np.clip(np.round((reference_float + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def signature_inputs(signature, images, num_domains=None):
+    """Named inputs for a signature from uint8 images (JPEG-encoded for *_jpeg; domains cycling 0..K-1)."""
+    if signature.endswith("_jpeg"):
+        return {"image_bytes": [tf.io.encode_jpeg(image, quality=95).numpy() for image in images]}
+    if signature == "style_transfer":
+        return {"images": images, "target_domain": np.arange(len(images), dtype=np.int32) % num_domains}
+    return {"images": images}
+
+
+def _reference_pixels(signature, inputs):
+    """What the signature sees: for *_jpeg the TF-decoded pixels (JPEG is lossy), else the images."""
+    if "image_bytes" in inputs:
+        return np.stack([tf.io.decode_jpeg(b, channels=3).numpy() for b in inputs["image_bytes"]])
+    return inputs["images"]
+
+
+def measure_parity(version_dir, images, generator=None, reid_model=None, tflite_paths=None, onnx_paths=None):
+    """Max differences of the SavedModel, TFLite and ONNX outputs vs the Keras model, per signature.
+
+    Args:
+        version_dir: the exported version folder.
+        images: uint8 [N, h, w, 3] at the model's trained size.
+        generator, reid_model: the Keras models that were exported.
+        tflite_paths: {signature: {variant: path}} (from tflite.convert_all) or None.
+        onnx_paths: {signature: path} (from onnx.convert_all) or None.
+
+    Returns:
+        {signature: {"saved_model": {...}, "tflite_<variant>": {...}, "onnx": {...}}}, each entry with
+        max_abs, max_rel and (generator) max_uint8_levels; TFLite/ONNX also `vs_saved_model_max_abs`.
+    """
+    info = saved_model_lib.read_export_info(version_dir)
+    loaded = tf.saved_model.load(version_dir)
+    report = {}
+    for signature in info["signatures"]:
+        inputs = signature_inputs(signature, images, info.get("num_domains"))
+        reference = keras_reference(signature, _reference_pixels(signature, inputs), generator, reid_model,
+                                    inputs.get("target_domain"))
+        reference_uint8 = _reference_uint8(reference) if info["kind"] == "generator" else None
+        served = {k: v.numpy() for k, v in loaded.signatures[signature](
+            **{k: tf.constant(v) for k, v in inputs.items()}).items()}
+        entry = {"saved_model": _differences(served, reference, reference_uint8)}
+        runners = [(f"tflite_{variant}", tflite_lib.TFLiteRunner(path))
+                   for variant, path in (tflite_paths or {}).get(signature, {}).items()]
+        if signature in (onnx_paths or {}):
+            runners.append(("onnx", onnx_lib.OnnxRunner(onnx_paths[signature])))
+        for name, runner in runners:
+            outputs = runner(**inputs)
+            entry[name] = {**_differences(outputs, reference, reference_uint8),
+                           "vs_saved_model_max_abs": float(np.max(np.abs(_float_output(outputs) - _float_output(served))))}
+        report[signature] = entry
+    return report
+
+
+# === Representative images ===
+
+
+def load_representative_images(source, image_size, count=32):
+    """uint8 [<=count, h, w, 3] images from TFRecords, via `bgshift_tf.data.input.make_eval_dataset`.
+
+    Args:
+        source: a TFRecord folder with manifest.json (its "train" split), or files/globs (comma-separated).
+        image_size: (h, w) to resize to.
+        count: images to take (in stored order).
+    """
+    from bgshift_tf.data.input import make_eval_dataset
+    from bgshift_tf.data.shards import shard_files
+
+    if os.path.isdir(source):
+        files = shard_files(source, "train")
+    else:
+        files = sorted({f for pattern in source.split(",") if pattern for f in glob.glob(pattern)})
+        if not files:
+            raise ValueError(f"--representative_tfrecords={source!r} matches no TFRecord file or folder.")
+    batches = make_eval_dataset(files, image_size=tuple(image_size), batch_size=count).take(1)
+    images = next(iter(batches))["image"].numpy()
+    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _random_images(image_size, count, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(count, *image_size, 3), dtype=np.uint8)
+
+
+# === The job ===
+
+
+def _convert_and_measure(kind, version_dir, export_dir, model_name, version, images, generator, reid_model,
+                         tflite_variants, onnx, calibration_images):
+    tflite_paths = onnx_paths = None
+    if tflite_variants:
+        tflite_paths = tflite_lib.convert_all(
+            version_dir, os.path.join(export_dir, "tflite", model_name, str(version)), tflite_variants,
+            calibration_images if "int8" in tflite_variants else None,
+        )
+    if onnx:
+        onnx_paths = onnx_lib.convert_all(version_dir, os.path.join(export_dir, "onnx", model_name, str(version)))
+    parity = measure_parity(version_dir, images, generator, reid_model if kind == "embedder" else None,
+                            tflite_paths, onnx_paths)
+    info = saved_model_lib.read_export_info(version_dir)
+    summary = {"model_name": model_name, "version": version, "saved_model": version_dir,
+               "tflite": tflite_paths or {}, "onnx": onnx_paths or {}, "parity": parity,
+               "num_parity_images": int(len(images))}
+    if onnx_paths:
+        summary["trtexec"] = {
+            signature: onnx_lib.trtexec_command(path, os.path.splitext(path)[0] + ".plan", info["image_size"])
+            for signature, path in onnx_paths.items()
+        }
+    parity_path = os.path.join(export_dir, f"parity_{model_name}_v{version}.json")
+    saved_model_lib.write_json_atomically(parity_path, summary)
+    return {**summary, "parity_json": parity_path}
+
+
+def export_models(export_dir, generator=None, reid_model=None, *, version=None, overwrite=False,
+                  tflite_variants=(), onnx=False, representative_images=None, num_parity_images=4,
+                  generator_name="sbsgan_generator", embedder_name="da2s_embedder"):
+    """Exports in-memory models and measures parity; see the module docstring for the layout.
+
+    Args:
+        export_dir: TF Serving base folder.
+        generator: trained Generator or None.
+        reid_model: trained IDE / DA2S or None (DA-2S needs `generator`: it makes stream 1).
+        version: positive int for every exported model; None = each model's next free version.
+        overwrite: replace an existing version (atomically).
+        tflite_variants: subset of TFLITE_VARIANTS.
+        onnx: also convert to ONNX.
+        representative_images: callable (h, w) -> uint8 [M, h, w, 3] (calibration and parity images), or None
+            for seeded random pixels (not enough for "int8": its calibration needs real images).
+        num_parity_images: images used for parity.
+        generator_name, embedder_name: served model names.
+
+    Returns:
+        {"generator": summary, "embedder": summary, "models_config": path} (present keys only).
+    """
+    from bgshift_tf.models.reid import DA2S
+
+    unknown = sorted(set(tflite_variants) - set(TFLITE_VARIANTS))
+    if unknown:
+        raise ValueError(f"Unknown TFLite variants {unknown}; choose from {list(TFLITE_VARIANTS)}")
+    if generator is None and reid_model is None:
+        raise ValueError("Nothing to export: give a generator (--gan_run_dir) and/or a re-ID model (--reid_run_dir).")
+    if isinstance(reid_model, DA2S) and generator is None:
+        raise ValueError("A DA-2S embedder needs the generator (stream 1 is its soft-mask image): pass --gan_run_dir.")
+    if "int8" in tflite_variants and representative_images is None:
+        raise ValueError("TFLite variant 'int8' needs calibration images: pass --representative_tfrecords.")
+
+    def images_for(size):
+        if representative_images is None:
+            return _random_images(size, num_parity_images), None
+        calibration = representative_images(tuple(size))
+        return calibration[:num_parity_images], calibration
+
+    jobs = []
+    if generator is not None:
+        jobs.append(("generator", generator_name,
+                     lambda v: saved_model_lib.export_generator(generator, export_dir, generator_name, v, overwrite),
+                     tuple(generator.get_config()["image_size"])))
+    if reid_model is not None:
+        jobs.append(("embedder", embedder_name,
+                     lambda v: saved_model_lib.export_embedder(
+                         reid_model, export_dir, generator if isinstance(reid_model, DA2S) else None,
+                         embedder_name, v, overwrite),
+                     tuple(reid_model.get_config()["input_shape"][:2])))
+    results = {}
+    for kind, model_name, export_fn, size in jobs:
+        model_version = version or saved_model_lib.next_version(os.path.join(export_dir, model_name))
+        version_dir = export_fn(model_version)
+        parity_images, calibration = images_for(size)
+        results[kind] = _convert_and_measure(kind, version_dir, export_dir, model_name, model_version,
+                                             parity_images, generator, reid_model, tflite_variants, onnx,
+                                             calibration)
+    served = sorted(name for name in os.listdir(export_dir)
+                    if os.path.isdir(os.path.join(export_dir, name)) and name not in ("tflite", "onnx")
+                    and any(v.isdigit() for v in os.listdir(os.path.join(export_dir, name))))
+    results["models_config"] = saved_model_lib.write_models_config(export_dir, served)
+    return results
+
+
+def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *, version=None, overwrite=False,
+               tflite_variants=(), onnx=False, representative_tfrecords=None, num_representative=32,
+               tf_trt=False, generator_name="sbsgan_generator", embedder_name="da2s_embedder"):
+    """`python -m bgshift_tf.export`: loads the trained runs and exports them (see `export_models`).
+
+    Args:
+        gan_run_dir: SBSGAN run folder (`training.gan.load_generator`), or None.
+        reid_run_dir: re-ID run folder (`training.reid.load_reid_model`), or None.
+        representative_tfrecords: TFRecord folder or files for int8 calibration and parity images.
+        num_representative: calibration images.
+        tf_trt: also write a TF-TRT SavedModel (`<export_dir>/tf_trt/<model>/<version>`; GPU + TensorRT only,
+            checked before anything is exported).
+        Others: see `export_models`.
+    """
+    if tf_trt and onnx_lib.tensorrt_unavailable_reason() is not None:
+        raise RuntimeError(f"--tf_trt needs an NVIDIA GPU and TensorRT: {onnx_lib.tensorrt_unavailable_reason()}. "
+                           "Drop --tf_trt and build an engine from the ONNX model with trtexec on a GPU host.")
+    generator = reid_model = None
+    if gan_run_dir:
+        from bgshift_tf.training.gan import load_generator
+
+        generator = load_generator(gan_run_dir)
+    if reid_run_dir:
+        from bgshift_tf.training.reid import load_reid_model
+
+        reid_model = load_reid_model(reid_run_dir)
+    representative = None
+    if representative_tfrecords:
+        representative = lambda size: load_representative_images(representative_tfrecords, size, num_representative)  # noqa: E731
+    results = export_models(export_dir, generator, reid_model, version=version, overwrite=overwrite,
+                            tflite_variants=tflite_variants, onnx=onnx, representative_images=representative,
+                            generator_name=generator_name, embedder_name=embedder_name)
+    if tf_trt:
+        for kind in ("generator", "embedder"):
+            if kind in results:
+                summary = results[kind]
+                summary["tf_trt"] = onnx_lib.convert_tf_trt(
+                    summary["saved_model"],
+                    os.path.join(export_dir, "tf_trt", summary["model_name"], str(summary["version"])))
+    return results

@@ -1,0 +1,246 @@
+"""Serving SavedModels: signatures, fresh-process parity with Keras, in-graph input checks, warm-up
+requests, models.config, atomic versioned writes, the export job's parity report."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bgshift_tf.export import job
+from bgshift_tf.export import saved_model as saved_model_lib
+from export_helpers import (GENERATOR_SIZE, NUM_DOMAINS, REID_SIZE, VENV_BIN, random_images, run_fresh_python,
+                            tiny_da2s, tiny_generator)
+
+
+def _keras_inputs(images, size):
+    """Hand-written preprocessing: bilinear resize, [0, 255] -> [-1, 1]."""
+    return tf.image.resize(tf.cast(images, tf.float32), size) / 127.5 - 1.0
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Tiny generator + DA-2S exported through the job (no TFLite/ONNX), and their Keras references."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    generator, reid_model = tiny_generator(), tiny_da2s()
+    export_dir = str(tmp_path_factory.mktemp("saved_models"))
+    results = job.export_models(export_dir, generator, reid_model, version=3, num_parity_images=2)
+    images = random_images((40, 20), count=3, seed=1)  # not the trained size: exercises the resize
+    domains = np.array([2, 0, 1], np.int32)
+    soft = generator.soft_mask(_keras_inputs(images, GENERATOR_SIZE))
+    references = {
+        "soft_mask": soft.numpy(),
+        "style_transfer": generator.style_transfer(_keras_inputs(images, GENERATOR_SIZE), domains).numpy(),
+        "embed": reid_model.embed((tf.image.resize(soft, REID_SIZE), _keras_inputs(images, REID_SIZE))).numpy(),
+    }
+    return {"dir": export_dir, "results": results, "images": images, "domains": domains, "ref": references,
+            "generator_dir": results["generator"]["saved_model"], "embedder_dir": results["embedder"]["saved_model"]}
+
+
+@pytest.mark.slow
+def test_fresh_process_loads_and_matches_keras(exported, tmp_path):
+    np.save(tmp_path / "images.npy", exported["images"])
+    np.save(tmp_path / "domains.npy", exported["domains"])
+    jpegs = [tf.io.encode_jpeg(image, quality=95).numpy() for image in exported["images"]]
+    (tmp_path / "jpegs.json").write_text(json.dumps([j.hex() for j in jpegs]))
+    stdout = run_fresh_python(f"""
+        import json, sys
+        import numpy as np
+        import tensorflow as tf
+        out = "{tmp_path}"
+        images = np.load(out + "/images.npy"); domains = np.load(out + "/domains.npy")
+        jpegs = [bytes.fromhex(h) for h in json.load(open(out + "/jpegs.json"))]
+        g = tf.saved_model.load("{exported['generator_dir']}")
+        e = tf.saved_model.load("{exported['embedder_dir']}")
+        results = {{
+            "soft_mask": g.signatures["soft_mask"](images=tf.constant(images)),
+            "default": g.signatures["serving_default"](images=tf.constant(images)),
+            "style_transfer": g.signatures["style_transfer"](images=tf.constant(images), target_domain=tf.constant(domains)),
+            "soft_mask_jpeg": g.signatures["soft_mask_jpeg"](image_bytes=tf.constant(jpegs)),
+            "embed": e.signatures["embed"](images=tf.constant(images)),
+            "embed_jpeg": e.signatures["embed_jpeg"](image_bytes=tf.constant(jpegs)),
+            "decoded": {{"pixels": tf.stack([tf.io.decode_jpeg(j) for j in jpegs])}},
+        }}
+        for name, outputs in results.items():
+            for key, value in outputs.items():
+                np.save(f"{{out}}/{{name}}-{{key}}.npy", value.numpy())
+        print("BGSHIFT_IMPORTED" if "bgshift_tf" in sys.modules else "CLEAN")
+    """)
+    assert stdout.strip().endswith("CLEAN")
+    load = lambda name: np.load(tmp_path / f"{name}.npy")  # noqa: E731
+    for signature in ("soft_mask", "default", "style_transfer"):
+        reference = exported["ref"]["style_transfer" if signature == "style_transfer" else "soft_mask"]
+        assert np.abs(load(f"{signature}-images_float") - reference).max() < 1e-4
+        expected_uint8 = np.round((reference + 1) * 127.5).clip(0, 255)
+        assert load(f"{signature}-images_uint8").dtype == np.uint8
+        assert np.abs(load(f"{signature}-images_uint8") - expected_uint8).max() <= 1
+    features = load("embed-features")
+    assert features.shape == (3, 2 * 128) and features.dtype == np.float32
+    assert np.abs(features - exported["ref"]["embed"]).max() < 1e-4 * max(1.0, np.abs(features).max())
+    # The JPEG signatures see the decoded (lossy) pixels: compare with the pixel signature on those pixels.
+    gen = tf.saved_model.load(exported["generator_dir"])
+    on_decoded = gen.signatures["soft_mask"](images=tf.constant(load("decoded-pixels")))
+    assert np.abs(load("soft_mask_jpeg-images_float") - on_decoded["images_float"].numpy()).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_saved_model_cli_lists_signatures(exported):
+    shows = {
+        key: subprocess.run([os.path.join(VENV_BIN, "saved_model_cli"), "show", "--dir", exported[key], "--all"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        for key in ("generator_dir", "embedder_dir")
+    }
+    for result in shows.values():
+        assert result.returncode == 0, result.stderr[-2000:]
+    generator, embedder = shows["generator_dir"].stdout, shows["embedder_dir"].stdout
+    for name in ("serving_default", "soft_mask", "style_transfer", "soft_mask_jpeg"):
+        assert f"signature_def['{name}']" in generator
+    for name in ("serving_default", "embed", "embed_jpeg"):
+        assert f"signature_def['{name}']" in embedder
+    style = generator.split("signature_def['style_transfer']")[1].split("signature_def[")[0]
+    assert "inputs['images'] tensor_info:\n        dtype: DT_UINT8" in style
+    assert "inputs['target_domain'] tensor_info:\n        dtype: DT_INT32" in style
+    assert "outputs['images_uint8'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, 32, 16, 3)" in style
+    assert "outputs['images_float'] tensor_info:\n        dtype: DT_FLOAT" in style
+    jpeg = generator.split("signature_def['soft_mask_jpeg']")[1].split("signature_def[")[0]
+    assert "inputs['image_bytes'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in jpeg
+    embed = embedder.split("signature_def['embed']")[1].split("signature_def[")[0]
+    assert "outputs['features'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 256)" in embed
+
+
+@pytest.fixture(scope="module")
+def loaded_generator(exported):
+    return tf.saved_model.load(exported["generator_dir"])
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((32, 16, 3), np.uint8), r"`images` must have rank 4 \[N, H, W, 3\]; received shape:\] \[32 16 3\]"),
+    (np.zeros((1, 32, 16, 4), np.uint8), r"`images` must have 3 channels .*\] \[1 32 16 4\]"),
+    (np.zeros((0, 32, 16, 3), np.uint8), r"`images` must not be empty .*\] \[0 32 16 3\]"),
+])
+def test_bad_images_fail_with_named_assertion(loaded_generator, images, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        loaded_generator.signatures["soft_mask"](images=tf.constant(images))
+
+
+def test_wrong_dtype_is_rejected(loaded_generator):
+    with pytest.raises((tf.errors.InvalidArgumentError, TypeError, ValueError), match="uint8"):
+        loaded_generator.signatures["soft_mask"](images=tf.zeros([1, 32, 16, 3], tf.float32))
+
+
+@pytest.mark.parametrize("domains, message", [
+    ([0, 3], r"`target_domain` values must be in \[0, 3\); received:\] \[0 3\]"),
+    ([-1, 0], r"`target_domain` values must be in \[0, 3\); received:\] \[-1 0\]"),
+    ([0], r"`target_domain` must have one entry per image; .*\] \[1\] \[2\]"),
+    ([[0, 1]], r"`target_domain` must have rank 1 \[N\]"),
+])
+def test_bad_domains_fail_with_named_assertion(loaded_generator, domains, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        loaded_generator.signatures["style_transfer"](
+            images=tf.constant(random_images(GENERATOR_SIZE, 2)), target_domain=tf.constant(domains, tf.int32))
+
+
+def test_undecodable_bytes_fail_with_named_assertion(loaded_generator):
+    good = tf.io.encode_png(random_images(GENERATOR_SIZE, 1)[0]).numpy()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`image_bytes` holds bytes that are not an encoded "
+                                                             r"JPEG or PNG image; their first bytes:\] \[not an image"):
+        loaded_generator.signatures["soft_mask_jpeg"](image_bytes=tf.constant([good, b"not an image at all"]))
+
+
+def test_jpeg_signature_accepts_mixed_sizes_and_png(loaded_generator):
+    small, large = random_images((20, 10), 1, seed=3)[0], random_images((80, 40), 1, seed=4)[0]
+    batch = tf.constant([tf.io.encode_jpeg(small).numpy(), tf.io.encode_png(large).numpy()])
+    outputs = loaded_generator.signatures["soft_mask_jpeg"](image_bytes=batch)
+    assert outputs["images_uint8"].shape == (2, *GENERATOR_SIZE, 3)
+    png_alone = loaded_generator.signatures["soft_mask"](images=tf.constant(large[None]))
+    np.testing.assert_allclose(outputs["images_float"][1], png_alone["images_float"][0], atol=1e-5)
+
+
+def test_warmup_requests_cover_every_signature_and_replay(exported, loaded_generator):
+    requests = saved_model_lib.read_warmup_requests(exported["generator_dir"])
+    assert [name for name, _ in requests] == ["soft_mask", "style_transfer", "soft_mask_jpeg"]
+    for name, inputs in requests:
+        outputs = loaded_generator.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+        assert outputs["images_uint8"].shape == (2, *GENERATOR_SIZE, 3)
+    embed_requests = saved_model_lib.read_warmup_requests(exported["embedder_dir"])
+    assert [name for name, _ in embed_requests] == ["embed", "embed_jpeg"]
+    assert embed_requests[0][1]["images"].shape == (2, *REID_SIZE, 3)
+
+
+def test_models_config_lists_every_model(exported):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    with open(exported["results"]["models_config"]) as f:
+        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+    entries = {c.name: (c.base_path, c.model_platform) for c in config.model_config_list.config}
+    assert entries == {"sbsgan_generator": ("/models/sbsgan_generator", "tensorflow"),
+                       "da2s_embedder": ("/models/da2s_embedder", "tensorflow")}
+
+
+def test_export_info_and_parity_report(exported):
+    info = saved_model_lib.read_export_info(exported["embedder_dir"])
+    assert info["image_size"] == list(REID_SIZE) and info["feature_dim"] == 256 and info["two_stream"]
+    assert saved_model_lib.read_export_info(exported["generator_dir"])["num_domains"] == NUM_DOMAINS
+    for kind in ("generator", "embedder"):
+        with open(exported["results"][kind]["parity_json"]) as f:
+            report = json.load(f)
+        assert report["version"] == 3
+        for signature, entry in report["parity"].items():
+            assert entry["saved_model"]["max_rel"] < 1e-4, (kind, signature, entry)
+    assert sorted(json.load(open(exported["results"]["generator"]["parity_json"]))["parity"]) == [
+        "soft_mask", "soft_mask_jpeg", "style_transfer"]
+
+
+def _listing(folder):
+    return sorted(os.listdir(folder))
+
+
+def test_failed_export_leaves_nothing_and_keeps_existing_version(tmp_path, monkeypatch):
+    model_dir = tmp_path / "sbsgan_generator"
+    saved_model_lib.write_version_atomically(str(model_dir), 1, lambda d: open(os.path.join(d, "a"), "w").write("old"))
+
+    def fail_after_writing(folder):
+        with open(os.path.join(folder, "a"), "w") as f:
+            f.write("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        saved_model_lib.write_version_atomically(str(model_dir), 2, fail_after_writing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        saved_model_lib.write_version_atomically(str(model_dir), 1, fail_after_writing, overwrite=True)
+    assert _listing(model_dir) == ["1"]
+    assert (model_dir / "1" / "a").read_text() == "old"
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        saved_model_lib.write_version_atomically(str(model_dir), 1, fail_after_writing)
+    saved_model_lib.write_version_atomically(str(model_dir), 1, lambda d: open(os.path.join(d, "a"), "w").write("new"),
+                                             overwrite=True)
+    assert _listing(model_dir) == ["1"] and (model_dir / "1" / "a").read_text() == "new"
+    assert saved_model_lib.next_version(str(model_dir)) == 2
+    with pytest.raises(ValueError, match="version=0"):
+        saved_model_lib.write_version_atomically(str(model_dir), 0, lambda d: None)
+
+
+def test_real_export_failing_late_leaves_no_version(tmp_path, monkeypatch):
+    def broken_warmup(*args):
+        raise OSError("cannot write warm-up file")
+
+    monkeypatch.setattr(saved_model_lib, "write_warmup_requests", broken_warmup)
+    with pytest.raises(OSError, match="warm-up"):
+        saved_model_lib.export_generator(tiny_generator(), str(tmp_path), version=1)
+    assert _listing(tmp_path / "sbsgan_generator") == []
+
+
+def test_export_job_argument_errors(tmp_path):
+    with pytest.raises(ValueError, match="Nothing to export"):
+        job.export_models(str(tmp_path))
+    with pytest.raises(ValueError, match="needs the generator"):
+        job.export_models(str(tmp_path), reid_model=tiny_da2s())
+    with pytest.raises(ValueError, match="Unknown TFLite variants"):
+        job.export_models(str(tmp_path), generator=tiny_generator(), tflite_variants=("int4",))
+    with pytest.raises(ValueError, match="representative"):
+        job.export_models(str(tmp_path), generator=tiny_generator(), tflite_variants=("int8",))
