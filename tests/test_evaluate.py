@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from bgshift_tf.data import schema, shards
 from bgshift_tf.data.records import encode_jpeg
-from bgshift_tf.evaluation.run import evaluate_run, format_table, resolve_tfrecords
+from bgshift_tf.evaluation.features import FeatureSet
+from bgshift_tf.evaluation.run import evaluate_features, evaluate_run, format_table, resolve_tfrecords
 
 # Flat grey images; the injected embedding is the mean pixel, so distances are grey-level differences.
 #   query  pid 1 c1 at 0.0 -> gallery pid 1 (c2, c3) at 0.0: ranks 1, 2 -> AP 1, mINP 1
@@ -122,6 +123,23 @@ def test_bad_arguments_raise(toy_records, tmp_path):
         resolve_tfrecords(str(tmp_path / "missing-*.tfrecord"), "query", "query_tfrecords")
     files = resolve_tfrecords(os.path.join(toy_records, "toy-gallery-*.tfrecord"), "gallery", "gallery_tfrecords")
     assert len(files) == 2 and files == sorted(files)
+
+
+def _feature_set(rows):
+    pids, cams, levels = (np.array(column) for column in zip(*rows))
+    names = np.array([f"{i}.jpg" for i in range(len(rows))])
+    return FeatureSet(levels[:, None].astype(np.float32), pids, cams, names)
+
+
+def test_evaluate_features_hand_case_and_conventions():
+    query, gallery = _feature_set(QUERY), _feature_set(GALLERY)
+    standard = evaluate_features(query, gallery, max_rank=5)
+    assert standard["mAP"] == pytest.approx(7 / 9) and standard["mINP"] == pytest.approx(7 / 9)
+    assert standard["rank1"] == pytest.approx(2 / 3) and standard["feature_dim"] == 1
+    official = evaluate_features(query, gallery, max_rank=5, mode="market_official")
+    # CMC over all 4 queries; pid 3's match at rank 3: trapezoid AP ((0/2 + 1/3) / 2) = 1/6.
+    assert official["rank1"] == pytest.approx(2 / 4) and official["cmc"][-1] == pytest.approx(3 / 4)
+    assert official["mAP"] == pytest.approx((1 + 1 + 1 / 6) / 3)
 
 
 def test_format_table_lists_every_metric():

@@ -121,7 +121,7 @@ def _true_match_ranks(distmat, q_pids, g_pids, q_camids, g_camids):
     empty = np.zeros(0, dtype=np.int64)
     ranks = []
     for i in range(distmat.shape[0]):
-        items = gallery_of_pid.get(q_pids[i].item(), empty)
+        items = gallery_of_pid.get(q_pids[i], empty)
         same_camera = g_camids[items] == q_camids[i]
         if same_camera.all():
             ranks.append(empty)

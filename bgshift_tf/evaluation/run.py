@@ -2,7 +2,8 @@
 
 `evaluate_run` is the library side of `python -m bgshift_tf.evaluate`. The model comes from
 `bgshift_tf.training.reid.load_reid_model(run_dir)` (IDE or DA-2S) unless the caller injects one, or
-injects the embedding function itself (tests, other frameworks).
+injects the embedding function itself (tests, other frameworks). `evaluate_features` scores features
+already extracted (e.g. several conventions or distances from one extraction).
 
 DA-2S at test time (SPEC §3): stream 1 gets the soft-mask image made by SBSGAN, stream 2 the original
 image; the soft-mask images come as their own TFRecords listing the same files in the same order.
@@ -87,6 +88,36 @@ def format_table(metrics):
                       f"re-ranking {'on' if metrics['rerank'] else 'off'}; convention: {metrics['convention']})"])
 
 
+def evaluate_features(
+    query, gallery, *, distance="euclidean", rerank=False, mode="standard", max_rank=50, num_repeats=10, seed=0,
+):
+    """Metrics of query/gallery `FeatureSet`s: distances, optional re-ranking, `evaluate_rank`.
+
+    Returns:
+      dict: rank1/5/10/20 (those <= max_rank), mAP, mINP (floats in [0, 1]), cmc (list [max_rank]),
+      num_valid_queries, num_queries, num_gallery, feature_dim, convention, mode, distance, rerank.
+    """
+    distmat = pairwise_distance(query.features, gallery.features, metric=distance)
+    if rerank:
+        distmat = k_reciprocal_rerank(
+            distmat,
+            pairwise_distance(query.features, query.features, metric=distance),
+            pairwise_distance(gallery.features, gallery.features, metric=distance),
+        )
+    result = evaluate_rank(
+        distmat, query.pids, gallery.pids, query.camids, gallery.camids, max_rank=max_rank, mode=mode,
+        num_repeats=num_repeats, seed=seed,
+    )
+    metrics = {f"rank{k}": float(result["cmc"][k - 1]) for k in REPORTED_RANKS if k <= max_rank}
+    metrics.update(
+        mAP=result["mAP"], mINP=result["mINP"], cmc=[float(v) for v in result["cmc"]],
+        num_valid_queries=result["num_valid_queries"], num_queries=result["num_queries"],
+        num_gallery=int(distmat.shape[1]), feature_dim=int(query.features.shape[1]),
+        convention=result["convention"], mode=mode, distance=distance, rerank=bool(rerank),
+    )
+    return metrics
+
+
 def evaluate_run(
     run_dir=None, *, query_tfrecords, gallery_tfrecords, soft_mask_query_tfrecords=None,
     soft_mask_gallery_tfrecords=None, distance="euclidean", flip_average=False, rerank=False,
@@ -161,25 +192,13 @@ def evaluate_run(
 
     query, query_files = split_features("query", query_tfrecords, soft_mask_query_tfrecords)
     gallery, gallery_files = split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords)
-    distmat = pairwise_distance(query.features, gallery.features, metric=distance)
-    if rerank:
-        distmat = k_reciprocal_rerank(
-            distmat,
-            pairwise_distance(query.features, query.features, metric=distance),
-            pairwise_distance(gallery.features, gallery.features, metric=distance),
-        )
-    result = evaluate_rank(
-        distmat, query.pids, gallery.pids, query.camids, gallery.camids, max_rank=max_rank, mode=mode,
+    metrics = evaluate_features(
+        query, gallery, distance=distance, rerank=rerank, mode=mode, max_rank=max_rank,
         num_repeats=num_repeats, seed=seed,
     )
-    metrics = {f"rank{k}": float(result["cmc"][k - 1]) for k in REPORTED_RANKS if k <= max_rank}
     metrics.update(
-        mAP=result["mAP"], mINP=result["mINP"], num_valid_queries=result["num_valid_queries"],
-        num_queries=result["num_queries"], num_gallery=int(distmat.shape[1]), convention=result["convention"],
-        mode=mode, distance=distance, rerank=bool(rerank), flip_average=bool(flip_average),
-        feature_dim=int(query.features.shape[1]), model=type(model).__name__ if model is not None else "embed_fn",
+        flip_average=bool(flip_average), model=type(model).__name__ if model is not None else "embed_fn",
         run_dir=run_dir, query_tfrecords=query_files, gallery_tfrecords=gallery_files,
-        cmc=[float(v) for v in result["cmc"]],
     )
     out_path = out_path or (os.path.join(run_dir, "metrics.json") if run_dir else None)
     if out_path:
