@@ -75,10 +75,12 @@ def _check_features(features_by_variant):
     return domains
 
 
-def _embed(points: np.ndarray, *, seed: int, perplexity: float, pca_dims: int, max_iter: int) -> np.ndarray:
+def _embed(points: np.ndarray, *, seed: int, perplexity: float, pca_dims: int, max_iter: int,
+           threads: int) -> np.ndarray:
     """PCA to at most `pca_dims` (the usual t-SNE preprocessing), then 2-D Barnes-Hut t-SNE."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     points = points.astype(np.float64)
     dims = min(pca_dims, points.shape[0] - 1, points.shape[1])
@@ -90,7 +92,10 @@ def _embed(points: np.ndarray, *, seed: int, perplexity: float, pca_dims: int, m
         n_components=2, method="barnes_hut", perplexity=perplexity, init="pca", learning_rate="auto",
         max_iter=max_iter, random_state=seed,
     )
-    return tsne.fit_transform(points)
+    # scikit-learn's Barnes-Hut gradient runs on OpenMP threads, which spin-wait: on a machine busy with
+    # other jobs 2 threads made a 50-point embedding 40x slower (23 s vs 0.6 s) than one thread.
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        return tsne.fit_transform(points)
 
 
 def _spread(points: np.ndarray, centre: np.ndarray) -> float:
@@ -104,6 +109,7 @@ def domain_distance(
     perplexity: float = 30.0,
     pca_dims: int = 50,
     max_iter: int = 1000,
+    threads: int = 1,
 ) -> dict:
     """t-SNE embedding and domain-centre distances per image variant.
 
@@ -116,6 +122,7 @@ def domain_distance(
       perplexity: t-SNE perplexity (capped at (N - 1) / 3 for small N).
       pca_dims: features are first reduced to this many principal components.
       max_iter: t-SNE iterations (>= 250).
+      threads: OpenMP threads for t-SNE (1 is fast at these sizes and robust on a busy machine).
     Returns:
       {"seed", "perplexity", "domains": [names], "pairs": ["a vs b", ...], "variants": {variant: {
         "num_points": {domain: N_d},
@@ -137,7 +144,8 @@ def domain_distance(
     for variant, by_domain in features_by_variant.items():
         arrays = {d: np.asarray(by_domain[d], dtype=np.float64) for d in domains}
         stacked = np.concatenate([arrays[d] for d in domains])
-        embedded = _embed(stacked, seed=seed, perplexity=perplexity, pca_dims=pca_dims, max_iter=max_iter)
+        embedded = _embed(stacked, seed=seed, perplexity=perplexity, pca_dims=pca_dims, max_iter=max_iter,
+                          threads=threads)
         bounds = np.cumsum([0] + [len(arrays[d]) for d in domains])
         embedding = {d: embedded[bounds[i] : bounds[i + 1]] for i, d in enumerate(domains)}
         centres_2d = {d: embedding[d].mean(axis=0) for d in domains}
