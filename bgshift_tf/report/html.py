@@ -208,7 +208,11 @@ def _table(table: Mapping) -> str:
     if table.get("title"):
         parts.append(f"<h3>{esc(table['title'])}</h3>")
     parts.append('<div class="scroll"><table><thead><tr>')
-    parts += [f"<th>{esc(c)}</th>" for c in columns]
+    for i, column in enumerate(columns):
+        values = [row.get(column) if isinstance(row, Mapping) else (row[i] if i < len(row) else None)
+                  for row in rows]
+        numeric = all(_is_number(v) or v is None for v in values)
+        parts.append(f'<th{" class=num" if numeric else ""}>{esc(column)}</th>')
     parts.append("</tr></thead><tbody>")
     for row in rows:
         cells = [row.get(c) for c in columns] if isinstance(row, Mapping) else list(row)
@@ -429,7 +433,7 @@ def _exports_section(entries: Sequence[Mapping], base_dir: str) -> str:
                 rows.append(f"<tr><td>{esc(fmt)}</td>{_cell(diff)}"
                             f"{_cell(tolerance)}<td class=\"status {ok.lower()}\">{esc(ok)}</td></tr>")
             parts.append('<h4>Numerical parity</h4><div class="scroll"><table class="parity"><thead><tr><th>Runtime</th>'
-                         "<th>max |diff| vs Keras</th><th>Tolerance</th><th></th></tr></thead>"
+                         "<th class=num>max |diff| vs Keras</th><th class=num>Tolerance</th><th></th></tr></thead>"
                          f'<tbody>{"".join(rows)}</tbody></table></div>')
         if model.get("figures"):
             parts.append(_figures(model["figures"], base_dir))
