@@ -156,12 +156,14 @@ def _single_gallery_shot_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_ra
     gid_starts = np.searchsorted(gid[gid_order], np.arange(gid.max() + 1))
     generators = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(num_repeats)]
     hits = np.zeros(max_rank + 1, dtype=np.float64)
+    num_valid = 0
     for start in range(0, num_q, _SGS_CHUNK_ROWS):
         rows = slice(start, min(start + _SGS_CHUNK_ROWS, num_q))
         same_pid = g_pids[None, :] == q_pids[rows, None]
         keep = ~(same_pid & (g_camids[None, :] == q_camids[rows, None]))
         match = same_pid & keep
         valid = match.any(axis=1)
+        num_valid += np.count_nonzero(valid)
         order = np.argsort(distmat[rows], axis=1, kind="stable")
         positions = np.empty_like(order)
         np.put_along_axis(positions, order, np.arange(num_g)[None, :], axis=1)
@@ -174,7 +176,7 @@ def _single_gallery_shot_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_ra
             match_position = np.where(drawn & match, positions, -1).max(axis=1)
             rank = 1 + np.count_nonzero(drawn & (positions < match_position[:, None]), axis=1)
             hits += np.bincount(np.minimum(rank[valid], max_rank + 1) - 1, minlength=max_rank + 1)
-    return np.cumsum(hits[:max_rank]) / num_repeats
+    return np.cumsum(hits[:max_rank]) / (num_repeats * num_valid)
 
 
 def evaluate_rank(
@@ -220,7 +222,7 @@ def evaluate_rank(
     if mode == "cuhk03_sgs":
         cmc = _single_gallery_shot_cmc(
             distmat, q_pids, g_pids, q_camids, g_camids, max_rank, num_repeats, seed
-        ) / len(ranks)
+        )
         convention = CONVENTIONS[mode].format(num_repeats=num_repeats, seed=seed)
     else:
         first_hits = np.array([r[0] for r in ranks])
