@@ -94,6 +94,7 @@ def write_json_atomic(path, obj):
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a run's config is for everyone to read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,106 @@
+"""How well soft-mask and hard-mask images suppress the background, measured on the synthetic world.
+
+The synthetic world stores the exact body mask of every image (`<world>/<domain>/masks_exact/<split
+folder>/<stem>.png`), which the parser masks used in training only approximate. With it:
+- foreground preservation inside the exact mask: `fg_psnr` (dB; inf when identical) and `fg_l1` (mean
+  absolute difference), between the output and the input image, both in [0, 1] units;
+- background suppression outside the exact mask: `bg_energy` = mean of (y + 1) / 2 over background
+  pixels and channels (0 = perfectly black, the input's value when nothing is suppressed).
+Pixel values are float32 in [-1, 1]; masks {0, 1}. Means are over all pixels of all images (not means
+of per-image values), so a few small people do not dominate.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from bgshift_tf.data import schema, shards
+from bgshift_tf.data.synthetic import domain_paths
+from bgshift_tf.generation.translate import SPLIT_FOLDERS, read_records
+
+_SUM_KEYS = ("fg_sq_err", "fg_abs_err", "fg_values", "bg_energy", "bg_values")
+
+
+def suppression_sums(inputs, outputs, exact_masks):
+    """Sums behind the metrics for one batch: inputs, outputs float [B,H,W,3] in [-1,1]; masks [B,H,W,1]."""
+    inputs, outputs = np.asarray(inputs, np.float64), np.asarray(outputs, np.float64)
+    masks = np.broadcast_to(np.asarray(exact_masks, np.float64), inputs.shape)
+    if inputs.shape != outputs.shape:
+        raise ValueError(f"inputs and outputs differ in shape: {inputs.shape} vs {outputs.shape}")
+    diff = (outputs - inputs) / 2.0  # in [0, 1] units
+    background = 1.0 - masks
+    return {"fg_sq_err": float(np.sum(masks * diff**2)), "fg_abs_err": float(np.sum(masks * np.abs(diff))),
+            "fg_values": float(masks.sum()), "bg_energy": float(np.sum(background * (outputs + 1.0) / 2.0)),
+            "bg_values": float(background.sum())}
+
+
+def finish(sums):
+    """Metrics from accumulated sums: {"fg_psnr", "fg_l1", "bg_energy", "fg_values", "bg_values"}."""
+    fg, bg = sums["fg_values"], sums["bg_values"]
+    mse = sums["fg_sq_err"] / fg if fg else float("nan")
+    return {"fg_psnr": float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse)) if fg else float("nan"),
+            "fg_l1": sums["fg_abs_err"] / fg if fg else float("nan"),
+            "bg_energy": sums["bg_energy"] / bg if bg else float("nan"),
+            "fg_values": fg, "bg_values": bg}
+
+
+def suppression_metrics(inputs, outputs, exact_masks):
+    """Metrics of one set of arrays (see the module docstring)."""
+    return finish(suppression_sums(inputs, outputs, exact_masks))
+
+
+def _exact_mask(world_dir, domain_name, split, filename, image_size):
+    folder = domain_paths(world_dir, domain_name)["exact_mask_dir"]
+    path = os.path.join(folder, SPLIT_FOLDERS.get(split, split), os.path.splitext(filename)[0] + ".png")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No exact mask {path!r} for image {filename!r} (world_dir={world_dir!r})")
+    with Image.open(path) as image:
+        mask = (np.asarray(image.convert("L")) > 127).astype(np.float32)[..., None]
+    return tf.image.resize(mask, image_size, method="nearest").numpy()
+
+
+def evaluate_suppression(world_dir, original_dir, generated_dirs, *, split="train", batch_size=32, max_images=0):
+    """Foreground preservation and background suppression of generated TFRecord folders vs the originals.
+
+    Args:
+        world_dir: the synthetic world folder (for `masks_exact`).
+        original_dir: TFRecord folder of the original images (the generator's input).
+        generated_dirs: {name: TFRecord folder} written by `translate_dataset` from `original_dir`
+            (e.g. {"softmask": ..., "hardmask": ...}); same record order and file names.
+        split: split to measure; max_images: stop after the batch that reaches this many images (0 = all).
+
+    Returns:
+        {name: metrics} for every generated folder plus "original" (the input itself: its `bg_energy`
+        is the no-suppression reference).
+    """
+    if not generated_dirs:
+        raise ValueError("`generated_dirs` is empty: give at least one generated TFRecord folder")
+    first = next(iter(generated_dirs.values()))
+    first_record = next(iter(tf.data.TFRecordDataset(shards.shard_files(first, split)).take(1)))
+    fields = schema.parse_example(first_record)
+    image_size = (int(fields["height"]), int(fields["width"]))
+    readers = {name: iter(read_records(shards.shard_files(d, split), image_size, batch_size))
+               for name, d in {"original": original_dir, **generated_dirs}.items()}
+    sums = {name: dict.fromkeys(_SUM_KEYS, 0.0) for name in readers}
+    seen = 0
+    for originals in readers["original"]:
+        batches = {name: next(reader) for name, reader in readers.items() if name != "original"}
+        filenames = [n.decode() for n in originals["filename"].numpy()]
+        for name, batch in batches.items():
+            theirs = [n.decode() for n in batch["filename"].numpy()]
+            if theirs != filenames:
+                raise ValueError(f"generated folder {generated_dirs[name]!r} is not in the order of "
+                                 f"{original_dir!r}: {theirs[:3]} vs {filenames[:3]}")
+        masks = np.stack([
+            _exact_mask(world_dir, d.decode(), s.decode(), f, image_size)
+            for d, s, f in zip(originals["domain_name"].numpy(), originals["split"].numpy(), filenames)])
+        inputs = originals["pixels"].numpy()
+        for name, batch in {"original": originals, **batches}.items():
+            for key, value in suppression_sums(inputs, batch["pixels"].numpy(), masks).items():
+                sums[name][key] += value
+        seen += len(filenames)
+        if max_images and seen >= max_images:
+            break
+    return {name: {**finish(s), "num_images": seen} for name, s in sums.items()}

@@ -1,0 +1,164 @@
+"""Tests for bgshift_tf.generation (translate, quality) and the generate entry point (tiny sizes)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bgshift_tf.data import schema, shards
+from bgshift_tf.generation import quality, translate
+from bgshift_tf.models.generator import Generator
+from bgshift_tf.training import loop
+from tiny_records import SPLIT_SIZES, make_domain_records
+
+GEN_SIZE = (16, 8)  # the generator's size; the records are 32x16, so generation also resizes
+
+
+def _make_run(run_dir, domains=("dom0", "dom1")):
+    """A run directory as train_gan leaves it (config.json + one checkpoint), without training."""
+    generator = Generator(num_domains=len(domains), image_size=GEN_SIZE, base_filters=4, num_res_blocks=1)
+    loop.write_json_atomic(os.path.join(run_dir, "config.json"),
+                           {"generator": generator.get_config(), "domains": list(domains)})
+    checkpoint = tf.train.Checkpoint(step=tf.Variable(1, dtype=tf.int64), generator=generator)
+    tf.train.CheckpointManager(checkpoint, loop.checkpoint_dir(run_dir), max_to_keep=1).save()
+    return generator
+
+
+def _records(folder, split):
+    return [schema.parse_example(r) for r in tf.data.TFRecordDataset(shards.shard_files(folder, split))]
+
+
+def _pixels(encoded):
+    return tf.cast(schema.decode_image(encoded), tf.float32).numpy() / 127.5 - 1.0
+
+
+def test_translate_writes_same_metadata_counts_and_generator_outputs(tmp_path):
+    in_dir = make_domain_records(tmp_path / "in", "dom0", 0, splits=("train", "query", "gallery"))
+    generator = _make_run(str(tmp_path / "run"))
+    result = translate.translate_dataset(str(tmp_path / "run"), in_dir, str(tmp_path / "out"),
+                                         target_domain="dom1", batch_size=3, jpeg_dirs=True, verbose=0)
+    assert result["outputs"] == {"softmask": str(tmp_path / "out" / "dom0_softmask"),
+                                 "style": str(tmp_path / "out" / "dom0_to_dom1"),
+                                 "hardmask": str(tmp_path / "out" / "dom0_hardmask")}
+    in_manifest = shards.read_manifest(in_dir)
+    for kind, folder in result["outputs"].items():
+        manifest = shards.read_manifest(folder)
+        assert manifest["generated"]["kind"] == kind
+        for split, size in SPLIT_SIZES.items():
+            assert result["written"][kind][split] == size
+            assert manifest["splits"][split]["num_shards"] == in_manifest["splits"][split]["num_shards"]
+            originals, outputs = _records(in_dir, split), _records(folder, split)
+            assert len(outputs) == size
+            for original, output in zip(originals, outputs):
+                for field in schema.FIELDS:
+                    if field not in ("image", "mask", "height", "width"):
+                        assert output[field].numpy() == original[field].numpy(), (kind, split, field)
+                assert (int(output["height"]), int(output["width"])) == GEN_SIZE
+                assert schema.decode_image(output["image"]).shape == (*GEN_SIZE, 3)
+                assert schema.decode_mask(output["mask"], 16, 8).shape == (*GEN_SIZE, 1)
+            jpegs = os.listdir(os.path.join(folder, "images", translate.SPLIT_FOLDERS[split]))
+            assert sorted(jpegs) == sorted(r["filename"].numpy().decode() for r in originals)
+    # The pixels are the generator's outputs (up to JPEG error) on the resized inputs.
+    original = _records(in_dir, "train")[0]
+    resized = tf.image.resize(tf.cast(schema.decode_image(original["image"]), tf.float32), GEN_SIZE)[None] / 127.5 - 1
+    expected = {"softmask": generator.soft_mask(resized)[0].numpy(),
+                "style": generator.style_transfer(resized, tf.constant([1]))[0].numpy()}
+    mask = tf.image.resize(schema.decode_mask(original["mask"], 32, 16), GEN_SIZE, method="nearest").numpy()
+    expected["hardmask"] = (resized[0].numpy() + 1) * mask - 1
+    for kind, value in expected.items():
+        got = _pixels(_records(result["outputs"][kind], "train")[0]["image"])
+        # Compare with the same JPEG round trip (chroma subsampling is lossy on 16x8 noise-like images).
+        pixels = tf.cast(tf.round(tf.clip_by_value((value + 1) * 127.5, 0, 255)), tf.uint8)
+        want = _pixels(tf.io.encode_jpeg(pixels, quality=95))
+        assert np.max(np.abs(got - want)) <= 3 / 127.5, kind
+    hard = _pixels(_records(result["outputs"]["hardmask"], "train")[0]["image"])
+    assert np.mean((hard[mask[..., 0] == 0] + 1) / 2) < 0.03  # background black
+
+
+def test_translate_skips_complete_outputs_and_checks_arguments(tmp_path):
+    in_dir = make_domain_records(tmp_path / "in", "dom0", 0)
+    _make_run(str(tmp_path / "run"))
+    run, out = str(tmp_path / "run"), str(tmp_path / "out")
+    first = translate.translate_dataset(run, in_dir, out, kinds=["softmask"], verbose=0)
+    shard = shards.shard_files(first["outputs"]["softmask"], "train")[0]
+    stamp = os.stat(shard).st_mtime_ns
+    again = translate.translate_dataset(run, in_dir, out, kinds=["softmask"], verbose=0)
+    assert again["written"]["softmask"] == {} and again["skipped"]["softmask"] == {"train": "already complete"}
+    assert os.stat(shard).st_mtime_ns == stamp
+    with pytest.raises(ValueError, match=r"domains \['dom0', 'dom1'\].*target_domain='synduke'"):
+        translate.translate_dataset(run, in_dir, out, kinds=["style"], target_domain="synduke", verbose=0)
+    with pytest.raises(ValueError, match="target_domain"):
+        translate.translate_dataset(run, in_dir, out, kinds=["style"], verbose=0)
+    with pytest.raises(ValueError, match=r"kinds=\['blur'\]"):
+        translate.translate_dataset(run, in_dir, out, kinds=["blur"], verbose=0)
+
+
+def test_hardmask_split_without_masks_is_not_written(tmp_path):
+    in_dir = str(tmp_path / "in")
+    examples = [dict(image=tf.io.encode_jpeg(tf.zeros([32, 16, 3], tf.uint8)).numpy(), mask=b"", has_mask=0,
+                     pid=1, label=-1, camera=1, domain=0, domain_name="dom0", split="query",
+                     filename=f"0001_c1s1_00000{i}_00.jpg", height=32, width=16) for i in range(2)]
+    shards.write_shards(examples, in_dir, "dom0", "query", 1)
+    _make_run(str(tmp_path / "run"))
+    result = translate.translate_dataset(str(tmp_path / "run"), in_dir, str(tmp_path / "out"), kinds=["hardmask"],
+                                         verbose=0)
+    assert result["skipped"]["hardmask"] == {"query": "2 of 2 records have no mask"}
+
+
+# === Quality ===
+
+
+def _hand_made(seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = rng.uniform(-1, 1, (2, 8, 4, 3)).astype("float32")
+    masks = np.zeros((2, 8, 4, 1), np.float32)
+    masks[:, 2:6, 1:3] = 1
+    return inputs, masks
+
+
+def test_quality_perfect_suppression_and_identity():
+    inputs, masks = _hand_made()
+    perfect = quality.suppression_metrics(inputs, np.where(masks > 0, inputs, -1.0), masks)
+    assert perfect["bg_energy"] == 0 and perfect["fg_psnr"] == float("inf") and perfect["fg_l1"] == 0
+    identity = quality.suppression_metrics(inputs, inputs, masks)
+    background = np.broadcast_to(masks, inputs.shape) == 0
+    assert identity["fg_psnr"] == float("inf") and identity["fg_l1"] == 0
+    np.testing.assert_allclose(identity["bg_energy"], np.mean((inputs[background] + 1) / 2), rtol=1e-6)
+    assert identity["fg_values"] == 2 * 4 * 2 * 3 and identity["bg_values"] == 2 * 8 * 4 * 3 - 48
+
+
+def test_quality_known_offset():
+    inputs, masks = _hand_made()
+    inputs = np.clip(inputs, -1, 0.7)
+    shifted = quality.suppression_metrics(inputs, inputs + 0.2, masks)  # 0.1 in [0, 1] units
+    np.testing.assert_allclose(shifted["fg_l1"], 0.1, rtol=1e-5)
+    np.testing.assert_allclose(shifted["fg_psnr"], 20.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="differ in shape"):
+        quality.suppression_metrics(inputs, inputs[:1], masks)
+
+
+@pytest.mark.slow
+def test_evaluate_suppression_on_the_tiny_world(tmp_path):
+    from bgshift_tf.data.build import build_dataset_tfrecords
+    from bgshift_tf.data.synthetic import domain_paths, make_world
+
+    world = str(tmp_path / "world")
+    make_world(world, preset="tiny", seed=0, domains=["synmarket"])
+    paths = domain_paths(world, "synmarket")
+    in_dir = str(tmp_path / "tf")
+    build_dataset_tfrecords("market1501", paths["data_dir"], in_dir, mask_dir=paths["mask_dir"], num_shards=1,
+                            domain_name="synmarket", progress=False)
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump({"generator": {"image_size": [64, 32]}}, f)  # hard masks need no generator
+    out = translate.translate_dataset(run, in_dir, str(tmp_path / "out"), kinds=["hardmask"], splits=["train"],
+                                      verbose=0)
+    metrics = quality.evaluate_suppression(world, in_dir, {"hardmask": out["outputs"]["hardmask"]})
+    original, hard = metrics["original"], metrics["hardmask"]
+    assert original["fg_psnr"] == float("inf") and original["bg_energy"] > 0.2
+    # Parser masks are close to the exact ones: most background is black, the body mostly kept.
+    assert hard["bg_energy"] < 0.2 * original["bg_energy"]
+    assert hard["fg_psnr"] > 15 and hard["num_images"] == original["num_images"] > 0
