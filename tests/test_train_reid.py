@@ -72,6 +72,35 @@ def test_train_step_loss_is_cross_entropy_over_the_global_batch():
     assert float(out["accuracy"]) == pytest.approx(predicted)
 
 
+def _linear_update(strategy, batch):
+    """Weights of a linear classifier after one SGD step on `batch` under `strategy`."""
+    with strategy.scope():
+        keras.utils.set_random_seed(5)
+        model = keras.Sequential([keras.layers.Flatten(name="flat"), keras.layers.Dense(3, name="fc")])
+        model(batch["image"][:1])
+        optimizer = reid.make_optimizer(0.5, 0.5, momentum=0.0)
+    step = reid.make_train_step(model, optimizer, global_batch_size=6)
+
+    @tf.function
+    def run(dist_batch):
+        strategy.run(step, args=(dist_batch,))
+
+    dataset = tf.data.Dataset.from_tensors(batch)
+    run(next(iter(strategy.experimental_distribute_dataset(dataset))))
+    return [w.numpy() for w in model.weights]
+
+
+def test_two_replicas_and_one_give_the_same_update():
+    batch = _batch()
+    one = _linear_update(tf.distribute.OneDeviceStrategy("/cpu:0"), batch)
+    two = _linear_update(
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()),
+        batch,
+    )
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_train_step_overfits_two_batches():
     model = reid_models.IDE(3, backbone="densenet_small", input_shape=(*SIZE, 3))
     batch = _batch()

@@ -117,7 +117,7 @@ def check_paired_files(files1, files2, dir1, dir2):
 
 def _decode_image(encoded, image_size):
     """Encoded JPEG -> float32 [H, W, 3] in [-1, 1], bilinear-resized to `image_size`."""
-    image = tf.image.resize(schema.decode_image(encoded, fast=True), image_size)
+    image = tf.image.resize(schema.decode_image(encoded), image_size)
     return image / 127.5 - 1.0
 
 
