@@ -35,6 +35,7 @@ import shutil
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from tqdm import tqdm
 
 FORMAT_VERSION = 1
 DOMAINS = (("synmarket", 6), ("synduke", 8), ("syncuhk", 2))
@@ -71,6 +72,8 @@ PRESETS = {
     },
 }
 
+_HAIR = ((0.08, 0.06, 0.05), (0.30, 0.18, 0.10), (0.75, 0.60, 0.35), (0.6, 0.6, 0.6))  # black, brown, blond, grey
+
 # Labels of the person's parts in the label map drawn with the person (0 = not the person).
 _HEAD, _TRUNK, _ARM_A, _ARM_B, _LEG_A, _LEG_B, _BAG = 1, 2, 3, 4, 5, 6, 7
 
@@ -104,7 +107,9 @@ def resolve_config(preset: str = "tiny", **overrides) -> dict:
     known_domains = [name for name, _ in DOMAINS]
     bad = [name for name in config["domains"] if name not in known_domains]
     if bad or not config["domains"] or len(set(config["domains"])) != len(config["domains"]):
-        raise ValueError(f"`domains` must be distinct names from {known_domains}. Received: domains={config['domains']}")
+        raise ValueError(
+            f"`domains` must be distinct names from {known_domains}. Received: domains={config['domains']}"
+        )
     config["domains"] = [name for name in known_domains if name in config["domains"]]
     checks = {
         "image_height": (32, None),
@@ -167,7 +172,7 @@ def make_world(out_dir, *, preset: str = "tiny", seed: int = 0, verbose: bool = 
         out_dir: target folder.
         preset: "tiny" or "demo" (see PRESETS).
         seed: int; the same seed gives byte-identical files.
-        verbose: print one progress line per domain.
+        verbose: show a progress bar and one summary line per domain.
         **overrides: any PRESETS key, e.g. num_ids=20, images_per_id=6, image_height=64, domains=[...].
     """
     config = resolve_config(preset, **overrides)
@@ -175,12 +180,8 @@ def make_world(out_dir, *, preset: str = "tiny", seed: int = 0, verbose: bool = 
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.isfile(os.path.join(out_dir, "world.json")):
         existing = load_world(out_dir)
-        if (existing.get("format_version"), existing.get("seed"), existing.get("preset"), existing.get("config")) == (
-            FORMAT_VERSION,
-            seed,
-            preset,
-            config,
-        ):
+        wanted = {"format_version": FORMAT_VERSION, "seed": seed, "preset": preset, "config": config}
+        if all(existing.get(key) == value for key, value in wanted.items()):
             if verbose:
                 print(f"[synthetic] {out_dir} already holds this world (seed {seed}, preset {preset}); nothing to do")
             return existing
@@ -206,12 +207,15 @@ def make_world(out_dir, *, preset: str = "tiny", seed: int = 0, verbose: bool = 
     for index, (name, num_cameras) in enumerate(DOMAINS):
         if name not in config["domains"]:
             continue
-        info, samples[name] = _make_domain(partial, name, index, num_cameras, pid_start, config, seed)
+        info, samples[name] = _make_domain(partial, name, index, num_cameras, pid_start, config, seed, verbose)
         pid_start += config["num_ids"]
         world["domains"].append(info)
         if verbose:
             counts = info["counts"]
-            print(f"[synthetic] {name}: {counts['train']} train, {counts['query']} query, {counts['gallery']} gallery images")
+            print(
+                f"[synthetic] {name}: {counts['train']} train, {counts['query']} query, "
+                f"{counts['gallery']} gallery images"
+            )
     _contact_sheet(samples, config).save(os.path.join(partial, "contact_sheet.png"))
     with open(os.path.join(partial, "world.json"), "w", encoding="utf-8") as f:
         json.dump(world, f, indent=2, sort_keys=True)
@@ -268,7 +272,7 @@ def _sample_identity(rng, config, with_context=True) -> dict:
         "lower": _colour(rng, neutral_prob=0.6),
         "lower_style": rng.choice(["trousers", "trousers", "shorts", "skirt"], p=[0.4, 0.3, 0.15, 0.15]),
         "skin": (1 - skin_t) * np.array([0.96, 0.80, 0.68]) + skin_t * np.array([0.38, 0.24, 0.16]),
-        "hair": np.array([(0.08, 0.06, 0.05), (0.30, 0.18, 0.10), (0.75, 0.60, 0.35), (0.6, 0.6, 0.6)][rng.choice(4, p=[0.5, 0.3, 0.1, 0.1])]),
+        "hair": np.array(_HAIR[rng.choice(len(_HAIR), p=[0.5, 0.3, 0.1, 0.1])]),
         "long_hair": rng.random() < 0.3,
         "shoes": _colour(rng, neutral_prob=0.8) * 0.6,
         "build_w": rng.uniform(0.85, 1.18),
@@ -311,11 +315,14 @@ def _plan_identity(rng, num_cameras, config, test):
 # ----------------------------------------------------------------------------------------------------
 
 
-def _make_domain(root, name, index, num_cameras, pid_start, config, seed):
+def _make_domain(root, name, index, num_cameras, pid_start, config, seed, verbose=False):
     """Draws one domain into root/<name>; returns (world.json entry, contact-sheet samples)."""
     height, width = config["image_height"], config["image_width"]
     rng = np.random.default_rng([seed, index, 0])
-    cameras = [_make_camera(np.random.default_rng([seed, index, 1, c]), name, c, height, width) for c in range(1, num_cameras + 1)]
+    cameras = [
+        _make_camera(np.random.default_rng([seed, index, 1, c]), name, c, height, width)
+        for c in range(1, num_cameras + 1)
+    ]
 
     pids = rng.permutation(np.arange(pid_start, pid_start + config["num_ids"]))
     num_test = round(config["num_ids"] * config["test_id_fraction"])
@@ -347,12 +354,14 @@ def _make_domain(root, name, index, num_cameras, pid_start, config, seed):
     counts = {"train": 0, "query": 0, "gallery": 0, "distractors": 0, "junk": 0}
     samples = {}
     ious = []
-    for number, (pid, identity, camera, split, junk) in enumerate(jobs):
+    progress = tqdm(jobs, desc=f"[synthetic] {name}", unit="img", disable=not verbose, leave=False)
+    for number, (pid, identity, camera, split, junk) in enumerate(progress):
         img_rng = np.random.default_rng([seed, index, 4, number])
         image, exact, parser = _render_image(img_rng, identity, cameras[camera - 1], config, junk=junk)
         frame = int(frame_counter[camera])
         frame_counter[camera] += 1
-        stem = f"{'-1' if pid < 0 else f'{pid:04d}'}_c{camera}s{1 + frame // 100}_{25 * frame + 1:06d}_{1 + number % 4:02d}"
+        pid_text = "-1" if pid < 0 else f"{pid:04d}"
+        stem = f"{pid_text}_c{camera}s{1 + frame // 100}_{25 * frame + 1:06d}_{1 + number % 4:02d}"
         folder = folder_of[split]
         Image.fromarray(image).save(os.path.join(paths["data_dir"], folder, stem + ".jpg"), quality=92)
         Image.fromarray(parser * np.uint8(255)).save(os.path.join(paths["mask_dir"], folder, stem + ".png"))
@@ -507,7 +516,8 @@ def _scene_duke(rng, h, w):
             x = -int(rng.integers(0, 4 * unit))
             while x < w:
                 bw = int(rng.integers(3, 8)) * unit
-                d.rectangle([x, y, x + bw - 1, y + bh - 1], fill=_rgb(_jitter(rng, stone, 0.035)), outline=_rgb(stone * 0.7))
+                block = [x, y, x + bw - 1, y + bh - 1]
+                d.rectangle(block, fill=_rgb(_jitter(rng, stone, 0.035)), outline=_rgb(stone * 0.7))
                 x += bw
             y += bh
         for x in range(int(rng.integers(0, 10 * unit)), w, int(rng.integers(14, 22)) * unit):  # pointed windows
@@ -534,11 +544,13 @@ def _scene_duke(rng, h, w):
     slope = rng.uniform(-0.6, 0.6)
     if rng.random() < 0.5:  # crosswalk bars
         for x in range(int(rng.integers(0, 4 * unit)), w + h, 5 * unit):
-            d.polygon([(x, h), (x + 2 * unit, h), (x + 2 * unit + slope * h, grass_band + unit), (x + slope * h, grass_band + unit)], fill=stripe)
+            far = grass_band + unit
+            d.polygon([(x, h), (x + 2 * unit, h), (x + 2 * unit + slope * h, far), (x + slope * h, far)], fill=stripe)
     else:  # dashed lane line
         y0 = grass_band + (h - grass_band) * rng.uniform(0.3, 0.7)
         for x in range(0, w, 6 * unit):
-            d.line([(x, y0 + slope * x * 0.2), (x + 3 * unit, y0 + slope * (x + 3 * unit) * 0.2)], fill=stripe, width=unit)
+            x1 = x + 3 * unit
+            d.line([(x, y0 + slope * x * 0.2), (x1, y0 + slope * x1 * 0.2)], fill=stripe, width=unit)
     return _to_float(img)
 
 
@@ -569,10 +581,13 @@ def _scene_cuhk(rng, h, w):
         d.rectangle([x, 0, x + 3 * unit, horizon], fill=pillar)
         door_x = x + int(rng.integers(5, 9)) * unit
         if rng.random() < 0.6:
-            d.rectangle([door_x, int(horizon * 0.3), door_x + 5 * unit, horizon], fill=_rgb(_jitter(rng, (0.45, 0.30, 0.18), 0.05)))
-            d.ellipse([door_x + 4 * unit - 1, int(horizon * 0.65), door_x + 4 * unit + 1, int(horizon * 0.65) + 2], fill=(200, 190, 120))
+            door = _rgb(_jitter(rng, (0.45, 0.30, 0.18), 0.05))
+            d.rectangle([door_x, int(horizon * 0.3), door_x + 5 * unit, horizon], fill=door)
+            knob_x, knob_y = door_x + 4 * unit, int(horizon * 0.65)
+            d.ellipse([knob_x - 1, knob_y, knob_x + 1, knob_y + 2], fill=(200, 190, 120))
         else:
-            d.rectangle([door_x, int(horizon * 0.35), door_x + 6 * unit, int(horizon * 0.6)], fill=_rgb(_jitter(rng, (0.55, 0.42, 0.30), 0.04)))
+            board = _rgb(_jitter(rng, (0.55, 0.42, 0.30), 0.04))
+            d.rectangle([door_x, int(horizon * 0.35), door_x + 6 * unit, int(horizon * 0.6)], fill=board)
             for _ in range(4):
                 px, py = door_x + rng.integers(0, 5 * unit), int(horizon * rng.uniform(0.36, 0.55))
                 d.rectangle([px, py, px + unit, py + unit], fill=_rgb(_colour(rng, neutral_prob=0.3)))
@@ -585,7 +600,8 @@ def _scene_cuhk(rng, h, w):
     depth = 1 + yy / max(1, h - horizon)
     checker = ((xx / (size * depth)).astype(int) + (np.log1p(yy / size) * 4).astype(int)) % 2
     floor[:] = np.where(checker[..., None] == 0, tile_a, tile_b)
-    floor += (0.12 * np.exp(-(((xx - w * rng.uniform(0.2, 0.8)) / (0.4 * w)) ** 2)) * (1 - yy / (h - horizon)))[..., None]
+    glare = np.exp(-(((xx - w * rng.uniform(0.2, 0.8)) / (0.4 * w)) ** 2)) * (1 - yy / (h - horizon))
+    floor += 0.12 * glare[..., None]
     scene = _to_float(img)
     scene[horizon:] = floor
     return scene
@@ -624,7 +640,8 @@ class _Painter:
 
     def pattern(self, points, base, second, kind, box, label):
         """The torso polygon filled with a clothing pattern (solid, stripes, open jacket, chest logo)."""
-        x0, y0, x1, y1 = (int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])) + 1, int(np.ceil(box[3])) + 1)
+        x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
+        x1, y1 = int(np.ceil(box[2])) + 1, int(np.ceil(box[3])) + 1
         mask = Image.new("L", (x1 - x0, y1 - y0))
         ImageDraw.Draw(mask).polygon([(x - x0, y - y0) for x, y in points], fill=255)
         h, w = y1 - y0, x1 - x0
@@ -707,7 +724,8 @@ def _draw_person(rng, identity, size, height, cx, feet_y):
         p.limb(points, colours, leg_w, label)
         foot = points[-1]
         toe = facing * 0.03 * height if side else 0
-        p.ellipse(foot[0] + toe, foot[1] + shoe_h * 0.3, leg_w * (0.8 if side else 0.6), shoe_h, identity["shoes"], label)
+        shoe_w = leg_w * (0.8 if side else 0.6)
+        p.ellipse(foot[0] + toe, foot[1] + shoe_h * 0.3, shoe_w, shoe_h, identity["shoes"], label)
 
     def draw_arm(sign, swing, label):
         colours = [upper, upper] if identity["sleeves"] == "long" else [upper, skin]
@@ -723,32 +741,37 @@ def _draw_person(rng, identity, size, height, cx, feet_y):
         p.polygon(_rect(back_x - pack_w / 2 if side else cx - sw - 0.015 * height, shoulder_y + 0.01 * height,
                         pack_w if side else 2 * sw + 0.03 * height, pack_h), bag_colour, _BAG)
     if identity["long_hair"] and view != "back":
-        p.polygon(_rect(cx - head_r * 1.05, top + head_r, 2.1 * head_r, shoulder_y - top + 0.05 * height - head_r), identity["hair"], _HEAD)
+        hair_h = shoulder_y - top + 0.05 * height - head_r
+        p.polygon(_rect(cx - head_r * 1.05, top + head_r, 2.1 * head_r, hair_h), identity["hair"], _HEAD)
 
     draw_leg(-1, _LEG_A)
     draw_leg(1, _LEG_B)
     if side:
         draw_arm(-1, phase, _ARM_A)  # far arm, behind the torso
     torso_bottom = hip_y + 0.04 * height
-    torso = [(cx - sw, shoulder_y), (cx + sw, shoulder_y), (cx + hw * 1.05, torso_bottom), (cx - hw * 1.05, torso_bottom)]
+    torso = [(cx - sw, shoulder_y), (cx + sw, shoulder_y)] + [(cx + k * hw * 1.05, torso_bottom) for k in (1, -1)]
+    waist = hip_y - 0.02 * height
     if identity["lower_style"] == "skirt":
-        p.polygon([(cx - hw, hip_y - 0.02 * height), (cx + hw, hip_y - 0.02 * height), (cx + hw * 1.6, knee_y), (cx - hw * 1.6, knee_y)], lower, _TRUNK)
-    elif side or view != "front":
-        p.polygon([(cx - hw, hip_y - 0.02 * height), (cx + hw, hip_y - 0.02 * height), (cx + hw, hip_y + 0.06 * height), (cx - hw, hip_y + 0.06 * height)], lower, _TRUNK)
+        p.polygon([(cx - hw, waist), (cx + hw, waist), (cx + hw * 1.6, knee_y), (cx - hw * 1.6, knee_y)], lower, _TRUNK)
+    elif side or view != "front":  # seat of the trousers, seen below the jacket from behind or the side
+        p.polygon(_rect(cx - hw, waist, 2 * hw, 0.08 * height), lower, _TRUNK)
     p.ellipse(cx - sw + arm_w / 2, shoulder_y + arm_w / 2, arm_w / 2 + 1, arm_w / 2 + 1, upper, _TRUNK)
     p.ellipse(cx + sw - arm_w / 2, shoulder_y + arm_w / 2, arm_w / 2 + 1, arm_w / 2 + 1, upper, _TRUNK)
-    p.pattern(torso, upper, identity["upper2"], identity["pattern"] if view == "front" or identity["pattern"] in ("hstripes", "vstripes") else "solid",
-              (cx - sw, shoulder_y, cx + sw, torso_bottom), _TRUNK)
+    # Stripes go all round; a jacket opening or a chest logo is only seen from the front.
+    pattern = identity["pattern"] if view == "front" or identity["pattern"] in ("hstripes", "vstripes") else "solid"
+    p.pattern(torso, upper, identity["upper2"], pattern, (cx - sw, shoulder_y, cx + sw, torso_bottom), _TRUNK)
     if bag == "backpack" and view == "back":
         p.polygon(_rect(cx - pack_w / 2, shoulder_y + 0.02 * height, pack_w, pack_h), bag_colour, _BAG)
     if bag == "backpack" and view == "front":
         for sign in (-1, 1):
             x = cx + sign * sw * 0.55
-            p.limb([(x, shoulder_y), (x + sign * 0.01 * height, shoulder_y + 0.16 * height)], [bag_colour * 0.8], max(2, 0.02 * height), _BAG)
+            strap = [(x, shoulder_y), (x + sign * 0.01 * height, shoulder_y + 0.16 * height)]
+            p.limb(strap, [bag_colour * 0.8], max(2, 0.02 * height), _BAG)
     if bag == "shoulder":
         strap_side = facing if side else rng.choice([-1, 1])
         bag_x = cx - strap_side * (hw + 0.02 * height)
-        p.limb([(cx + strap_side * sw * 0.6, shoulder_y), (bag_x, hip_y - 0.02 * height)], [bag_colour * 0.7], max(2, 0.018 * height), _BAG)
+        strap = [(cx + strap_side * sw * 0.6, shoulder_y), (bag_x, waist)]
+        p.limb(strap, [bag_colour * 0.7], max(2, 0.018 * height), _BAG)
         p.polygon(_rect(bag_x - 0.06 * height, hip_y - 0.04 * height, 0.12 * height, 0.1 * height), bag_colour, _BAG)
     hands = []
     if side:
@@ -758,14 +781,16 @@ def _draw_person(rng, identity, size, height, cx, feet_y):
         hands.append(draw_arm(1, -phase, _ARM_B))
     if bag == "handbag":
         hx, hy = hands[int(rng.integers(len(hands)))]
-        p.limb([(hx - 0.02 * height, hy + 0.03 * height), (hx, hy), (hx + 0.02 * height, hy + 0.03 * height)], [bag_colour * 0.7] * 2, max(2, 0.012 * height), _BAG)
+        handle = [(hx - 0.02 * height, hy + 0.03 * height), (hx, hy), (hx + 0.02 * height, hy + 0.03 * height)]
+        p.limb(handle, [bag_colour * 0.7] * 2, max(2, 0.012 * height), _BAG)
         p.polygon(_rect(hx - 0.055 * height, hy + 0.03 * height, 0.11 * height, 0.09 * height), bag_colour, _BAG)
     head_cx, head_cy = cx + (facing * 0.01 * height if side else 0), top + head_r
     p.ellipse(head_cx, head_cy, head_r * 0.88, head_r, skin, _HEAD)
     if view == "back":
         p.ellipse(head_cx, head_cy, head_r * 0.9, head_r * 1.02, identity["hair"], _HEAD)
         if identity["long_hair"]:
-            p.polygon(_rect(cx - head_r * 0.9, head_cy, 1.8 * head_r, shoulder_y - head_cy + 0.07 * height), identity["hair"], _HEAD)
+            hair_h = shoulder_y - head_cy + 0.07 * height
+            p.polygon(_rect(cx - head_r * 0.9, head_cy, 1.8 * head_r, hair_h), identity["hair"], _HEAD)
     else:
         cap_dx = -facing * 0.25 * head_r if side else 0
         p.ellipse(head_cx + cap_dx, head_cy - 0.55 * head_r, head_r * 0.9, head_r * 0.5, identity["hair"], _HEAD)
@@ -785,7 +810,8 @@ def _draw_car(d, x, bottom, length, colour, facing):
     h = 0.38 * length
     body_top = bottom - 0.55 * h
     d.rounded_rectangle([x, body_top, x + length, bottom - 0.12 * h], radius=max(1, int(0.1 * h)), fill=_rgb(colour))
-    cab = [(x + 0.2 * length, body_top), (x + 0.3 * length, bottom - h), (x + 0.72 * length, bottom - h), (x + 0.85 * length, body_top)]
+    roof = bottom - h
+    cab = [(x + a * length, y) for a, y in ((0.2, body_top), (0.3, roof), (0.72, roof), (0.85, body_top))]
     if facing < 0:
         cab = [(2 * x + length - px, py) for px, py in cab]
     d.polygon(cab, fill=_rgb(colour * 0.9))
@@ -842,9 +868,10 @@ def _render_image(rng, identity, camera, config, junk=False):
     if vehicle is not None and vehicle["kind"] == "car":
         length = big[0] * rng.uniform(1.4, 2.0)
         x = cx + vehicle["side"] * big[0] * rng.uniform(0.15, 0.35) - (length if vehicle["side"] < 0 else 0)
-        _draw_car(ImageDraw.Draw(canvas), x, feet_y - 0.05 * person_h, length, vehicle["colour"], facing=vehicle["side"])
+        _draw_car(ImageDraw.Draw(canvas), x, feet_y - 0.05 * person_h, length, vehicle["colour"], vehicle["side"])
     elif vehicle is not None:
-        _draw_bike(ImageDraw.Draw(canvas), cx + vehicle["side"] * big[0] * rng.uniform(0.2, 0.35), feet_y, 0.6 * person_h, vehicle["colour"])
+        bike_x = cx + vehicle["side"] * big[0] * rng.uniform(0.2, 0.35)
+        _draw_bike(ImageDraw.Draw(canvas), bike_x, feet_y, 0.6 * person_h, vehicle["colour"])
 
     companion = None
     if identity["companion"] is not None and rng.random() < 0.6:
@@ -862,7 +889,8 @@ def _render_image(rng, identity, camera, config, junk=False):
     canvas.paste(rgb, (0, 0), _binary(labels))
 
     image = np.asarray(canvas.reduce(2), dtype=np.float32) / 255.0
-    image = image * camera["light"] + camera["offset"] + rng.standard_normal(image.shape, dtype=np.float32) * camera["noise"]
+    noise = rng.standard_normal(image.shape, dtype=np.float32) * camera["noise"]
+    image = image * camera["light"] + camera["offset"] + noise
     exact = np.asarray(_binary(labels).reduce(2)) >= 128
     parser = _parser_mask(rng, exact, lambda part: np.asarray(_binary(labels, part).reduce(2)) >= 128, companion,
                           identity["bag"] != "none")
@@ -901,7 +929,8 @@ def _parser_mask(rng, exact, part, companion, has_bag):
     radius = int(rng.choice([-1, 0, 1], p=[0.3, 0.4, 0.3])) * scale
     if radius:
         image = Image.fromarray(mask.astype(np.uint8) * 255)
-        image = image.filter(ImageFilter.MaxFilter(2 * radius + 1) if radius > 0 else ImageFilter.MinFilter(-2 * radius + 1))
+        grow_or_shrink = ImageFilter.MaxFilter(2 * radius + 1) if radius > 0 else ImageFilter.MinFilter(1 - 2 * radius)
+        image = image.filter(grow_or_shrink)
         mask = np.asarray(image) > 127
     if companion is not None and rng.random() < 0.4:
         mask |= companion & (np.abs(np.arange(w) - w / 2) < w * 0.4)[None, :]
