@@ -74,16 +74,19 @@ def sample_report_data(tmp_path):
         "domain_distance": {"summary": tsne.to_json(distance), "figures": [
             {"title": "t-SNE per image variant", "image": tsne.plot_domain_distance(distance),
              "caption": "Each point is one image; C- marks a domain centre."}]},
-        "suppression_quality": {"title": "Suppression quality vs exact masks", "columns": ["Variant", "BG energy", "FG L1"],
-                                "rows": [["hard_mask", 0.0, 0.112], ["soft_mask", 0.0213, 0.0841]],
-                                "caption": "Background energy: mean |pixel + 1| outside the exact mask."},
+        "suppression_quality": {
+            "title": "Suppression quality vs exact masks", "columns": ["Variant", "BG energy", "FG L1"],
+            "rows": [["hard_mask", 0.0, 0.112], ["soft_mask", 0.0213, 0.0841]],
+            "caption": "Background energy: mean |pixel + 1| outside the exact mask.",
+        },
         "reid": {
-            "table2": {"setting": "synmarket → synduke", "convention": "torchreid mAP",
-                       "rows": [{"name": "Original", "paper_key": "original", "mAP": 0.212, "R-1": 0.35, "R-5": 0.52, "R-10": 0.61},
-                                {"name": "Hard-mask (parser masks)", "paper_key": "hard_mask_jppnet",
-                                 "mAP": 0.25, "R-1": 0.4, "R-5": 0.57, "R-10": 0.66},
-                                {"name": "Soft-mask", "paper_key": "soft_mask", "mAP": 0.28, "R-1": 0.45, "R-5": 0.6, "R-10": 0.7},
-                                {"name": "Hard-mask (exact masks)", "mAP": 0.3, "R-1": 0.47, "R-5": 0.61, "R-10": 0.72}]},
+            "table2": {"setting": "synmarket → synduke", "convention": "torchreid mAP", "rows": [
+                {"name": "Original", "paper_key": "original", "mAP": 0.212, "R-1": 0.35, "R-5": 0.52, "R-10": 0.61},
+                {"name": "Hard-mask (parser masks)", "paper_key": "hard_mask_jppnet",
+                 "mAP": 0.25, "R-1": 0.4, "R-5": 0.57, "R-10": 0.66},
+                {"name": "Soft-mask", "paper_key": "soft_mask", "mAP": 0.28, "R-1": 0.45, "R-5": 0.6, "R-10": 0.7},
+                {"name": "Hard-mask (exact masks)", "mAP": 0.3, "R-1": 0.47, "R-5": 0.61, "R-10": 0.72},
+            ]},
             "table3": {"setting": "synmarket → synduke",
                        "rows": [{"name": "DA-2S", "paper_key": "da2s", "mAP": 0.33, "R-1": 0.51}]},
         },

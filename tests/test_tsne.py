@@ -81,7 +81,7 @@ def _write_domain(folder, background, seed, count=12):
 
     from PIL import Image
 
-    from bgshift_tf.data import schema, shards
+    from bgshift_tf.data import shards
 
     rng = np.random.default_rng(seed)
     examples = []

@@ -14,6 +14,7 @@ Figures come back as uint8 `[H, W, 3]` arrays (image grids) or matplotlib `Figur
 """
 
 import dataclasses
+import io
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -139,8 +140,6 @@ def save_figure(fig, path, dpi: int = 110) -> str:
 
 def figure_to_array(fig, dpi: int = 110) -> np.ndarray:
     """Renders a matplotlib figure to uint8 `[H, W, 3]` and closes it."""
-    import io
-
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")

@@ -420,7 +420,8 @@ def _exports_section(entries: Sequence[Mapping], base_dir: str) -> str:
                     for tensor, spec in (sig.get(direction) or {}).items():
                         rows.append(f"<tr><td><code>{esc(name)}</code></td><td>{direction[:-1]}</td>"
                                     f"<td><code>{esc(tensor)}</code></td><td><code>{esc(spec)}</code></td></tr>")
-            parts.append('<h4>Serving signatures</h4><div class="scroll"><table><thead><tr><th>Signature</th><th>Kind</th><th>Name</th>'
+            parts.append('<h4>Serving signatures</h4><div class="scroll"><table><thead><tr>'
+                         '<th>Signature</th><th>Kind</th><th>Name</th>'
                          f'<th>dtype / shape</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
         else:
             parts.append(_note("No signatures recorded."))
@@ -432,7 +433,8 @@ def _exports_section(entries: Sequence[Mapping], base_dir: str) -> str:
                 ok = "" if tolerance is None else ("pass" if float(diff) <= float(tolerance) else "FAIL")
                 rows.append(f"<tr><td>{esc(fmt)}</td>{_cell(diff)}"
                             f"{_cell(tolerance)}<td class=\"status {ok.lower()}\">{esc(ok)}</td></tr>")
-            parts.append('<h4>Numerical parity</h4><div class="scroll"><table class="parity"><thead><tr><th>Runtime</th>'
+            parts.append('<h4>Numerical parity</h4><div class="scroll"><table class="parity"><thead><tr>'
+                         '<th>Runtime</th>'
                          "<th class=num>max |diff| vs Keras</th><th class=num>Tolerance</th><th></th></tr></thead>"
                          f'<tbody>{"".join(rows)}</tbody></table></div>')
         if model.get("figures"):
