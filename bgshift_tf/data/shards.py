@@ -187,10 +187,12 @@ def verify_shards(files, *, skip_corrupt: bool = False) -> dict:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"TFRecord shard {path!r} does not exist")
-        readable, message = 0, None
+        # Count in-graph (fast), then re-read from the first unreadable record to get TF's error.
+        readable = int(tf.data.TFRecordDataset(path).ignore_errors().reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+        message = None
         try:
-            for _ in tf.data.TFRecordDataset(path):
-                readable += 1
+            for _ in tf.data.TFRecordDataset(path).skip(readable).take(1):
+                pass
         except tf.errors.DataLossError as error:
             message = f"TFRecord shard {path!r} is corrupt after {readable} readable records: {error.message.split('}}')[-1].strip()}"
         expected_count = expected.get(os.path.abspath(path))
