@@ -74,6 +74,8 @@ PRESETS = {
 
 _HAIR = ((0.08, 0.06, 0.05), (0.30, 0.18, 0.10), (0.75, 0.60, 0.35), (0.6, 0.6, 0.6))  # black, brown, blond, grey
 
+_SHADOW_LUT = [int(0.6 * v) for v in range(256)] * 3  # darkens all three channels to 60%
+
 # Labels of the person's parts in the label map drawn with the person (0 = not the person).
 _HEAD, _TRUNK, _ARM_A, _ARM_B, _LEG_A, _LEG_B, _BAG = 1, 2, 3, 4, 5, 6, 7
 
@@ -797,8 +799,8 @@ def _draw_person(rng, identity, size, height, cx, feet_y):
     # Soft cylinder shading so bodies read as round, not flat stickers.
     xx = np.arange(size[0], dtype=np.float32)
     shade = np.clip(1 - 0.3 * ((xx - cx) / (sw * 1.6)) ** 2, 0.7, 1)
-    shade = np.broadcast_to((255 * shade + 0.5).astype(np.uint8)[None, :, None], (size[1], size[0], 3))
-    return ImageChops.multiply(p.rgb, Image.fromarray(np.ascontiguousarray(shade))), p.label
+    shade = Image.fromarray(np.repeat((255 * shade + 0.5).astype(np.uint8)[None, :, None], 3, axis=2))
+    return ImageChops.multiply(p.rgb, shade.resize(size, Image.NEAREST)), p.label
 
 
 def _rect(x, y, w, h):
@@ -884,7 +886,7 @@ def _render_image(rng, identity, camera, config, junk=False):
     shadow = Image.new("L", big)
     rx, ry = 0.16 * person_h, 0.025 * person_h
     ImageDraw.Draw(shadow).ellipse([cx - rx, feet_y - ry, cx + rx, feet_y + ry], fill=255)
-    canvas.paste(canvas.point(lambda v: int(0.6 * v)), (0, 0), shadow)
+    canvas.paste(canvas.point(_SHADOW_LUT), (0, 0), shadow)
     rgb, labels = _draw_person(rng, identity, big, person_h, cx, feet_y)
     canvas.paste(rgb, (0, 0), _binary(labels))
 
@@ -899,7 +901,7 @@ def _render_image(rng, identity, camera, config, junk=False):
 
 def _binary(labels, part=None):
     """255 where the label map is the person (part=None) or the given part, else 0 (PIL "L")."""
-    return labels.point(lambda v: 255 if (v > 0 if part is None else v == part) else 0)
+    return labels.point([0] + [255] * 255 if part is None else [255 if v == part else 0 for v in range(256)])
 
 
 def _parser_mask(rng, exact, part, companion, has_bag):
