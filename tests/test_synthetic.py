@@ -35,7 +35,8 @@ def _records(world_dir):
             for name in sorted(os.listdir(os.path.join(world_dir, domain["name"], folder))):
                 match = MARKET_NAME.match(name)
                 assert match, f"{domain['name']}/{folder}/{name} does not follow the Market-1501 naming"
-                out.append((domain["name"], folder, int(match["pid"]), int(match["camera"]), os.path.join(world_dir, domain["name"], folder, name)))
+                path = os.path.join(world_dir, domain["name"], folder, name)
+                out.append((domain["name"], folder, int(match["pid"]), int(match["camera"]), path))
     return out
 
 
@@ -126,7 +127,8 @@ def test_finished_world_is_reused_and_unfinished_or_changed_is_redone(tmp_path):
     assert os.stat(out / "world.json").st_mtime_ns == stamp
     # A different setting regenerates (and replaces) the world.
     bigger = synthetic.make_world(out, preset="tiny", seed=0, **{**small, "num_ids": 3})
-    assert bigger["config"]["num_ids"] == 3 and len(bigger["domains"][0]["train_pids"] + bigger["domains"][0]["test_pids"]) == 3
+    only_domain = bigger["domains"][0]
+    assert bigger["config"]["num_ids"] == 3 and len(only_domain["train_pids"] + only_domain["test_pids"]) == 3
     # An interrupted run (no world.json) is not taken as finished.
     os.remove(out / "world.json")
     with pytest.raises(FileNotFoundError, match="world.json"):
