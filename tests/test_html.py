@@ -188,3 +188,12 @@ def test_number_formatting():
     assert html.fmt_number(0.08412) == "0.08412"
     assert html.fmt_number(2.1e-5) == "2.10e-05"
     assert html.fmt_number(1534.0) == "1,534.0"
+
+
+def test_timings_table_totals_and_status_column():
+    page = html.render_report({"run_name": "t", "timings": {"a": 30.0, "b": 90.0}})
+    assert '<td class="num">2 min 00 s</td>' in page  # the total
+    assert 'style="width:100.0%"' in page and 'style="width:33.3%"' in page
+    assert "<th>Status</th>" not in page
+    page = html.render_report({"run_name": "t", "timings": [{"stage": "a", "seconds": 5, "status": "resumed"}]})
+    assert "<th>Status</th>" in page and ">resumed</td>" in page

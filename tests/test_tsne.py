@@ -143,3 +143,28 @@ def test_domain_analysis_errors_name_the_problem(tmp_path):
         )
     with pytest.raises(ValueError, match="blur"):
         domain_analysis.analyze_tfrecord_dirs(["a", "b"], variants=["blur"], out_dir=tmp_path)
+
+
+class _FakeGenerator:
+    """Duck-typed generator: soft mask -> all -0.5, style transfer -> the target index / 10."""
+
+    def soft_mask(self, images, training=False):
+        return np.full_like(images, -0.5)
+
+    def style_transfer(self, images, targets, training=False):
+        return np.broadcast_to(np.asarray(targets, np.float32)[:, None, None, None] / 10, images.shape)
+
+
+def test_variant_images_generator_variants_and_style_target():
+    from bgshift_tf.report import domain_analysis
+
+    sample = {"image": np.zeros((3, 4, 2, 3), np.float32)}
+    soft = domain_analysis.variant_images(sample, "soft_mask", domain=0, domain_name="a",
+                                          generator=_FakeGenerator())
+    np.testing.assert_array_equal(soft, -0.5)
+    moved = domain_analysis.variant_images(sample, "style_transfer", domain=0, domain_name="a",
+                                           generator=_FakeGenerator(), style_target=2)
+    np.testing.assert_allclose(moved, 0.2)
+    kept = domain_analysis.variant_images(sample, "style_transfer", domain=2, domain_name="c",
+                                          generator=_FakeGenerator(), style_target=2)
+    np.testing.assert_array_equal(kept, sample["image"])  # the target domain stays original

@@ -239,23 +239,26 @@ def _run_section(data: Mapping, base_dir: str) -> str:
         )
         longest = max((float(r.get("seconds") or 0) for r in rows), default=0) or 1.0
         total = sum(float(r.get("seconds") or 0) for r in rows)
+        with_status = any(r.get("status") for r in rows)
         body = []
         for r in rows:
             seconds = r.get("seconds")
             width = 0 if seconds is None else 100 * float(seconds) / longest
-            status = r.get("status", "")
+            status = f'<td class="status">{esc(r.get("status", ""))}</td>' if with_status else ""
             body.append(
                 f"<tr><td>{esc(r.get('stage', '?'))}</td>"
                 f'<td class="num">{esc(_seconds(seconds)) if seconds is not None else "—"}</td>'
-                f'<td class="barcell"><span class="bar" style="width:{width:.1f}%"></span></td>'
-                f'<td class="status">{esc(status)}</td></tr>'
+                f'<td class="barcell"><span class="bar" style="width:{width:.1f}%"></span></td>{status}</tr>'
             )
         parts.append(
             '<div class="card"><h3>Stage timings</h3><div class="scroll"><table class="timings"><thead><tr>'
-            "<th>Stage</th><th>Wall time</th><th></th><th>Status</th></tr></thead><tbody>"
+            '<th>Stage</th><th class="num">Wall time</th><th></th>'
+            + ("<th>Status</th>" if with_status else "")
+            + "</tr></thead><tbody>"
             + "".join(body)
-            + f'</tbody><tfoot><tr><td>Total</td><td class="num">{esc(_seconds(total))}</td>'
-            "<td></td><td></td></tr></tfoot></table></div></div>"
+            + f'</tbody><tfoot><tr><td>Total</td><td class="num">{esc(_seconds(total))}</td><td></td>'
+            + ("<td></td>" if with_status else "")
+            + "</tr></tfoot></table></div></div>"
         )
     else:
         parts.append(_missing("timings"))
