@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from bgshift_tf.data.input import make_eval_dataset
-from bgshift_tf.data.shards import shard_files
+from bgshift_tf.data.shards import shard_files, verify_shards
 from bgshift_tf.evaluation.distance import pairwise_distance
 from bgshift_tf.evaluation.features import SOFT_MASK_KEY, FeatureSet, extract_features, with_soft_mask
 from bgshift_tf.evaluation.rank import evaluate_rank
@@ -167,6 +167,13 @@ def evaluate_run(
             "DA-2S needs the soft-mask images of both query and gallery: pass soft_mask_query_tfrecords and "
             f"soft_mask_gallery_tfrecords. Received: {soft_mask_query_tfrecords!r}, {soft_mask_gallery_tfrecords!r}"
         )
+
+    def eval_batches(files):
+        """(batches, number of batches): the shards are checked once here, which also counts them."""
+        num_records = verify_shards(files)["num_records"]
+        batches = make_eval_dataset(files, image_size=image_size, batch_size=batch_size, verify=False)
+        return batches, -(-num_records // batch_size)
+
     def split_features(split, tfrecords, soft_mask_tfrecords):
         files = resolve_tfrecords(tfrecords, split, f"{split}_tfrecords")
         soft_files = (
@@ -174,13 +181,12 @@ def evaluate_run(
         )
 
         def extract():
-            batches = make_eval_dataset(files, image_size=image_size, batch_size=batch_size)
+            batches, num_batches = eval_batches(files)
             if uses_soft_mask:
-                batches = with_soft_mask(
-                    batches, make_eval_dataset(soft_files, image_size=image_size, batch_size=batch_size)
-                )
+                batches = with_soft_mask(batches, eval_batches(soft_files)[0])
             return extract_features(
-                batches, embed_fn, flip_average=flip_average, progress=progress, description=f"{split} features",
+                batches, embed_fn, flip_average=flip_average, num_batches=num_batches, progress=progress,
+                description=f"{split} features",
                 image_keys=("image", SOFT_MASK_KEY) if uses_soft_mask else ("image",),
             )
 
