@@ -29,7 +29,9 @@ _SKIP_BAD_MASKS = flags.DEFINE_bool("skip_bad_masks", False, "Skip (and count) i
 _SKIP_BAD_NAMES = flags.DEFINE_bool("skip_bad_names", False, "Skip (and count) images whose file name does not "
                                     "follow the dataset's convention instead of failing.")
 _DOMAIN_INDEX = flags.DEFINE_integer("domain_index", 0, "Domain index stored in every example.")
-_DOMAIN_NAME = flags.DEFINE_string("domain_name", None, "Domain name (default: the dataset name); also names the shards.")
+_DOMAIN_NAME = flags.DEFINE_string(
+    "domain_name", None, "Domain name (default: the dataset name); also names the shards."
+)
 _CUHK03_VARIANT = flags.DEFINE_enum("cuhk03_variant", "detected", ["detected", "labeled"], "CUHK03 boxes.")
 _CUHK03_SPLIT = flags.DEFINE_integer("cuhk03_split", 0, "CUHK03 classic split, 0..19.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the train-split shuffle across shards.")

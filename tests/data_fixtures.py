@@ -58,7 +58,12 @@ def make_layout(root, names, mask_dir=None, mask_style="binary255", height=32, w
 
 
 MARKET_NAMES = {
-    "train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c3s1_000101_02.jpg", "0005_c1s2_000021_01.jpg"],
+    "train": [
+        "0002_c1s1_000451_03.jpg",
+        "0002_c2s1_000551_01.jpg",
+        "0007_c3s1_000101_02.jpg",
+        "0005_c1s2_000021_01.jpg",
+    ],
     "query": ["0010_c1s1_001051_00.jpg", "0011_c2s1_001151_00.jpg"],
     "gallery": [
         "0010_c2s1_001251_01.jpg",

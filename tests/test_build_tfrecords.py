@@ -56,11 +56,10 @@ def test_build_resumes_and_bad_masks(tmp_path):
     assert {(int(r["pid"]), int(r["label"])) for r in _records(out, "train")} == {(2, 0), (5, 1)}  # relabelled
     first = shards.shard_files(out, "train")[0]
     stamp = os.stat(first).st_mtime_ns
-    build_dataset_tfrecords("market1501", root, out, mask_dir=str(tmp_path / "masks"), skip_bad_masks=True, num_shards=2, progress=False)
+    again = {"mask_dir": str(tmp_path / "masks"), "skip_bad_masks": True, "num_shards": 2, "progress": False}
+    build_dataset_tfrecords("market1501", root, out, **again)
     assert os.stat(first).st_mtime_ns == stamp
-    build_dataset_tfrecords(
-        "market1501", root, out, mask_dir=str(tmp_path / "masks"), skip_bad_masks=True, num_shards=2, overwrite=True, progress=False
-    )
+    build_dataset_tfrecords("market1501", root, out, overwrite=True, **again)
     assert os.stat(first).st_mtime_ns != stamp
 
 

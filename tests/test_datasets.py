@@ -22,7 +22,8 @@ def test_market_junk_distractors_relabel_and_masks(tmp_path):
     assert sorted(r.pid for r in splits.gallery) == [0, 10, 11]
     assert splits.skipped["junk"] == 1
     assert {(r.domain, r.domain_name) for r in splits.train + splits.gallery} == {(2, "mk")}
-    assert splits.train[0].mask_path == os.path.join(str(tmp_path / "masks"), "bounding_box_train", "0002_c1s1_000451_03.png")
+    expected_mask = os.path.join(str(tmp_path / "masks"), "bounding_box_train", "0002_c1s1_000451_03.png")
+    assert splits.train[0].mask_path == expected_mask
 
 
 def test_market_distractor_outside_gallery_is_dropped_and_counted(tmp_path):

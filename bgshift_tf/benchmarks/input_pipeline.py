@@ -71,10 +71,11 @@ def run(quick: bool = False) -> dict:
         plain = _write(os.path.join(tmp, "plain"), num_images, IMAGE_SIZE, with_masks=False)
         small = _write(os.path.join(tmp, "small"), num_images, (128, 64), with_masks=False)
         masked = _write(os.path.join(tmp, "masked"), num_images, IMAGE_SIZE, with_masks=True)
+        train = {"image_size": IMAGE_SIZE, "batch_size": batch_size, "shuffle_buffer": 256}
         cases = {
-            "train_256x128": make_train_dataset(plain, image_size=IMAGE_SIZE, batch_size=batch_size, shuffle_buffer=256),
-            "train_128x64_to_256x128": make_train_dataset(small, image_size=IMAGE_SIZE, batch_size=batch_size, shuffle_buffer=256),
-            "train_with_masks": make_train_dataset(masked, image_size=IMAGE_SIZE, batch_size=batch_size, shuffle_buffer=256),
+            "train_256x128": make_train_dataset(plain, **train),
+            "train_128x64_to_256x128": make_train_dataset(small, **train),
+            "train_with_masks": make_train_dataset(masked, **train),
             "eval_256x128": make_eval_dataset(plain, image_size=IMAGE_SIZE, batch_size=batch_size).repeat(),
         }
         for name, dataset in cases.items():

@@ -21,16 +21,30 @@ from bgshift_tf.data.records import SPLITS, DatasetSplits, ImageRecord, encode_j
 DATASETS = ("market1501", "dukemtmc", "cuhk03_np", "cuhk03_classic")
 
 
-def load_dataset(dataset, data_dir, *, mask_dir=None, domain_index=0, domain_name=None, cuhk03_variant="detected", cuhk03_split=0, skip_bad_names=False) -> DatasetSplits:
+def load_dataset(
+    dataset,
+    data_dir,
+    *,
+    mask_dir=None,
+    domain_index=0,
+    domain_name=None,
+    cuhk03_variant="detected",
+    cuhk03_split=0,
+    skip_bad_names=False,
+) -> DatasetSplits:
     """Lists one dataset by its `--dataset` name (see `DATASETS`)."""
     if dataset == "market1501":
         return market1501.load(data_dir, mask_dir, domain_index, domain_name or dataset, skip_bad_names=skip_bad_names)
     if dataset == "dukemtmc":
         return dukemtmc.load(data_dir, mask_dir, domain_index, domain_name or dataset, skip_bad_names=skip_bad_names)
     if dataset == "cuhk03_np":
-        return cuhk03.load_np(data_dir, cuhk03_variant, mask_dir, domain_index, domain_name or "cuhk03", skip_bad_names=skip_bad_names)
+        return cuhk03.load_np(
+            data_dir, cuhk03_variant, mask_dir, domain_index, domain_name or "cuhk03", skip_bad_names=skip_bad_names
+        )
     if dataset == "cuhk03_classic":
-        return cuhk03.load_classic(data_dir, cuhk03_split, cuhk03_variant, mask_dir, domain_index, domain_name or "cuhk03")
+        return cuhk03.load_classic(
+            data_dir, cuhk03_split, cuhk03_variant, mask_dir, domain_index, domain_name or "cuhk03"
+        )
     raise ValueError(f"`dataset` (flag --dataset) must be one of {DATASETS}. Received: {dataset!r}")
 
 
@@ -118,7 +132,9 @@ def collect_masks(records, *, required, skip_bad_masks, progress=True) -> tuple[
             mask_bytes[record.path] = masks.load_mask_png(record.mask_path, _image_size(record))
         except masks.MaskError as error:
             if not skip_bad_masks:
-                raise masks.MaskError(f"{error} (image {record.path!r}; pass --skip_bad_masks to skip such images)") from None
+                raise masks.MaskError(
+                    f"{error} (image {record.path!r}; pass --skip_bad_masks to skip such images)"
+                ) from None
             counts["bad_mask"] += 1
             continue
         kept.append(record)
@@ -149,7 +165,7 @@ def build_dataset_tfrecords(
     shards are kept unless `overwrite`.
     """
     build_args = {key: value for key, value in locals().items() if key != "progress"}
-    build_args = {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in build_args.items()}
+    build_args = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in build_args.items()}
     splits = load_dataset(
         dataset,
         data_dir,

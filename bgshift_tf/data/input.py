@@ -33,14 +33,21 @@ def _check_files(files):
 
 def _check_masks_present(files):
     """With require_mask, an input without any mask would yield nothing: fail early and say why."""
+    names = {os.path.basename(f) for f in files}
     for folder in sorted({os.path.dirname(os.path.abspath(f)) for f in files}):
         try:
             manifest = read_manifest(folder)
         except (FileNotFoundError, ValueError):
             continue
-        with_mask = [entry.get("num_with_mask") for entry in manifest["splits"].values()]
+        with_mask = [
+            entry.get("num_with_mask")
+            for entry in manifest["splits"].values()
+            if names & {shard["file"] for shard in entry["shards"]}
+        ]
         if with_mask and all(count == 0 for count in with_mask):
-            raise ValueError(f"require_mask=True but the shards in {folder!r} hold no masks (built without --mask_dir?)")
+            raise ValueError(
+                f"require_mask=True but the shards in {folder!r} hold no masks (built without --mask_dir?)"
+            )
 
 
 def _resize(image, image_size, method):

@@ -50,7 +50,9 @@ def load_mask_png(mask_path, image_size: tuple[int, int]) -> bytes:
     """
     mask_path = os.fspath(mask_path)
     if not os.path.isfile(mask_path):
-        raise MaskError(f"mask file {mask_path!r} is missing (masks mirror the image folders: <mask_dir>/<split folder>/<stem>.png)")
+        raise MaskError(
+            f"mask file {mask_path!r} is missing (masks mirror the image folders: <mask_dir>/<split folder>/<stem>.png)"
+        )
     try:
         with Image.open(mask_path) as image:
             # Palette ("P") label maps must keep their indices, not be converted to colours.

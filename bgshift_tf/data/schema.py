@@ -47,7 +47,9 @@ def serialize_example(fields: dict) -> bytes:
     missing = sorted(set(FIELDS) - set(fields))
     unknown = sorted(set(fields) - set(FIELDS))
     if missing or unknown:
-        raise ValueError(f"serialize_example: missing fields {missing}, unknown fields {unknown}; expected {list(FIELDS)}")
+        raise ValueError(
+            f"serialize_example: missing fields {missing}, unknown fields {unknown}; expected {list(FIELDS)}"
+        )
     feature = {}
     for name in BYTES_FIELDS:
         feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[_as_bytes(name, fields[name])]))

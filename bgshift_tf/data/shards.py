@@ -46,7 +46,9 @@ def read_manifest(out_dir) -> dict:
     """
     path = os.path.join(os.fspath(out_dir), MANIFEST_NAME)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no TFRecord manifest {path!r}; build the folder with `python -m bgshift_tf.build_tfrecords`")
+        raise FileNotFoundError(
+            f"no TFRecord manifest {path!r}; build the folder with `python -m bgshift_tf.build_tfrecords`"
+        )
     with open(path) as f:
         manifest = json.load(f)
     if manifest.get("schema_version") != schema.SCHEMA_VERSION:
@@ -57,10 +59,15 @@ def read_manifest(out_dir) -> dict:
     return manifest
 
 
+def _read_or_new_manifest(out_dir):
+    path = os.path.join(os.fspath(out_dir), MANIFEST_NAME)
+    return read_manifest(out_dir) if os.path.isfile(path) else {"schema_version": schema.SCHEMA_VERSION, "splits": {}}
+
+
 def update_manifest(out_dir, updates: dict) -> dict:
     """Merges `updates` into the top level of `<out_dir>/manifest.json` (created if absent); atomic."""
     path = os.path.join(os.fspath(out_dir), MANIFEST_NAME)
-    manifest = read_manifest(out_dir) if os.path.isfile(path) else {"schema_version": schema.SCHEMA_VERSION, "splits": {}}
+    manifest = _read_or_new_manifest(out_dir)
     manifest.update(updates)
     _write_json_atomic(path, manifest)
     return manifest
@@ -75,12 +82,16 @@ def shard_files(out_dir, split: str) -> list:
     manifest = read_manifest(out_dir)
     entry = manifest["splits"].get(split)
     if entry is None:
-        raise ValueError(f"TFRecord folder {os.fspath(out_dir)!r} has no split {split!r}; it has {sorted(manifest['splits'])}")
+        raise ValueError(
+            f"TFRecord folder {os.fspath(out_dir)!r} has no split {split!r}; it has {sorted(manifest['splits'])}"
+        )
     files = []
     for shard in entry["shards"]:
         path = os.path.join(os.fspath(out_dir), shard["file"])
         if not shard["complete"] or not os.path.isfile(path):
-            raise ValueError(f"shard {path!r} is incomplete or missing; re-run build_tfrecords on {os.fspath(out_dir)!r}")
+            raise ValueError(
+                f"shard {path!r} is incomplete or missing; re-run build_tfrecords on {os.fspath(out_dir)!r}"
+            )
         files.append(path)
     return files
 
@@ -89,7 +100,9 @@ def _shard_bounds(num_examples, num_shards):
     return [(i * num_examples // num_shards, (i + 1) * num_examples // num_shards) for i in range(num_shards)]
 
 
-def write_shards(examples, out_dir, dataset: str, split: str, num_shards: int, overwrite: bool = False, progress=None) -> list:
+def write_shards(
+    examples, out_dir, dataset: str, split: str, num_shards: int, overwrite: bool = False, progress=None
+) -> list:
     """Writes `examples` as `num_shards` TFRecord shards of contiguous, near-equal slices.
 
     Args:
@@ -111,7 +124,7 @@ def write_shards(examples, out_dir, dataset: str, split: str, num_shards: int, o
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     manifest_path = os.path.join(out_dir, MANIFEST_NAME)
-    manifest = read_manifest(out_dir) if os.path.isfile(manifest_path) else {"schema_version": schema.SCHEMA_VERSION, "splits": {}}
+    manifest = _read_or_new_manifest(out_dir)
     previous = manifest["splits"].get(split, {})
     done = {
         s["file"]: s["num_examples"]
@@ -188,17 +201,21 @@ def verify_shards(files, *, skip_corrupt: bool = False) -> dict:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"TFRecord shard {path!r} does not exist")
         # Count in-graph (fast), then re-read from the first unreadable record to get TF's error.
-        readable = int(tf.data.TFRecordDataset(path).ignore_errors().reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+        records = tf.data.TFRecordDataset(path).ignore_errors()
+        readable = int(records.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
         message = None
         try:
             for _ in tf.data.TFRecordDataset(path).skip(readable).take(1):
                 pass
         except tf.errors.DataLossError as error:
-            message = f"TFRecord shard {path!r} is corrupt after {readable} readable records: {error.message.split('}}')[-1].strip()}"
+            reason = error.message.split("}}")[-1].strip()  # drop TF's function-node prefix
+            message = f"TFRecord shard {path!r} is corrupt after {readable} readable records: {reason}"
         expected_count = expected.get(os.path.abspath(path))
         if message is None and expected_count is not None and readable < expected_count:
             # Cut exactly at a record boundary: only the manifest can tell.
-            message = f"TFRecord shard {path!r} holds {readable} records but its manifest says {expected_count} (truncated)"
+            message = (
+                f"TFRecord shard {path!r} holds {readable} records but its manifest says {expected_count} (truncated)"
+            )
         if message is not None:
             if not skip_corrupt:
                 raise CorruptShardError(message + " (rebuild it with --overwrite, or read with skip_corrupt=True)")

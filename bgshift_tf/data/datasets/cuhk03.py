@@ -67,14 +67,18 @@ def load_np(
     )
 
 
-def load(data_dir, mask_dir=None, domain: int = 0, domain_name: str = "cuhk03", *, variant="detected", skip_bad_names=False) -> DatasetSplits:
+def load(
+    data_dir, mask_dir=None, domain: int = 0, domain_name: str = "cuhk03", *, variant="detected", skip_bad_names=False
+) -> DatasetSplits:
     """The common loader signature: CUHK03-NP (see `load_np`)."""
     return load_np(data_dir, variant, mask_dir, domain, domain_name, skip_bad_names=skip_bad_names)
 
 
 def _cell_refs(mat, name, mat_path):
     if name not in mat:
-        raise ValueError(f"cuhk03: {mat_path!r} has no dataset {name!r}; found {sorted(mat.keys())}. Is it cuhk-03.mat?")
+        raise ValueError(
+            f"cuhk03: {mat_path!r} has no dataset {name!r}; found {sorted(mat.keys())}. Is it cuhk-03.mat?"
+        )
     return np.asarray(mat[name]).reshape(-1)
 
 
@@ -110,7 +114,9 @@ def load_classic(
     with mat:
         testsets = _cell_refs(mat, "testsets", mat_path)
         if not 0 <= split < len(testsets):
-            raise ValueError(f"cuhk03: `split` (flag --cuhk03_split) must be in 0..{len(testsets) - 1}. Received: {split}")
+            raise ValueError(
+                f"cuhk03: `split` (flag --cuhk03_split) must be in 0..{len(testsets) - 1}. Received: {split}"
+            )
         test_ids = {(int(pair), int(person)) for pair, person in np.asarray(mat[testsets[split]]).T}
         pid_offset = 0
         for pair, pair_ref in enumerate(_cell_refs(mat, variant, mat_path), start=1):

@@ -21,7 +21,9 @@ from bgshift_tf.data.records import DatasetSplits
 FILE_NAME = re.compile(r"(?P<pid>\d{4})_c(?P<camera>\d)_f\d+\.jpg")
 
 
-def load(data_dir, mask_dir=None, domain: int = 0, domain_name: str = "dukemtmc", *, skip_bad_names=False) -> DatasetSplits:
+def load(
+    data_dir, mask_dir=None, domain: int = 0, domain_name: str = "dukemtmc", *, skip_bad_names=False
+) -> DatasetSplits:
     """Lists DukeMTMC-reID at `data_dir` (see module docstring); train labels relabelled 0..N-1."""
     return load_folders(
         data_dir,

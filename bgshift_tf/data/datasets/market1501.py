@@ -20,7 +20,9 @@ from bgshift_tf.data.records import DatasetSplits
 FILE_NAME = re.compile(r"(?P<pid>-1|\d{4})_c(?P<camera>\d)s\d+_\d+_\d+\.jpg")
 
 
-def load(data_dir, mask_dir=None, domain: int = 0, domain_name: str = "market1501", *, skip_bad_names=False) -> DatasetSplits:
+def load(
+    data_dir, mask_dir=None, domain: int = 0, domain_name: str = "market1501", *, skip_bad_names=False
+) -> DatasetSplits:
     """Lists Market-1501 at `data_dir` (see module docstring); train labels relabelled 0..N-1."""
     return load_folders(
         data_dir,
