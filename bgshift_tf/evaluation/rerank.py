@@ -188,5 +188,8 @@ def k_reciprocal_rerank(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=
         max_sum = row_sums[i] + row_sums[num_q:] - min_sum
         jaccard[i] = 1.0 - min_sum / np.where(max_sum > 0, max_sum, 1.0)
 
-    # 5. Blend with the original distance.
-    return (1.0 - lambda_value) * jaccard + lambda_value * original
+    # 5. Blend with the original distance (in place: the Q x G arrays dominate memory at Market scale).
+    jaccard *= 1.0 - lambda_value
+    original *= lambda_value
+    jaccard += original
+    return jaccard
