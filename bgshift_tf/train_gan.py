@@ -1,0 +1,66 @@
+"""Trains SBSGAN on K TFRecord folders (one per domain); resumes from --run_dir if it has checkpoints.
+
+Usage:
+    python -m bgshift_tf.train_gan --flagfile=bgshift_tf/configs/gan_demo.flags
+    python -m bgshift_tf.train_gan --flagfile=bgshift_tf/configs/gan_paper.flags \
+        --domain_dirs=tfrecords/market1501,tfrecords/dukemtmc,tfrecords/cuhk03 --run_dir=runs/sbsgan
+    # two replicas on a CPU-only machine:
+    python -m bgshift_tf.train_gan --flagfile=bgshift_tf/configs/gan_demo.flags --strategy=mirrored --cpu_replicas=2
+    # several hosts: TF_CONFIG on each, then --strategy=multi_worker
+
+Writes <run_dir>/config.json, checkpoints/ and logs/ (TensorBoard: `tensorboard --logdir <run_dir>/logs`).
+"""
+
+from absl import app, flags
+
+from bgshift_tf.training import gan_run
+
+_D = gan_run.DEFAULT_CONFIG
+
+flags.DEFINE_list("domain_dirs", _D["domain_dirs"], "TFRecord folders, one per domain, in domain-index order.")
+flags.DEFINE_string("split", _D["split"], "Split of the TFRecord folders to train on.")
+flags.DEFINE_integer("image_height", _D["image_height"], "Image height (multiple of 2**d_num_layers).")
+flags.DEFINE_integer("image_width", _D["image_width"], "Image width (multiple of 2**d_num_layers).")
+flags.DEFINE_integer("batch_size", _D["batch_size"], "Global batch size (all replicas together).")
+flags.DEFINE_integer("epochs", _D["epochs"], "Epochs over all domains' images (one D update per batch).")
+flags.DEFINE_integer("max_steps", _D["max_steps"], "If > 0, train this many iterations instead of --epochs.")
+flags.DEFINE_float("learning_rate", _D["learning_rate"], "Adam learning rate of G and D.")
+flags.DEFINE_float("beta1", _D["beta1"], "Adam beta_1.")
+flags.DEFINE_float("beta2", _D["beta2"], "Adam beta_2.")
+flags.DEFINE_float("lambda_adv", _D["lambda_adv"], "Weight of L_adv (WGAN) in L_D and L_G; 0 disables it.")
+flags.DEFINE_float("lambda_cls", _D["lambda_cls"], "Weight of L_cls^r (in L_D) and L_cls^f (in L_G).")
+flags.DEFINE_float("lambda_rec", _D["lambda_rec"], "Weight of L_rec.")
+flags.DEFINE_float("lambda_idc", _D["lambda_idc"], "Weight of L_idc.")
+flags.DEFINE_float("lambda_bgs", _D["lambda_bgs"], "Weight of L_bgs.")
+flags.DEFINE_float("lambda_sc", _D["lambda_sc"], "Weight of L_sc (0 = the paper's 'w/o L_sc' ablation).")
+flags.DEFINE_float("lambda_gp", _D["lambda_gp"], "Weight of the WGAN-GP gradient penalty.")
+flags.DEFINE_integer("n_critic", _D["n_critic"], "D updates per G update.")
+flags.DEFINE_integer("num_soft_mask", _D["num_soft_mask"], "Soft-mask images per global batch (0 = K + 1).")
+flags.DEFINE_integer("base_filters", _D["base_filters"], "Generator width (64 in the paper).")
+flags.DEFINE_integer("num_res_blocks", _D["num_res_blocks"], "Generator residual blocks (6 in the paper).")
+flags.DEFINE_integer("d_base_filters", _D["d_base_filters"], "Discriminator width (64 in the paper).")
+flags.DEFINE_integer("d_num_layers", _D["d_num_layers"], "Discriminator stride-2 convs (6 in the paper).")
+flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Shuffle buffer per domain.")
+flags.DEFINE_enum("strategy", _D["strategy"], ["default", "mirrored", "multi_worker"], "Distribution strategy.")
+flags.DEFINE_integer("cpu_replicas", _D["cpu_replicas"], "Split the CPU into this many logical devices (0 = no).")
+flags.DEFINE_string("run_dir", _D["run_dir"], "Run directory (config.json, checkpoints/, logs/).")
+flags.DEFINE_integer("checkpoint_every", _D["checkpoint_every"], "Save a checkpoint every N iterations.")
+flags.DEFINE_integer("keep_checkpoints", _D["keep_checkpoints"], "Checkpoints to keep.")
+flags.DEFINE_integer("summary_every", _D["summary_every"], "Write loss/learning-rate summaries every N iterations.")
+flags.DEFINE_integer("image_every", _D["image_every"], "Write TensorBoard image grids every N iterations (0 = never).")
+flags.DEFINE_integer("num_preview", _D["num_preview"], "Preview images per domain in the image grids.")
+flags.DEFINE_integer("seed", _D["seed"], "Seed of the data order, targets and gradient-penalty draws.")
+flags.DEFINE_integer("verbose", _D["verbose"], "1 = progress bar, 0 = quiet.")
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    summary = gan_run.train_sbsgan({name: FLAGS[name].value for name in gan_run.DEFAULT_CONFIG})
+    print(f"Trained {summary['final_step']} steps ({summary['steps_run']} in this run, "
+          f"{summary['steps_per_second']:.2f} steps/s); checkpoint: {summary['checkpoint']}")
+
+
+if __name__ == "__main__":
+    app.run(main)

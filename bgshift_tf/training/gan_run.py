@@ -1,0 +1,213 @@
+"""SBSGAN training run: data, models and the generic loop put together (the library behind `train_gan`).
+
+- `train_sbsgan(config) -> dict` trains on K TFRecord folders (one per domain, `domain_dirs`; the
+  domain index is the folder's position) and returns the loop's run summary plus dataset facts.
+  Keys and defaults: `DEFAULT_CONFIG` (paper settings: 256x128, batch 16, 5 epochs, lr 1e-4, betas
+  (0.5, 0.999), n_critic 5, paper loss weights and widths).
+- Each loop iteration draws one global batch: D updates every iteration, G every `n_critic`-th
+  (`training.loop.ScheduledStep`), both from `training.gan.SBSGAN`.
+- Run directory: `config.json` = {"flags": config, "generator": Generator config, "discriminator":
+  Discriminator config, "sbsgan": loss weights etc., "domains", dataset facts}; `checkpoints/` with
+  `generator`, `discriminator`, `g_optimizer`, `d_optimizer`, `step` (`training.gan.load_generator`
+  reads it); `logs/` with `losses/<term>`, `learning_rate/<optimizer>` and image grids `images/input`,
+  `images/mask`, `images/soft_mask`, `images/to_<domain>` per domain, `images/reconstruction`
+  (soft-mask image back to its source domain), on a fixed preview batch (the first images of each domain).
+- Resume: the data pipeline is reseeded from the resumed step (`seed + 1_000_003 * start_step`), not
+  replayed; weights, optimizer state and the step count come from the checkpoint.
+"""
+
+import keras
+import tensorflow as tf
+
+from bgshift_tf.data import input as data_input
+from bgshift_tf.data import shards
+from bgshift_tf.models.discriminator import Discriminator
+from bgshift_tf.models.generator import Generator
+from bgshift_tf.training import loop
+from bgshift_tf.training.gan import SBSGAN, add_gan_targets, checkpoint_trackables
+
+DEFAULT_CONFIG = {
+    "domain_dirs": [],  # TFRecord folders, one per domain, in domain-index order
+    "split": "train",
+    "image_height": 256,
+    "image_width": 128,
+    "batch_size": 16,  # global batch
+    "epochs": 5,
+    "max_steps": 0,  # > 0 overrides epochs (loop iterations = D updates)
+    "learning_rate": 1e-4,
+    "beta1": 0.5,
+    "beta2": 0.999,
+    "lambda_adv": 1.0,
+    "lambda_cls": 1.0,
+    "lambda_rec": 10.0,
+    "lambda_idc": 5.0,
+    "lambda_bgs": 5.0,
+    "lambda_sc": 5.0,
+    "lambda_gp": 10.0,
+    "n_critic": 5,
+    "num_soft_mask": 0,  # 0 = K + 1
+    "base_filters": 64,
+    "num_res_blocks": 6,
+    "d_base_filters": 64,
+    "d_num_layers": 6,
+    "shuffle_buffer": 2048,
+    "strategy": "default",
+    "cpu_replicas": 0,
+    "run_dir": "runs/sbsgan",
+    "checkpoint_every": 1000,
+    "keep_checkpoints": 3,
+    "summary_every": 50,
+    "image_every": 500,
+    "num_preview": 2,  # preview images per domain in the TensorBoard grids
+    "seed": 0,
+    "verbose": 1,
+}
+
+
+def merge_config(config):
+    """DEFAULT_CONFIG updated with `config`, checked (errors name the key and echo the value)."""
+    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise ValueError(f"train_sbsgan: unknown config keys {unknown}; known: {sorted(DEFAULT_CONFIG)}")
+    merged = {**DEFAULT_CONFIG, **config}
+    merged["domain_dirs"] = [str(d) for d in merged["domain_dirs"]]
+    if len(merged["domain_dirs"]) < 2:
+        raise ValueError(f"`domain_dirs` needs one TFRecord folder per domain, at least 2. "
+                         f"Received: domain_dirs={merged['domain_dirs']}")
+    for key in ("batch_size", "n_critic", "num_preview"):
+        if merged[key] < 1:
+            raise ValueError(f"`{key}` must be >= 1. Received: {key}={merged[key]}")
+    if merged["max_steps"] <= 0 and merged["epochs"] <= 0:
+        raise ValueError(f"Set `epochs` or `max_steps` > 0. Received: epochs={merged['epochs']}, "
+                         f"max_steps={merged['max_steps']}")
+    return merged
+
+
+def _domain_facts(config):
+    """Domain names (each folder's manifest `dataset`) and the number of `split` examples in all."""
+    names, count = [], 0
+    for folder in config["domain_dirs"]:
+        manifest = shards.read_manifest(folder)
+        if config["split"] not in manifest["splits"]:
+            raise ValueError(f"TFRecord folder {folder!r} has no split {config['split']!r}; it has "
+                             f"{sorted(manifest['splits'])}")
+        names.append(str(manifest.get("dataset", f"domain{len(names)}")))
+        count += int(manifest["splits"][config["split"]]["num_examples"])
+    return names, count
+
+
+def make_dataset_fn(config, num_domains, num_soft_mask):
+    """`make_dataset(start_step)` for the loop: global batches of image, mask, domain + GAN targets."""
+    image_size = (config["image_height"], config["image_width"])
+
+    def make_dataset(start_step):
+        seed = config["seed"] + 1_000_003 * start_step
+        batches = data_input.make_multi_domain_dataset(
+            config["domain_dirs"], split=config["split"], image_size=image_size,
+            batch_size=config["batch_size"], shuffle_buffer=config["shuffle_buffer"], seed=seed,
+            require_mask=True, verify=start_step == 0)
+        batches = batches.map(lambda b: {k: b[k] for k in ("image", "mask", "domain")})
+        return add_gan_targets(batches, num_domains, num_soft_mask, seed=seed).prefetch(2)
+
+    return make_dataset
+
+
+def _preview_batch(config):
+    """A fixed preview batch: the first `num_preview` images of each domain, in stored order.
+
+    Returns (images float32 [N,H,W,3], masks float32 [N,H,W,1], domains int64 [N]), N = K * num_preview.
+    """
+    image_size = (config["image_height"], config["image_width"])
+    images, masks, domains = [], [], []
+    for position, folder in enumerate(config["domain_dirs"]):
+        batches = data_input.make_eval_dataset(shards.shard_files(folder, config["split"]), image_size=image_size,
+                                               batch_size=config["num_preview"], verify=False)
+        batch = next(iter(batches))
+        images.append(batch["image"])
+        masks.append(batch["mask"])
+        domains.append(tf.fill(tf.shape(batch["domain"]), tf.constant(position, tf.int64)))
+    return tf.concat(images, 0), tf.concat(masks, 0), tf.concat(domains, 0)
+
+
+def _side_by_side(images):
+    """[N,H,W,C] -> one grid [H, N*W, C]."""
+    return tf.concat(tf.unstack(images), axis=1)
+
+
+def make_image_fn(generator, images, masks, domains, domain_names):
+    """Returns `image_fn() -> {name: grid [H, N*W, 3] in [-1,1]}` for the loop's TensorBoard hook."""
+
+    def image_fn():
+        soft = generator.soft_mask(images)
+        grids = {"images/input": images, "images/mask": tf.repeat(masks * 2.0 - 1.0, 3, axis=-1),
+                 "images/soft_mask": soft}
+        for k, name in enumerate(domain_names):
+            grids[f"images/to_{name}"] = generator.style_transfer(images, tf.fill(tf.shape(domains), k))
+        grids["images/reconstruction"] = generator.style_transfer(soft, domains)
+        return {name: _side_by_side(value) for name, value in grids.items()}
+
+    return image_fn
+
+
+def build_sbsgan(config, num_domains):
+    """SBSGAN with its two Adam optimizers, built in the current (strategy) scope."""
+    image_size = (config["image_height"], config["image_width"])
+    generator = Generator(num_domains=num_domains, image_size=image_size, base_filters=config["base_filters"],
+                          num_res_blocks=config["num_res_blocks"])
+    discriminator = Discriminator(num_domains=num_domains, image_size=image_size,
+                                  base_filters=config["d_base_filters"], num_layers=config["d_num_layers"])
+    gan = SBSGAN(generator, discriminator, global_batch_size=config["batch_size"],
+                 num_soft_mask=config["num_soft_mask"] or None, n_critic=config["n_critic"],
+                 **{k: config[k] for k in ("lambda_adv", "lambda_cls", "lambda_rec", "lambda_idc", "lambda_bgs",
+                                           "lambda_sc", "lambda_gp")})
+
+    def adam(name):
+        return keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"], beta_2=config["beta2"],
+                                     name=name)
+
+    gan.compile(g_optimizer=adam("g_adam"), d_optimizer=adam("d_adam"))
+    return gan
+
+
+def gan_steps(gan, n_critic):
+    """The loop schedule: a D update every iteration, a G update every `n_critic`-th (after n_critic D's)."""
+    return [loop.ScheduledStep("d", gan.discriminator_step),
+            loop.ScheduledStep("g", gan.generator_step, every_n=n_critic)]
+
+
+def train_sbsgan(config):
+    """Trains SBSGAN as configured (keys of `DEFAULT_CONFIG`); resumes from `run_dir` if it has checkpoints.
+
+    Returns:
+        The loop's run summary plus domains, num_train_examples, steps_per_epoch, total_steps.
+    """
+    # 1. The strategy first: splitting the CPU into logical devices must precede other TF work.
+    config = merge_config(config)
+    strategy = loop.make_strategy(config["strategy"], config["cpu_replicas"])
+    # 2. Dataset facts and the schedule length.
+    domain_names, num_examples = _domain_facts(config)
+    num_domains = len(domain_names)
+    steps_per_epoch = max(1, num_examples // config["batch_size"])
+    total_steps = config["max_steps"] if config["max_steps"] > 0 else config["epochs"] * steps_per_epoch
+    # 3. Models and optimizers under the strategy's scope.
+    with strategy.scope():
+        gan = build_sbsgan(config, num_domains)
+    # 4. config.json content (what load_generator and the report read) and the preview hook.
+    gan_config = {k: v for k, v in gan.get_config().items() if k not in ("generator", "discriminator")}
+    facts = {"domains": domain_names, "num_train_examples": num_examples, "steps_per_epoch": steps_per_epoch,
+             "total_steps": total_steps}
+    run_config = {"flags": config, "generator": gan.generator.get_config(),
+                  "discriminator": gan.discriminator.get_config(), "sbsgan": gan_config, **facts}
+    image_fn = None
+    if config["image_every"] > 0:
+        image_fn = make_image_fn(gan.generator, *_preview_batch(config), domain_names)
+    # 5. The loop: D every iteration, G every n_critic-th.
+    summary = loop.train_loop(
+        strategy=strategy,
+        make_dataset=make_dataset_fn(config, num_domains, gan.num_soft_mask),
+        steps=gan_steps(gan, config["n_critic"]),
+        total_steps=total_steps, run_dir=config["run_dir"], trackables=checkpoint_trackables(gan),
+        config=run_config, checkpoint_every=config["checkpoint_every"],
+        keep_checkpoints=config["keep_checkpoints"], summary_every=config["summary_every"],
+        image_every=config["image_every"], image_fn=image_fn, verbose=config["verbose"])
+    return {**summary, **facts}

@@ -1,0 +1,144 @@
+"""Tests for bgshift_tf.training.gan_run and the train_gan entry point (tiny sizes)."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bgshift_tf.training import gan_run, loop
+from bgshift_tf.training.gan import add_gan_targets, load_generator
+from tiny_records import make_domain_records
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "bgshift_tf", "configs")
+
+
+def _read_events(logdir):
+    """tag -> list of (step, tensor proto) from all event files under `logdir`."""
+    events = {}
+    for path in glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                events.setdefault(value.tag, []).append((event.step, value))
+    return events
+
+
+def test_sbsgan_update_is_the_same_on_one_and_two_replicas(tmp_path):
+    # In-memory batches: the TFRecord pipeline trades determinism for speed (parallel, unordered reads).
+    rng = np.random.default_rng(0)
+    data = {"image": rng.uniform(-1, 1, (8, 16, 8, 3)).astype("float32"),
+            "mask": (rng.uniform(size=(8, 16, 8, 1)) > 0.5).astype("float32"),
+            "domain": np.array([0, 1] * 4, np.int64)}
+    config = gan_run.merge_config(dict(
+        domain_dirs=["unused0", "unused1"], image_height=16, image_width=8, batch_size=4, n_critic=2,
+        base_filters=4, num_res_blocks=1, d_base_filters=4, d_num_layers=2))
+
+    def make_dataset(start_step):
+        batches = tf.data.Dataset.from_tensor_slices(data).batch(4, drop_remainder=True).repeat()
+        return add_gan_targets(batches, num_domains=2, num_soft_mask=3, seed=start_step)
+
+    results, initial = {}, None
+    for name in ("default", "mirrored"):
+        strategy = loop.make_strategy(name)
+        with strategy.scope():
+            gan = gan_run.build_sbsgan(config, num_domains=2)
+        networks = (gan.generator, gan.discriminator)
+        if initial is None:
+            initial = [net.get_weights() for net in networks]
+        for net, weights in zip(networks, initial):
+            net.set_weights(weights)
+        loop.train_loop(strategy=strategy, make_dataset=make_dataset,
+                        steps=gan_run.gan_steps(gan, config["n_critic"]), total_steps=2,
+                        run_dir=str(tmp_path / name), trackables={"gan": gan}, verbose=0)
+        assert int(gan.d_optimizer.iterations.numpy()) == 2 and int(gan.g_optimizer.iterations.numpy()) == 1
+        results[name] = [w for net in networks for w in net.get_weights()]
+    changed = [not np.allclose(a, b) for a, b in zip(results["default"], [w for ws in initial for w in ws])]
+    assert any(changed)
+    for a, b in zip(results["default"], results["mirrored"]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="unknown config keys \\['bogus'\\]"):
+        gan_run.merge_config({"bogus": 1, "domain_dirs": ["a", "b"]})
+    with pytest.raises(ValueError, match="domain_dirs=\\['a'\\]"):
+        gan_run.merge_config({"domain_dirs": ["a"]})
+    with pytest.raises(ValueError, match="n_critic=0"):
+        gan_run.merge_config({"domain_dirs": ["a", "b"], "n_critic": 0})
+
+
+def test_flagfiles_parse_to_the_documented_presets():
+    from absl import flags
+
+    from bgshift_tf import train_gan  # noqa: F401  (defines the flags)
+
+    expected = {
+        "gan_paper.flags": dict(image_height=256, image_width=128, batch_size=16, epochs=5, learning_rate=1e-4,
+                                beta1=0.5, beta2=0.999, n_critic=5, base_filters=64, num_res_blocks=6,
+                                lambda_rec=10.0, lambda_gp=10.0),
+        "gan_tiny.flags": dict(image_height=32, image_width=16, max_steps=4, base_filters=8, learning_rate=1e-4),
+        "gan_demo.flags": dict(learning_rate=1e-4, beta1=0.5, lambda_sc=5.0),
+    }
+    cwd = os.getcwd()
+    os.chdir(REPO)  # nested --flagfile paths are relative to the repository root
+    try:
+        for name, values in expected.items():
+            path = os.path.join("bgshift_tf", "configs", name)
+            with open(path) as f:
+                assert f.readline().startswith(f"# python -m bgshift_tf.train_gan --flagfile={path}")
+            fv = flags.FlagValues()
+            for flag in flags.FLAGS.get_key_flags_for_module(train_gan):
+                fv[flag.name] = flag
+            fv(["train_gan", f"--flagfile={path}"])
+            for key, value in values.items():
+                assert fv[key].value == value, (name, key)
+            fv.unparse_flags()
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.slow
+def test_train_gan_end_to_end(tmp_path):
+    dirs = [make_domain_records(tmp_path / name, name, i) for i, name in enumerate(("dom0", "dom1", "dom2"))]
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "bgshift_tf.train_gan", "--flagfile=bgshift_tf/configs/gan_tiny.flags",
+         f"--domain_dirs={','.join(dirs)}", f"--run_dir={run_dir}"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Trained 4 steps" in result.stdout
+    # Checkpoints every 2 iterations, with the step counter and both optimizers (G updated every 2nd).
+    state = tf.train.get_checkpoint_state(loop.checkpoint_dir(str(run_dir)))
+    assert [p.rsplit("-", 1)[1] for p in state.all_model_checkpoint_paths] == ["2", "4"]
+    reader = tf.train.load_checkpoint(state.model_checkpoint_path)
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 4
+    iterations = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if "iteration" in k}
+    assert sorted(iterations.values()) == [2, 4], iterations
+    # config.json: the flags and model configs; load_generator rebuilds from it.
+    with open(run_dir / "config.json") as f:
+        config = json.load(f)
+    assert config["flags"]["domain_dirs"] == dirs and config["flags"]["base_filters"] == 8
+    assert config["generator"]["image_size"] == [32, 16] and config["discriminator"]["num_layers"] == 3
+    assert config["domains"] == ["dom0", "dom1", "dom2"] and config["total_steps"] == 4
+    generator = load_generator(str(run_dir))
+    assert generator.soft_mask(tf.zeros([1, 32, 16, 3])).shape == (1, 32, 16, 3)
+    # TensorBoard: every loss term and both learning rates each step; image grids at steps 2 and 4.
+    events = _read_events(loop.logs_dir(str(run_dir)))
+    for term in ("d_loss", "d_adv", "d_cls", "d_gp", "g_loss", "g_adv", "g_cls", "g_rec", "g_idc", "g_bgs", "g_sc"):
+        assert [s for s, _ in events[f"losses/{term}"]][-1] == 4
+    assert [s for s, _ in events["learning_rate/g_optimizer"]] == [1, 2, 3, 4]
+    lr = tf.make_ndarray(events["learning_rate/d_optimizer"][0][1].tensor)
+    np.testing.assert_allclose(lr, 1e-4, rtol=1e-6)
+    grids = ["input", "mask", "soft_mask", "to_dom0", "to_dom1", "to_dom2", "reconstruction"]
+    for grid in grids:
+        steps = [s for s, _ in events[f"images/{grid}"]]
+        assert steps == [2, 4], grid
+        encoded = tf.make_ndarray(events[f"images/{grid}"][-1][1].tensor)
+        assert encoded[:2].tolist() == [b"48", b"32"]  # width (3 domains x 1 image x 16), height
+        assert tf.io.decode_png(encoded[2]).shape == (32, 48, 3)
