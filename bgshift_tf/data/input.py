@@ -160,6 +160,8 @@ def make_train_dataset(
     Args:
         files: shard paths (e.g. `shard_files(out_dir, "train")`).
         image_size: (H, W) output size.
+        seed: seeds the shard order, shuffle buffer and flips; parallel maps run with
+            deterministic=False for speed, so element order is still not bit-reproducible.
         require_mask: keep only examples with a mask (SBSGAN training).
         skip_corrupt: skip unreadable records (counted and logged by `verify_shards`) instead of failing.
         verify: read the shards once first so a corrupt one is named (cheap next to decoding).
