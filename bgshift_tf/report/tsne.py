@@ -184,7 +184,7 @@ _MARKERS = ("o", "^", "s", "D", "v", "P")
 
 def plot_domain_distance(result: Mapping, *, variants: Sequence[str] | None = None, ncols: int = 4):
     """Scatter plot per variant: points coloured by domain, centres marked 'C-<domain>', and the
-    distances in each panel's title (2-D L1 and the feature-space separation of the first pair).
+    distances in each panel's title (2-D L1 and feature-space separation; the mean over pairs if K > 2).
 
     Args:
       result: output of `domain_distance` (with embeddings).
@@ -199,7 +199,9 @@ def plot_domain_distance(result: Mapping, *, variants: Sequence[str] | None = No
     ncols = min(ncols, len(variants))
     nrows = -(-len(variants) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.6 * nrows), squeeze=False)
-    first_pair = result["pairs"][0]
+    pairs = result["pairs"]
+    # Centres of similar domains coincide: stagger their labels so they stay readable.
+    offsets = [(6, 6), (6, -14), (-14, 16), (-14, -22)]
     for ax, variant in zip(axes.flat, variants):
         entry = result["variants"][variant]
         for i, domain in enumerate(domains):
@@ -210,12 +212,12 @@ def plot_domain_distance(result: Mapping, *, variants: Sequence[str] | None = No
             cx, cy = entry["centres_2d"][domain]
             ax.scatter([cx], [cy], s=110, c=colour, marker=marker, edgecolors="black", linewidths=1.2,
                        zorder=3)
-            ax.annotate(f"C-{domain}", (cx, cy), xytext=(5, 5), textcoords="offset points", fontsize=8,
-                        weight="bold", color=colour)
-        ax.set_title(
-            f"{variant}\n2-D L1 {entry['l1_2d'][first_pair]:.2f} · separation {entry['separation'][first_pair]:.2f}",
-            fontsize=9,
-        )
+            ax.annotate(f"C-{domain}", (cx, cy), xytext=offsets[i % len(offsets)], textcoords="offset points",
+                        fontsize=8, weight="bold", color=colour)
+        l1_2d = np.mean([entry["l1_2d"][p] for p in pairs])
+        separation = np.mean([entry["separation"][p] for p in pairs])
+        scope = "" if len(pairs) == 1 else f" (mean of {len(pairs)} pairs)"
+        ax.set_title(f"{variant}\n2-D L1 {l1_2d:.2f} · separation {separation:.2f}{scope}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in list(axes.flat)[len(variants):]:
