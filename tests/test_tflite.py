@@ -1,0 +1,94 @@
+"""TFLite models converted from the exported SavedModel, run with ai_edge_litert: parity per variant,
+fixed trained size with a resizable batch, calibration and argument errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bgshift_tf.export import saved_model as saved_model_lib
+from bgshift_tf.export import tflite
+from export_helpers import GENERATOR_SIZE, REID_SIZE, random_images, tiny_generator, tiny_ide
+
+# Loose sanity bounds on images_float (range [-1, 1]) vs the SavedModel; measured values go to BUILD_NOTES.
+SANITY_MAX_ABS = {"float32": 1e-4, "float16": 0.05, "dynamic_int8": 0.3, "int8": 0.6}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(11)
+    export_dir = str(tmp_path_factory.mktemp("saved_models"))
+    return {
+        "generator": saved_model_lib.export_generator(tiny_generator(), export_dir, version=1),
+        "embedder": saved_model_lib.export_embedder(tiny_ide(), export_dir, model_name="ide_embedder", version=1),
+        "out": str(tmp_path_factory.mktemp("tflite")),
+    }
+
+
+@pytest.fixture(scope="module")
+def soft_mask_models(exports):
+    calibration = random_images(GENERATOR_SIZE, 8, seed=5)
+    return tflite.convert_all(exports["generator"], exports["out"], variants=tflite.VARIANTS,
+                              representative_inputs=calibration)
+
+
+def _saved_model_outputs(version_dir, signature, **inputs):
+    loaded = tf.saved_model.load(version_dir)
+    return {k: v.numpy() for k, v in loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+
+
+@pytest.mark.slow
+def test_every_variant_matches_the_saved_model(exports, soft_mask_models):
+    images = random_images(GENERATOR_SIZE, 3, seed=9)  # batch 3: the converted batch dimension is resizable
+    reference = _saved_model_outputs(exports["generator"], "soft_mask", images=images)
+    measured = {}
+    for variant, path in soft_mask_models["soft_mask"].items():
+        outputs = tflite.TFLiteRunner(path)(images=images)
+        assert outputs["images_float"].shape == (3, *GENERATOR_SIZE, 3)
+        measured[variant] = float(np.abs(outputs["images_float"] - reference["images_float"]).max())
+        assert measured[variant] < SANITY_MAX_ABS[variant], (variant, measured)
+    assert np.abs(tflite.TFLiteRunner(soft_mask_models["soft_mask"]["float32"])(images=images)["images_uint8"].astype(int)
+                  - reference["images_uint8"]).max() <= 1
+    # Quantised variants are smaller files and not bit-identical to float32.
+    assert measured["float16"] > 0 and measured["int8"] > measured["float32"]
+
+
+@pytest.mark.slow
+def test_style_transfer_takes_domains_and_fixed_size(exports, soft_mask_models):
+    path = soft_mask_models["style_transfer"]["float32"]
+    runner = tflite.TFLiteRunner(path)
+    assert sorted(runner.input_names) == ["images", "target_domain"]
+    shapes = {d["name"]: list(d["shape_signature"]) for d in runner.interpreter.get_input_details()}
+    assert [-1, *GENERATOR_SIZE, 3] in shapes.values()
+    images, domains = random_images(GENERATOR_SIZE, 2, seed=2), np.array([2, 1], np.int32)
+    reference = _saved_model_outputs(exports["generator"], "style_transfer", images=images, target_domain=domains)
+    outputs = runner(images=images, target_domain=domains)
+    assert np.abs(outputs["images_float"] - reference["images_float"]).max() < 1e-4
+    assert sorted(soft_mask_models) == ["soft_mask", "style_transfer"]  # no *_jpeg: TFLite has no JPEG decoder
+
+
+@pytest.mark.slow
+def test_embedder_float32_matches(exports, tmp_path):
+    path = tmp_path / "embed.tflite"
+    path.write_bytes(tflite.convert(exports["embedder"], "embed", "float32"))
+    images = random_images(REID_SIZE, 2, seed=4)
+    reference = _saved_model_outputs(exports["embedder"], "embed", images=images)["features"]
+    features = tflite.TFLiteRunner(str(path))(images=images)["features"]
+    assert features.shape == reference.shape == (2, 128)
+    assert np.abs(features - reference).max() < 1e-4 * max(1.0, np.abs(reference).max())
+
+
+def test_conversion_argument_errors(exports):
+    with pytest.raises(ValueError, match="variant='int4'"):
+        tflite.convert(exports["generator"], "soft_mask", "int4")
+    with pytest.raises(ValueError, match="representative_inputs"):
+        tflite.convert(exports["generator"], "soft_mask", "int8")
+    with pytest.raises(ValueError, match="signature_name='soft_mask_jpeg'"):
+        tflite.convert(exports["generator"], "soft_mask_jpeg", "float32")
+
+
+def test_runner_rejects_wrong_inputs(soft_mask_models):
+    runner = tflite.TFLiteRunner(soft_mask_models["soft_mask"]["float32"])
+    with pytest.raises(ValueError, match=r"takes inputs \['images'\]. Received: \['image'\]"):
+        runner(image=random_images(GENERATOR_SIZE, 1))
