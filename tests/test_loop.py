@@ -192,43 +192,46 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(tmp_pa
 # === Processes: resume after SIGKILL, SIGTERM, multi-worker ===
 
 
-def _wait_for_checkpoint(run_dir, proc, timeout=60):
-    state_file = os.path.join(loop.checkpoint_dir(str(run_dir)), "checkpoint")
-    deadline = time.time() + timeout
-    while not os.path.exists(state_file):
-        assert proc.poll() is None, f"training exited early: {proc.communicate()[1][-2000:]}"
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.1)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_resume_after_kill_continues_from_checkpoint(tmp_path, sig):
-    run_dir, out = tmp_path / "run", tmp_path / "out.json"
-    proc = subprocess.Popen(_helper_cmd(run_dir, out, total_steps=30, checkpoint_every=5, seconds_per_step=0.1),
+def _run_and_kill(run_dir, out, sig, after_step):
+    """Starts a slow 40-step training, sends `sig` shortly after a checkpoint past `after_step`."""
+    proc = subprocess.Popen(_helper_cmd(run_dir, out, total_steps=40, checkpoint_every=5, seconds_per_step=0.1),
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_checkpoint(run_dir, proc)
+        deadline = time.time() + SUBPROCESS_TIMEOUT
+        while not [s for s in _checkpoint_steps(run_dir) if s > after_step]:
+            assert proc.poll() is None, f"training exited early: {proc.communicate()[1][-2000:]}"
+            assert time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.1)
         time.sleep(0.35)  # a few steps past the checkpoint
         proc.send_signal(sig)
         stdout, _ = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
     finally:
         proc.kill()
     assert proc.returncode != 0 and not out.exists()
-    saved = _checkpoint_steps(run_dir)
-    assert saved and saved[-1] < 30
-    if sig == signal.SIGTERM:  # the interrupt saved the step it had reached
-        assert f"Interrupted at step {saved[-1]}: saved" in stdout
-    resumed_from = saved[-1]
-    subprocess.run(_helper_cmd(run_dir, out, total_steps=30, checkpoint_every=5), env=_env(), check=True,
+    return stdout
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_and_sigterm_continues_from_checkpoints(tmp_path):
+    run_dir, out = tmp_path / "run", tmp_path / "out.json"
+    # 1. SIGKILL: nothing runs at exit, the periodic checkpoint (a multiple of 5) is the resume point.
+    _run_and_kill(run_dir, out, signal.SIGKILL, after_step=0)
+    first = _checkpoint_steps(run_dir)[-1]
+    assert 0 < first < 40 and first % 5 == 0
+    # 2. SIGTERM after resuming: the interrupt saves the step it had reached.
+    stdout = _run_and_kill(run_dir, out, signal.SIGTERM, after_step=first)
+    second = _checkpoint_steps(run_dir)[-1]
+    assert first < second < 40 and f"Interrupted at step {second}: saved" in stdout
+    # 3. Resume to the end: step count and optimizer iterations continue from the checkpoint.
+    subprocess.run(_helper_cmd(run_dir, out, total_steps=40, checkpoint_every=5), env=_env(), check=True,
                    timeout=SUBPROCESS_TIMEOUT, capture_output=True)
     with open(out) as f:
         result = json.load(f)
-    assert result["summary"]["start_step"] == resumed_from
-    assert result["summary"]["final_step"] == 30 and result["iterations"] == 30
-    assert _checkpoint_steps(run_dir)[-1] == 30
+    assert result["summary"]["start_step"] == second
+    assert result["summary"]["final_step"] == 40 and result["iterations"] == 40
+    assert _checkpoint_steps(run_dir)[-1] == 40
     # The data resumes at the same batch, so the result equals an uninterrupted run.
-    _, model, _ = _train_in_process(loop.make_strategy("default"), tmp_path / "ref", total_steps=30)
+    _, model, _ = _train_in_process(loop.make_strategy("default"), tmp_path / "ref", total_steps=40)
     for a, b in zip(model.get_weights(), result["weights"]):
         np.testing.assert_allclose(a, np.asarray(b, np.float32), atol=1e-5)
 

@@ -194,6 +194,12 @@ def _check_finite(losses, iteration, step_name, manager):
         )
 
 
+def _main_losses(losses):
+    """What the progress bar shows: the totals (`*loss`) and accuracies, else the first four terms."""
+    main = {k: v for k, v in losses.items() if k.endswith(("loss", "accuracy"))} or dict(list(losses.items())[:4])
+    return {k: f"{v:.3g}" for k, v in main.items()}
+
+
 def _learning_rates(trackables):
     import keras
 
@@ -343,7 +349,7 @@ def train_loop(*, strategy, make_dataset, steps, total_steps, run_dir, trackable
                 if done % checkpoint_every == 0:
                     save(done)
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:4]}, refresh=False)
+                bar.set_postfix(_main_losses(losses), refresh=False)
             save(done)
     except KeyboardInterrupt:
         if not multi_worker and done > start_step:
