@@ -23,6 +23,7 @@ def _reset_keras_state():
     """Each test starts with fresh Keras layer-name counters and a fixed seed."""
     import keras
 
-    keras.backend.clear_session()
+    # free_memory=False skips a full gc.collect() (~0.6 s per test on a loaded machine).
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(1234)
     yield
