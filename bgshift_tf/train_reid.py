@@ -1,11 +1,14 @@
 """Trains a re-ID model: the IDE baseline on one image variant, or DA-2S on (soft-mask, style) pairs.
 
 Usage:
-    python -m bgshift_tf.train_reid --model=da2s --flagfile=bgshift_tf/configs/reid_demo.flags
+    python -m bgshift_tf.train_reid --model=da2s --flagfile=bgshift_tf/configs/reid_demo.flags \
+        --run_dir=runs/reid_demo_da2s
     python -m bgshift_tf.train_reid --model=ide --flagfile=bgshift_tf/configs/reid_demo.flags \
         --train_dir=tfrecords/generated/synmarket_softmask --run_dir=runs/reid_demo_ide_softmask
+    python -m bgshift_tf.train_reid --model=ide --flagfile=bgshift_tf/configs/reid_demo.flags \
+        --train_dir=tfrecords/generated/synmarket_hardmask --run_dir=runs/reid_demo_ide_hardmask
     python -m bgshift_tf.train_reid --model=da2s --flagfile=bgshift_tf/configs/reid_paper.flags \
-        --stream1_dir=tfrecords/market1501_softmask --stream2_dir=tfrecords/market1501_style_duke \
+        --stream1_dir=tfrecords/generated/market1501_softmask --stream2_dir=tfrecords/generated/market1501_to_dukemtmc \
         --backbone_weights=imagenet --run_dir=runs/da2s_market
 
 Re-running with the same --run_dir resumes from its latest checkpoint. The run directory gets
@@ -41,7 +44,8 @@ flags.DEFINE_integer("lr_decay_epoch", _D["lr_decay_epoch"], "Epoch after which 
 flags.DEFINE_float("momentum", _D["momentum"], "SGD momentum.")
 flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Records in the shuffle buffer.")
 flags.DEFINE_integer("seed", _D["seed"], "Input shuffling/flip seed (offset by the resume step).")
-flags.DEFINE_string("run_dir", _D["run_dir"], "Run directory (config.json, checkpoints/, logs/); resumes.")
+flags.DEFINE_string("run_dir", _D["run_dir"], "Run directory (config.json, checkpoints/, logs/); resumes. "
+                    "Default: runs/reid_<model>.")
 flags.DEFINE_enum("strategy", _D["strategy"], ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
 flags.DEFINE_integer("cpu_replicas", _D["cpu_replicas"], "Split the CPU into N logical devices (mirrored on CPU).")
 flags.DEFINE_integer("checkpoint_every", _D["checkpoint_every"], "Steps between checkpoints.")

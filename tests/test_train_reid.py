@@ -163,6 +163,13 @@ def test_config_errors_name_the_problem(tmp_path):
         reid.train_reid({"learnig_rate": 0.1})
     with pytest.raises(ValueError, match="stream1_dir"):
         reid.train_reid(_tiny_config(tmp_path, model="da2s"))
+    soft = _write_records(tmp_path / "soft")
+    run_dir = tmp_path / "other_run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"model_class": "ide", "model": {"num_classes": 4}}))
+    with pytest.raises(ValueError, match="holds a different re-ID run"):
+        reid.train_reid(_tiny_config(tmp_path, model="da2s", stream1_dir=soft, stream2_dir=soft,
+                                     run_dir=str(run_dir)))
     test_dir = _write_records(tmp_path / "query", label=-1)
     with pytest.raises(ValueError, match="label -1"):
         reid.train_reid(_tiny_config(tmp_path, model="ide", train_dir=test_dir))
@@ -185,7 +192,8 @@ def test_da2s_train_resume_and_reload(tmp_path):
                "--flagfile=bgshift_tf/configs/reid_tiny.flags", f"--stream1_dir={soft}",
                f"--stream2_dir={style}", f"--run_dir={config['run_dir']}"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run(command, check=True, cwd=REPO, env=env, capture_output=True, timeout=300)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert tf.train.latest_checkpoint(os.path.join(config["run_dir"], "checkpoints")).endswith("ckpt-3")
     with open(os.path.join(config["run_dir"], "config.json")) as f:
         assert json.load(f)["flags"]["max_steps"] == 3

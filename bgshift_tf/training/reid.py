@@ -53,7 +53,7 @@ DEFAULT_CONFIG = {
     "momentum": 0.9,
     "shuffle_buffer": 2048,
     "seed": 0,
-    "run_dir": "runs/reid",
+    "run_dir": "",  # "" -> runs/reid_<model>
     "strategy": "default",  # "default" | "mirrored" | "multi_worker"
     "cpu_replicas": 0,
     "checkpoint_every": 500,
@@ -241,6 +241,7 @@ def _merge_config(config):
     if unknown:
         raise ValueError(f"unknown re-ID config keys {unknown}; known: {sorted(DEFAULT_CONFIG)}")
     merged = {**DEFAULT_CONFIG, **config}
+    merged["run_dir"] = merged["run_dir"] or os.path.join("runs", f"reid_{merged['model']}")
     for key in ("batch_size", "epochs", "image_height", "image_width"):
         if int(merged[key]) < 1:
             raise ValueError(f"`{key}` must be >= 1. Received: {key}={merged[key]}")
@@ -285,6 +286,22 @@ def _training_data(config):
     return {"num_examples": int(labels.size), "num_classes": num_classes}, make_dataset
 
 
+def _check_resumable(run_dir, run_config):
+    """A run directory holding another model's checkpoints would fail to restore: say so clearly."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        previous = json.load(f)
+    before = [previous.get("model_class"), previous.get("model")]
+    now = json.loads(json.dumps([run_config["model_class"], run_config["model"]]))
+    if before != now:
+        raise ValueError(
+            f"--run_dir={run_dir!r} holds a different re-ID run ({before[0]}: {before[1]}); this run would "
+            f"be {now[0]}: {now[1]}. Use another --run_dir (or delete that one) to start fresh."
+        )
+
+
 def train_reid(config):
     """Trains IDE or DA-2S as configured (keys of `DEFAULT_CONFIG`); resumes from `run_dir` if present.
 
@@ -317,6 +334,7 @@ def train_reid(config):
         "optimizer": keras.optimizers.serialize(optimizer),
         **facts,
     }
+    _check_resumable(config["run_dir"], run_config)
     summary = loop.train_loop(
         strategy=strategy,
         make_dataset=make_dataset,
