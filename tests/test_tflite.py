@@ -1,6 +1,8 @@
 """TFLite models converted from the exported SavedModel, run with ai_edge_litert: parity per variant,
 fixed trained size with a resizable batch, calibration and argument errors."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -28,9 +30,14 @@ def exports(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def soft_mask_models(exports):
+    """soft_mask in every variant (through convert_all), style_transfer in float32 only (to save time)."""
     calibration = random_images(GENERATOR_SIZE, 8, seed=5)
-    return tflite.convert_all(exports["generator"], exports["out"], variants=tflite.VARIANTS,
-                              representative_inputs=calibration)
+    paths = tflite.convert_all(exports["generator"], exports["out"], variants=tflite.VARIANTS,
+                               representative_inputs=calibration, signatures=("soft_mask",))
+    style_path = os.path.join(exports["out"], "style_transfer_float32.tflite")
+    with open(style_path, "wb") as f:
+        f.write(tflite.convert(exports["generator"], "style_transfer", "float32"))
+    return {**paths, "style_transfer": {"float32": style_path}}
 
 
 def _saved_model_outputs(version_dir, signature, **inputs):
@@ -65,7 +72,6 @@ def test_style_transfer_takes_domains_and_fixed_size(exports, soft_mask_models):
     reference = _saved_model_outputs(exports["generator"], "style_transfer", images=images, target_domain=domains)
     outputs = runner(images=images, target_domain=domains)
     assert np.abs(outputs["images_float"] - reference["images_float"]).max() < 1e-4
-    assert sorted(soft_mask_models) == ["soft_mask", "style_transfer"]  # no *_jpeg: TFLite has no JPEG decoder
 
 
 @pytest.mark.slow
@@ -77,6 +83,13 @@ def test_embedder_float32_matches(exports, tmp_path):
     features = tflite.TFLiteRunner(str(path))(images=images)["features"]
     assert features.shape == reference.shape == (2, 128)
     assert np.abs(features - reference).max() < 1e-4 * max(1.0, np.abs(reference).max())
+
+
+def test_convert_all_skips_jpeg_signatures(exports, tmp_path, monkeypatch):
+    monkeypatch.setattr(tflite, "convert", lambda version_dir, signature, variant, calibration: b"stub")
+    paths = tflite.convert_all(exports["generator"], str(tmp_path), variants=("float32",))
+    assert sorted(paths) == ["soft_mask", "style_transfer"]  # no *_jpeg: TFLite has no JPEG decoder
+    assert sorted(os.listdir(tmp_path)) == ["soft_mask_float32.tflite", "style_transfer_float32.tflite"]
 
 
 def test_conversion_argument_errors(exports):

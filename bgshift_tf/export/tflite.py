@@ -87,19 +87,21 @@ def convert(version_dir, signature_name, variant, representative_inputs=None):
     return converter.convert()
 
 
-def convert_all(version_dir, out_dir, variants=VARIANTS, representative_inputs=None):
-    """Converts every uint8-image signature of an export in each variant; writes `<signature>_<variant>.tflite`.
+def convert_all(version_dir, out_dir, variants=VARIANTS, representative_inputs=None, signatures=None):
+    """Converts the uint8-image signatures of an export in each variant; writes `<signature>_<variant>.tflite`.
 
     Args:
         representative_inputs: calibration images uint8 [M, h, w, 3] (for "int8"); style_transfer
             calibrates on them with target domains cycling through 0..K-1.
+        signatures: names to convert (default: every uint8-image signature of the export).
 
     Returns:
         {signature: {variant: path}}.
     """
     info = saved_model_lib.read_export_info(version_dir)
     paths = {}
-    for signature_name in [s for s in info["signatures"] if s in IMAGE_SIGNATURES]:
+    wanted = signatures or IMAGE_SIGNATURES
+    for signature_name in [s for s in info["signatures"] if s in IMAGE_SIGNATURES and s in wanted]:
         calibration = None
         if representative_inputs is not None:
             calibration = [
