@@ -244,8 +244,9 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
         results[kind] = _convert_and_measure(kind, version_dir, export_dir, model_name, model_version,
                                              parity_images, generator, reid_model, tflite_variants, onnx,
                                              calibration)
+    # Every folder holding numeric versions is a servable model (tflite/, onnx/ hold model folders instead).
     served = sorted(name for name in os.listdir(export_dir)
-                    if os.path.isdir(os.path.join(export_dir, name)) and name not in ("tflite", "onnx")
+                    if os.path.isdir(os.path.join(export_dir, name))
                     and any(v.isdigit() for v in os.listdir(os.path.join(export_dir, name))))
     results["models_config"] = saved_model_lib.write_models_config(export_dir, served)
     return results
