@@ -244,3 +244,25 @@ def test_export_job_argument_errors(tmp_path):
         job.export_models(str(tmp_path), generator=tiny_generator(), tflite_variants=("int4",))
     with pytest.raises(ValueError, match="representative"):
         job.export_models(str(tmp_path), generator=tiny_generator(), tflite_variants=("int8",))
+
+
+def test_export_all_loads_a_gan_run_and_versions_up(tmp_path):
+    generator = tiny_generator()
+    run_dir = tmp_path / "gan_run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"generator": generator.get_config()}))
+    tf.train.Checkpoint(generator=generator).save(str(run_dir / "checkpoints" / "ckpt"))
+    export_dir = str(tmp_path / "saved_models")
+    with pytest.raises(RuntimeError, match="--tf_trt needs an NVIDIA GPU"):
+        job.export_all(str(run_dir), export_dir=export_dir, tf_trt=True)
+    assert not os.path.exists(export_dir)  # checked before anything is written
+    first = job.export_all(str(run_dir), export_dir=export_dir)
+    second = job.export_all(str(run_dir), export_dir=export_dir)
+    assert (first["generator"]["version"], second["generator"]["version"]) == (1, 2)
+    assert sorted(os.listdir(os.path.join(export_dir, "sbsgan_generator"))) == ["1", "2"]
+    assert second["generator"]["parity"]["soft_mask"]["saved_model"]["max_abs"] < 1e-4
+    # The checkpointed weights (not a fresh initialisation) were exported.
+    images = random_images(GENERATOR_SIZE, 2, seed=12)
+    served = tf.saved_model.load(second["generator"]["saved_model"]).signatures["soft_mask"](images=tf.constant(images))
+    expected = generator.soft_mask(_keras_inputs(images, GENERATOR_SIZE)).numpy()
+    assert np.abs(served["images_float"].numpy() - expected).max() < 1e-4
