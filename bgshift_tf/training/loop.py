@@ -32,8 +32,9 @@ API
   * NaN/Inf guard: every reported loss is checked after each step; a non-finite one raises
     `NonFiniteLossError` naming the step, the step function and the loss term. Nothing is saved after a
     bad step, so the latest checkpoint is the last good state.
-  * KeyboardInterrupt or SIGTERM: saves a checkpoint of the current (finite) state, then re-raises
-    KeyboardInterrupt. Under multi-worker training the interrupt save is skipped (saving needs all workers
+  * KeyboardInterrupt or SIGTERM: saves a checkpoint of the current (finite) state under the count of
+    completed iterations, then re-raises KeyboardInterrupt (an interrupt between the D and G step of one
+    iteration keeps that D update, which the resumed run repeats once). Under multi-worker training the interrupt save is skipped (saving needs all workers
     and the others may be gone); the periodic checkpoints are the resume points there.
   * Multi-worker: only the chief writes the real checkpoints, config.json and summaries; the other
     workers save into temporary directories (saving has collective ops) that are deleted afterwards.
