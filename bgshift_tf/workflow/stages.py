@@ -178,6 +178,7 @@ def run_stages(run_dir, stages: Sequence[Stage], *, force=(), log=None) -> dict:
         log(f"{prefix} running ({reason}); elapsed {format_seconds(elapsed)}, ETA {format_seconds(remaining)} "
             f"for this and the remaining stages")
         write_json_atomic(_started_path(run_dir, stage.name), {"config": config, "deps": deps})
+        _write_timings(run_dir, timings, stages[index:])
         start = time.monotonic()
         try:
             outputs = stage.fn() or {}
@@ -241,6 +242,8 @@ def _prepare(run_dir, stage, manifest, config, deps, reason, log, prefix):
         log(f"{prefix} removing stale outputs before redoing it: {', '.join(stale)}")
         for path in stale:
             _remove(path)
+    if manifest is None and started is not None:
+        return f"{reason}; an interrupted run with other settings or inputs was discarded"
     return reason
 
 

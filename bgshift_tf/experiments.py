@@ -1,0 +1,31 @@
+"""The paper's comparisons on one source -> target pair: Table 2 (IDE on original / hard-mask /
+style-transferred / soft-mask / soft-mask without L_sc images) and Table 3 (DA-2S ablation), as markdown
+and JSON tables next to the paper's numbers, plus the run's report with every row.
+
+Usage:
+    python -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/experiments_demo.flags
+    python -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/experiments_tiny.flags --runs_root=/tmp/runs
+
+It takes the main job's flags (the experiments flagfile includes the main job's) and runs in the same
+run folder, so stages the main job already completed with the same settings are skipped. Writes
+<runs_root>/<name>/experiments/{table2.md,table3.md,tables.json} and <runs_root>/<name>/report.html.
+"""
+
+from absl import app
+
+from bgshift_tf.workflow import cli, experiments
+
+_FORCE = cli.define_flags()
+
+
+def main(argv):
+    del argv
+    result = experiments.run_experiments(cli.config_from_flags(), force=_FORCE.value)
+    for path in result["markdown"].values():
+        with open(path) as f:
+            print(f.read())
+    print(f"tables: {result['markdown']}; report: {result['report']}")
+
+
+if __name__ == "__main__":
+    app.run(main)

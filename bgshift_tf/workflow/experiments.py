@@ -1,0 +1,129 @@
+"""The paper's comparisons on one source -> target pair (Tables 2 and 3), as stages in the main job's run folder.
+
+Table 2 (IDE, one image type each): original, hard-mask (noisy parser masks), style-transferred (SBSGAN's
+style branch, source -> target), soft-mask, and soft-mask from an SBSGAN trained with lambda_sc = 0.
+Table 3 (two-stream network): baseline without SE and ISDC, + SE, + SE + ISDC (= DA-2S), and DA-2S fed two
+style-transferred or two soft-mask images.
+
+The job is the main job's stage list (`workflow.main_job`) with the extra models and one extra SBSGAN
+(`train_gan_nosc`, `generate_nosc`), plus a `tables` stage writing `<run_dir>/experiments/table2.md`,
+`table3.md` and `tables.json`, and the report with every row. It runs in the main job's run folder with
+the main job's settings (the experiments flagfile includes the main one), so every stage the main job has
+completed with the same settings (data, SBSGAN, shared re-ID models, evaluations) is skipped.
+Each model is tested on the target domain with the inputs of its kind (see `main_job.eval_inputs`).
+"""
+
+import os
+
+from bgshift_tf.report import paper_results
+from bgshift_tf.report.figures import write_text
+from bgshift_tf.workflow import main_job
+from bgshift_tf.workflow import stages as stages_lib
+
+TABLE2_KEYS = ("ide_original", "ide_hardmask", "ide_style", "ide_softmask_nosc", "ide_softmask")
+TABLE3_KEYS = ("da2s_base", "da2s_se", "da2s", "da2s_2style", "da2s_2soft")
+NOSC = "_nosc"
+
+
+def _paper_rows(table):
+    return {row["key"]: row for row in table["rows"]}
+
+
+def build_tables(ctx) -> dict:
+    """Both tables as JSON-able dicts: {"setting", "table2": [row], "table3": [row], "checks": {...}}.
+
+    Rows: {"key", "name", "paper_key", "mAP", "R-1", "R-5", "R-10" (percent, ours), "paper": {...}}.
+    """
+    tables = {"setting": f"{ctx.source} → {ctx.target}", "table2": [], "table3": []}
+    for table_name, keys, names, paper in (("table2", TABLE2_KEYS, main_job.TABLE2_ROWS, paper_results.TABLE2),
+                                           ("table3", TABLE3_KEYS, main_job.TABLE3_ROWS, paper_results.TABLE3)):
+        paper_rows = _paper_rows(paper)
+        for key in keys:
+            metrics = main_job.read_eval(ctx, key)[ctx.target]
+            name, paper_key = names[key]
+            tables[table_name].append({
+                "key": key, "name": name, "paper_key": paper_key,
+                "mAP": 100 * metrics["mAP"], "R-1": 100 * metrics["rank1"], "R-5": 100 * metrics["rank5"],
+                "R-10": 100 * metrics["rank10"],
+                "paper": {c: paper_rows[paper_key][c] for c in paper["columns"]},
+            })
+    tables["checks"] = ordering_checks(tables)
+    return tables
+
+
+def ordering_checks(tables) -> dict:
+    """Whether the paper's orderings hold here: original < hard-mask < soft-mask (Table 2) and DA-2S
+    best in Table 3, per metric (mAP, R-1)."""
+    table2 = {row["key"]: row for row in tables["table2"]}
+    table3 = {row["key"]: row for row in tables["table3"]}
+    checks = {}
+    for metric in ("mAP", "R-1"):
+        chain = [table2[k][metric] for k in ("ide_original", "ide_hardmask", "ide_softmask")]
+        checks[f"original < hard-mask < soft-mask ({metric})"] = chain[0] < chain[1] < chain[2]
+        checks[f"soft-mask > soft-mask w/o L_sc ({metric})"] = (
+            table2["ide_softmask"][metric] > table2["ide_softmask_nosc"][metric])
+        best = max(row[metric] for row in tables["table3"])
+        checks[f"DA-2S best in Table 3 ({metric})"] = table3["da2s"][metric] == best
+    return checks
+
+
+def to_markdown(tables, table_name) -> str:
+    """One table as markdown: ours beside the paper's (real data), in percent."""
+    columns = ("mAP", "R-1", "R-5", "R-10") if table_name == "table2" else ("mAP", "R-1")
+    title = ("Table 2 analogue: IDE trained on one image type" if table_name == "table2"
+             else "Table 3 analogue: DA-2S ablation")
+    header = ["Training data"] + [f"{c} (ours)" for c in columns] + [f"{c} (paper)" for c in columns]
+    lines = [f"## {title} ({tables['setting']}, synthetic world; paper: Market-1501 → DukeMTMC-reID)", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in tables[table_name]:
+        cells = [row["name"]] + [f"{row[c]:.1f}" for c in columns] + [f"{row['paper'][c]:.1f}" for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    checks = {k: v for k, v in tables["checks"].items()
+              if ("Table 3" in k) == (table_name == "table3")}
+    lines += ["", "Paper orderings here: " + "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in checks.items()),
+              ""]
+    return "\n".join(lines)
+
+
+def tables_stage(ctx):
+    out_dir = ctx.path("experiments")
+
+    def fn():
+        tables = build_tables(ctx)
+        os.makedirs(out_dir, exist_ok=True)
+        stages_lib.write_json_atomic(os.path.join(out_dir, "tables.json"), tables)
+        paths = {}
+        for name in ("table2", "table3"):
+            path = os.path.join(out_dir, f"{name}.md")
+            write_text(path, to_markdown(tables, name))
+            paths[name] = path
+        return {"tables": tables, "markdown": paths, "json": os.path.join(out_dir, "tables.json")}
+
+    deps = [f"eval_{key}" for key in TABLE2_KEYS + TABLE3_KEYS]
+    return stages_lib.Stage("tables", fn, config={"keys": list(TABLE2_KEYS + TABLE3_KEYS)}, deps=deps,
+                            clean_paths=[out_dir], budget=5)
+
+
+def experiment_stages(ctx):
+    """The main job's stages plus the ablation SBSGAN, every Table 2/3 model, the tables and the report."""
+    keys = list(TABLE2_KEYS + TABLE3_KEYS)
+    stages = [main_job.world_stage(ctx), main_job.tfrecords_stage(ctx), main_job.gan_stage(ctx),
+              main_job.generate_stage(ctx), main_job.gan_stage(ctx, NOSC, lambda_sc=0.0),
+              main_job.generate_stage(ctx, NOSC, kinds=("softmask",), with_style=False)]
+    stages += [main_job.reid_stage(ctx, key) for key in keys]
+    stages += [main_job.eval_stage(ctx, key) for key in keys]
+    if ctx.config["data"] == "synthetic":
+        stages.append(main_job.quality_stage(ctx))
+    stages += [main_job.domain_distance_stage(ctx), main_job.export_stage(ctx), tables_stage(ctx),
+               main_job.report_stage(ctx, keys, extra_generators={"w/o L_sc": ctx.gan_dir(NOSC)},
+                                     deps_extra=[f"train_gan{NOSC}"])]
+    return stages
+
+
+def run_experiments(config, *, force=(), log=None) -> dict:
+    """Runs the experiments on `config` (keys of main_job.DEFAULT_CONFIG); returns the tables and paths."""
+    ctx = main_job.Context(main_job.merge_config(config))
+    results = stages_lib.run_stages(ctx.run_dir, experiment_stages(ctx), force=tuple(force), log=log)
+    outputs = results["tables"]["outputs"]
+    return {"run_dir": ctx.run_dir, "tables": outputs["tables"], "markdown": outputs["markdown"],
+            "report": ctx.path("report.html"), "stages": results}

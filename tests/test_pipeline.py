@@ -1,0 +1,115 @@
+"""The main job end to end on the tiny preset (one run per test session), its resume, and its config parsing."""
+
+import json
+import os
+import re
+
+import pytest
+
+from bgshift_tf.workflow import main_job
+from bgshift_tf.workflow import stages as stages_lib
+
+TINY_FLAGS = os.path.join(os.path.dirname(__file__), "..", "bgshift_tf", "configs", "tiny.flags")
+MODELS = ["ide_original", "ide_softmask", "da2s"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Runs the tiny pipeline once: (config, run_dir, stage results, log lines)."""
+    config = {**main_job.config_from_flagfile(TINY_FLAGS), "runs_root": str(tmp_path_factory.mktemp("runs"))}
+    lines = []
+    result = main_job.run_main_job(config, log=lines.append)
+    return config, result["run_dir"], result["stages"], lines
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_runs_every_stage_and_writes_timings(tiny_run):
+    _, run_dir, stages, _ = tiny_run
+    expected = (["world", "tfrecords", "train_gan", "generate"] + [f"train_{m}" for m in MODELS]
+                + [f"eval_{m}" for m in MODELS] + ["quality", "domain_distance", "export", "report"])
+    assert list(stages) == expected
+    rows = stages_lib.read_timings(run_dir)
+    assert [row["stage"] for row in rows] == expected
+    assert all(row["seconds"] > 0 for row in rows)
+    for name in expected:
+        assert stages_lib.read_manifest(run_dir, name)["name"] == name
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_report_has_every_section(tiny_run):
+    _, run_dir, _, _ = tiny_run
+    with open(os.path.join(run_dir, "report.html")) as f:
+        page = f.read()
+    for anchor in ("run", "domains", "sbsgan-images", "gan-losses", "domain-distance", "suppression-quality",
+                   "reid", "ranked-lists", "exports"):
+        assert f'<section id="{anchor}">' in page
+    assert "Not available" not in page  # every section got its data
+    # contact sheet, SBSGAN grid, loss curves, t-SNE, ranked lists
+    assert len(re.findall(r'<img src="data:image/(png|jpeg);base64,', page)) >= 5
+    for text in ("Soft-mask", "Original", "Baseline + SE + ISDC (DA-2S)", "sbsgan_generator", "da2s_embedder",
+                 "serving_default", "synmarket → synduke"):
+        assert text in page
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_exports_savedmodels_and_metrics(tiny_run):
+    config, run_dir, _, _ = tiny_run
+    for model in ("sbsgan_generator", "da2s_embedder"):
+        assert os.path.isfile(os.path.join(run_dir, "saved_models", model, "1", "saved_model.pb"))
+    assert os.path.isfile(os.path.join(run_dir, "saved_models", "models.config"))
+    for model in MODELS:
+        for domain in ("synduke", "syncuhk", "synmarket"):
+            with open(os.path.join(run_dir, "eval", model, f"{domain}.json")) as f:
+                metrics = json.load(f)
+            assert 0.0 <= metrics["mAP"] <= 1.0
+            assert metrics["rank1"] <= metrics["rank5"] <= metrics["rank10"] <= 1.0
+            assert metrics["num_valid_queries"] > 0
+    # IDE on soft-mask images is tested on the target's soft-mask images, DA-2S on the originals.
+    soft = stages_lib.read_manifest(run_dir, "eval_ide_softmask")["outputs"]["metrics"]["synduke"]
+    assert soft["query_folder"].endswith(os.path.join("generated", "synduke_softmask"))
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_resumes_at_a_removed_stage_and_its_dependents_only(tiny_run):
+    config, run_dir, _, _ = tiny_run
+    report = os.path.join(run_dir, "report.html")
+    before = os.path.getmtime(report)
+    os.remove(stages_lib.manifest_path(run_dir, "domain_distance"))
+    lines = []
+    result = main_job.run_main_job(config, log=lines.append)
+    ran = [name for name, entry in result["stages"].items() if entry["status"] == "ran"]
+    assert ran == ["domain_distance", "report"]
+    assert result["stages"]["report"]["reason"] == "upstream stage(s) re-ran: domain_distance"
+    assert os.path.getmtime(report) > before
+    assert any("domain_distance] running (not complete yet)" in line for line in lines)
+
+
+def test_read_flagfile_nested_bool_and_override(tmp_path):
+    base = tmp_path / "base.flags"
+    base.write_text("# comment\n--epochs=5\n--use_se\n--batch_size=8\n")
+    top = tmp_path / "top.flags"
+    top.write_text(f"--flagfile={base}\n--batch_size=16\n--nouse_isdc\n")
+    assert main_job.read_flagfile(str(top)) == {"epochs": "5", "use_se": "true", "batch_size": "16",
+                                                "use_isdc": "false"}
+    defaults = {"epochs": 1, "use_se": False, "use_isdc": True, "batch_size": 2, "learning_rate": 0.1}
+    config = main_job.trainer_config(str(top), ["learning_rate=0.5", "epochs=7"], defaults, "reid")
+    assert config == {"epochs": 7, "use_se": True, "use_isdc": False, "batch_size": 16, "learning_rate": 0.5}
+    with pytest.raises(ValueError, match=r"reid settings \['bogus'\]"):
+        main_job.trainer_config(str(top), ["bogus=1"], defaults, "reid")
+    with pytest.raises(ValueError, match=r"`epochs` must be a int. Received: epochs='x'"):
+        main_job.trainer_config(str(top), ["epochs=x"], defaults, "reid")
+    with pytest.raises(ValueError, match="must be key=value"):
+        main_job.trainer_config("", ["epochs"], defaults, "reid")
+
+
+def test_bad_pipeline_settings_name_the_flag():
+    tiny = main_job.config_from_flagfile(TINY_FLAGS)
+    assert tiny["ide_variants"] == ["original", "softmask"] and tiny["export_tflite"] == []
+    with pytest.raises(ValueError, match="`source` must be one of the domains"):
+        main_job.Context(main_job.merge_config({**tiny, "source": "market"}))
+    with pytest.raises(ValueError, match="`targets` must be domains other than the source"):
+        main_job.Context(main_job.merge_config({**tiny, "targets": ["synmarket"]}))
+    with pytest.raises(ValueError, match="`ide_variants` must be among"):
+        main_job.merge_config({**tiny, "ide_variants": ["sketch"]})
+    with pytest.raises(ValueError, match=r"unknown pipeline settings \['nope'\]"):
+        main_job.merge_config({"nope": 1})
