@@ -233,12 +233,12 @@ class EmbedderServing(tf.Module):
         """float32 [N, H, W, 3] in [0, 255] -> {"features": float32 [N, D]}."""
         stream2 = to_model_range(resize_pixels(pixels, self.image_size))
         if self.generator is None:
-            return {"features": self.reid_model.embed(stream2)}
+            return {"features": self.reid_model.embed(stream2, training=False)}
         soft_mask = self.generator.soft_mask(to_model_range(resize_pixels(pixels, self.generator_size)),
                                              training=False)
         if self.generator_size != self.image_size:
             soft_mask = tf.image.resize(soft_mask, self.image_size, method="bilinear")
-        return {"features": self.reid_model.embed((soft_mask, stream2))}
+        return {"features": self.reid_model.embed((soft_mask, stream2), training=False)}
 
     @tf.function(input_signature=[_image_spec()])
     def embed(self, images):
