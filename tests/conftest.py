@@ -27,3 +27,28 @@ def _reset_keras_state():
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(1234)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _isolate_absl_flags():
+    """Entry points define absl flags at import; tests import several of them into one process.
+
+    After each test, flags defined during it are removed and the modules that defined them are unloaded,
+    so the next test can import another entry point with flags of the same name (e.g. `--seed`).
+    """
+    import sys
+
+    from absl import flags
+
+    names_before = set(flags.FLAGS)
+    modules_before = set(flags.FLAGS.flags_by_module_dict())
+    yield
+    for module in set(flags.FLAGS.flags_by_module_dict()) - modules_before:
+        sys.modules.pop(module, None)
+        parent, _, child = module.rpartition(".")
+        if parent in sys.modules and hasattr(sys.modules[parent], child):
+            delattr(sys.modules[parent], child)  # else `from package import module` reuses the old one
+    for name in set(flags.FLAGS) - names_before:
+        if name in flags.FLAGS:  # a short name goes with its long name
+            delattr(flags.FLAGS, name)
+    flags.FLAGS.unparse_flags()
