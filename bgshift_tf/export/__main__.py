@@ -33,7 +33,8 @@ _REPRESENTATIVE = flags.DEFINE_string(
     "representative_tfrecords", None, "TFRecord folder or files: int8 calibration and parity images.")
 _NUM_REPRESENTATIVE = flags.DEFINE_integer("num_representative", 32, "Calibration images for int8.")
 _GENERATOR_NAME = flags.DEFINE_string("generator_name", "sbsgan_generator", "Served name of the generator.")
-_EMBEDDER_NAME = flags.DEFINE_string("embedder_name", "da2s_embedder", "Served name of the re-ID embedder.")
+_EMBEDDER_NAME = flags.DEFINE_string(
+    "embedder_name", None, "Served name of the re-ID embedder (default: da2s_embedder or ide_embedder).")
 
 
 def main(argv):

@@ -188,7 +188,7 @@ def _convert_and_measure(kind, version_dir, export_dir, model_name, version, ima
 
 def export_models(export_dir, generator=None, reid_model=None, *, version=None, overwrite=False,
                   tflite_variants=(), onnx=False, representative_images=None, num_parity_images=4,
-                  generator_name="sbsgan_generator", embedder_name="da2s_embedder"):
+                  generator_name="sbsgan_generator", embedder_name=None):
     """Exports in-memory models and measures parity; see the module docstring for the layout.
 
     Args:
@@ -202,7 +202,8 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
         representative_images: callable (h, w) -> uint8 [M, h, w, 3] (calibration and parity images), or None
             for seeded random pixels (not enough for "int8": its calibration needs real images).
         num_parity_images: images used for parity.
-        generator_name, embedder_name: served model names.
+        generator_name, embedder_name: served model names (embedder default: "da2s_embedder" for DA-2S,
+            "ide_embedder" for IDE).
 
     Returns:
         {"generator": summary, "embedder": summary, "models_config": path} (present keys only).
@@ -231,6 +232,7 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
                      lambda v: saved_model_lib.export_generator(generator, export_dir, generator_name, v, overwrite),
                      tuple(generator.get_config()["image_size"])))
     if reid_model is not None:
+        embedder_name = embedder_name or ("da2s_embedder" if isinstance(reid_model, DA2S) else "ide_embedder")
         jobs.append(("embedder", embedder_name,
                      lambda v: saved_model_lib.export_embedder(
                          reid_model, export_dir, generator if isinstance(reid_model, DA2S) else None,
@@ -254,7 +256,7 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
 
 def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *, version=None, overwrite=False,
                tflite_variants=(), onnx=False, representative_tfrecords=None, num_representative=32,
-               tf_trt=False, generator_name="sbsgan_generator", embedder_name="da2s_embedder"):
+               tf_trt=False, generator_name="sbsgan_generator", embedder_name=None):
     """`python -m bgshift_tf.export`: loads the trained runs and exports them (see `export_models`).
 
     Args:
