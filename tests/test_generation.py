@@ -139,6 +139,33 @@ def test_quality_known_offset():
         quality.suppression_metrics(inputs, inputs[:1], masks)
 
 
+def test_quality_missed_region_hand_made():
+    inputs, masks = _hand_made()  # exact body: rows 2-5, columns 1-2 of an 8x4 image
+    inputs = np.clip(inputs, -1, 0.5)
+    parser = masks.copy()
+    parser[:, 4:6] = 0  # the parser misses rows 4-5 of the body (a "bag"): 2 images x 2 x 2 pixels
+    # Hard mask from the parser: the missed pixels turn black (-1).
+    hard = quality.suppression_metrics(inputs, (inputs + 1) * parser - 1, masks, parser)
+    missed = (masks > 0) & (parser == 0)
+    assert hard["missed_values"] == 2 * 2 * 2 * 3
+    np.testing.assert_allclose(hard["missed_l1"], np.mean((np.broadcast_to(inputs, inputs.shape)[
+        np.broadcast_to(missed, inputs.shape)] + 1) / 2), rtol=1e-6)
+    # Whole foreground: half of it (the missed half) is wrong, the other half exact.
+    np.testing.assert_allclose(hard["fg_l1"], hard["missed_l1"] / 2, rtol=1e-6)
+    # A "soft" output: keeps the missed region up to a 0.1 offset (0.2 in [-1,1]), dims nothing else there.
+    soft_out = np.where(np.broadcast_to(missed, inputs.shape), inputs + 0.2, inputs)
+    soft = quality.suppression_metrics(inputs, soft_out, masks, parser)
+    np.testing.assert_allclose(soft["missed_l1"], 0.1, rtol=1e-5)
+    np.testing.assert_allclose(soft["missed_psnr"], 20.0, rtol=1e-5)
+    np.testing.assert_allclose(soft["fg_psnr"], 10 * np.log10(1 / (0.01 / 2)), rtol=1e-5)
+    # No parser mask given, or a parser that finds the whole body: no missed region.
+    assert np.isnan(quality.suppression_metrics(inputs, soft_out, masks)["missed_psnr"])
+    everything = quality.suppression_metrics(inputs, soft_out, masks, np.ones_like(masks))
+    assert everything["missed_values"] == 0 and np.isnan(everything["missed_l1"])
+    with pytest.raises(ValueError, match="parser_masks and exact_masks differ"):
+        quality.suppression_metrics(inputs, soft_out, masks, parser[:1])
+
+
 @pytest.mark.slow
 def test_evaluate_suppression_on_the_tiny_world(tmp_path):
     from bgshift_tf.data.build import build_dataset_tfrecords
@@ -162,3 +189,6 @@ def test_evaluate_suppression_on_the_tiny_world(tmp_path):
     # Parser masks are close to the exact ones: most background is black, the body mostly kept.
     assert hard["bg_energy"] < 0.2 * original["bg_energy"]
     assert hard["fg_psnr"] > 15 and hard["num_images"] == original["num_images"] > 0
+    # The parser misses part of the body, which the hard mask blackens; the input keeps it exactly.
+    assert hard["missed_values"] > 0 and original["missed_psnr"] == float("inf")
+    assert hard["missed_l1"] > hard["fg_l1"] and hard["missed_psnr"] < hard["fg_psnr"]

@@ -5,7 +5,10 @@ folder>/<stem>.png`), which the parser masks used in training only approximate. 
 - foreground preservation inside the exact mask: `fg_psnr` (dB; inf when identical) and `fg_l1` (mean
   absolute difference), between the output and the input image, both in [0, 1] units;
 - background suppression outside the exact mask: `bg_energy` = mean of (y + 1) / 2 over background
-  pixels and channels (0 = perfectly black, the input's value when nothing is suppressed).
+  pixels and channels (0 = perfectly black, the input's value when nothing is suppressed);
+- foreground the parser MISSED (exact mask AND NOT parser mask: bags, limbs, the paper's Fig. 4/5
+  argument): `missed_psnr` and `missed_l1` between output and input in that region, same units. Hard-mask
+  images made from the parser masks blacken this region by construction; soft-mask images can keep it.
 Pixel values are float32 in [-1, 1]; masks {0, 1}. Means are over all pixels of all images (not means
 of per-image values), so a few small people do not dominate.
 """
@@ -20,35 +23,63 @@ from bgshift_tf.data import schema, shards
 from bgshift_tf.data.synthetic import domain_paths
 from bgshift_tf.generation.translate import SPLIT_FOLDERS, read_records
 
-_SUM_KEYS = ("fg_sq_err", "fg_abs_err", "fg_values", "bg_energy", "bg_values")
+_SUM_KEYS = ("fg_sq_err", "fg_abs_err", "fg_values", "bg_energy", "bg_values",
+             "missed_sq_err", "missed_abs_err", "missed_values")
 
 
-def suppression_sums(inputs, outputs, exact_masks):
-    """Sums behind the metrics for one batch: inputs, outputs float [B,H,W,3] in [-1,1]; masks [B,H,W,1]."""
+def _region_sums(prefix, region, diff):
+    """Squared / absolute error sums of `diff` over a {0,1} `region` (same shape) and its size."""
+    return {f"{prefix}_sq_err": float(np.sum(region * diff**2)),
+            f"{prefix}_abs_err": float(np.sum(region * np.abs(diff))), f"{prefix}_values": float(region.sum())}
+
+
+def suppression_sums(inputs, outputs, exact_masks, parser_masks=None):
+    """Sums behind the metrics for one batch.
+
+    Args:
+        inputs, outputs: float [B,H,W,3] in [-1,1].
+        exact_masks: {0,1} [B,H,W,1], the true body.
+        parser_masks: {0,1} [B,H,W,1], the noisy masks hard-mask images are made from; None -> no
+            missed-region sums (they stay 0 and the missed metrics come out NaN).
+    """
     inputs, outputs = np.asarray(inputs, np.float64), np.asarray(outputs, np.float64)
-    masks = np.broadcast_to(np.asarray(exact_masks, np.float64), inputs.shape)
     if inputs.shape != outputs.shape:
         raise ValueError(f"inputs and outputs differ in shape: {inputs.shape} vs {outputs.shape}")
+    masks = np.broadcast_to(np.asarray(exact_masks, np.float64), inputs.shape)
+    missed = np.zeros_like(masks)
+    if parser_masks is not None:
+        parser = np.asarray(parser_masks, np.float64)
+        if parser.shape != np.shape(exact_masks):
+            raise ValueError(f"parser_masks and exact_masks differ in shape: {parser.shape} vs "
+                             f"{np.shape(exact_masks)}")
+        missed = masks * (1.0 - np.broadcast_to(parser, inputs.shape))
     diff = (outputs - inputs) / 2.0  # in [0, 1] units
     background = 1.0 - masks
-    return {"fg_sq_err": float(np.sum(masks * diff**2)), "fg_abs_err": float(np.sum(masks * np.abs(diff))),
-            "fg_values": float(masks.sum()), "bg_energy": float(np.sum(background * (outputs + 1.0) / 2.0)),
-            "bg_values": float(background.sum())}
+    return {**_region_sums("fg", masks, diff), **_region_sums("missed", missed, diff),
+            "bg_energy": float(np.sum(background * (outputs + 1.0) / 2.0)), "bg_values": float(background.sum())}
+
+
+def _psnr(sq_err, values):
+    if not values:
+        return float("nan")
+    mse = sq_err / values
+    return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
 
 
 def finish(sums):
-    """Metrics from accumulated sums: {"fg_psnr", "fg_l1", "bg_energy", "fg_values", "bg_values"}."""
-    fg, bg = sums["fg_values"], sums["bg_values"]
-    mse = sums["fg_sq_err"] / fg if fg else float("nan")
-    return {"fg_psnr": float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse)) if fg else float("nan"),
-            "fg_l1": sums["fg_abs_err"] / fg if fg else float("nan"),
+    """Metrics from accumulated sums: {"fg_psnr", "fg_l1", "bg_energy", "missed_psnr", "missed_l1",
+    "fg_values", "bg_values", "missed_values"} (NaN where a region is empty)."""
+    fg, bg, missed = sums["fg_values"], sums["bg_values"], sums["missed_values"]
+    return {"fg_psnr": _psnr(sums["fg_sq_err"], fg), "fg_l1": sums["fg_abs_err"] / fg if fg else float("nan"),
             "bg_energy": sums["bg_energy"] / bg if bg else float("nan"),
-            "fg_values": fg, "bg_values": bg}
+            "missed_psnr": _psnr(sums["missed_sq_err"], missed),
+            "missed_l1": sums["missed_abs_err"] / missed if missed else float("nan"),
+            "fg_values": fg, "bg_values": bg, "missed_values": missed}
 
 
-def suppression_metrics(inputs, outputs, exact_masks):
-    """Metrics of one set of arrays (see the module docstring)."""
-    return finish(suppression_sums(inputs, outputs, exact_masks))
+def suppression_metrics(inputs, outputs, exact_masks, parser_masks=None):
+    """Metrics of one set of arrays (see the module docstring and `suppression_sums`)."""
+    return finish(suppression_sums(inputs, outputs, exact_masks, parser_masks))
 
 
 def _exact_mask(world_dir, domain_name, split, filename, image_size):
@@ -73,7 +104,8 @@ def evaluate_suppression(world_dir, original_dir, generated_dirs, *, split="trai
 
     Returns:
         {name: metrics} for every generated folder plus "original" (the input itself: its `bg_energy`
-        is the no-suppression reference).
+        is the no-suppression reference). The missed region uses the parser masks stored in
+        `original_dir`'s records; images without a stored mask add nothing to it.
     """
     if not generated_dirs:
         raise ValueError("`generated_dirs` is empty: give at least one generated TFRecord folder")
@@ -97,8 +129,12 @@ def evaluate_suppression(world_dir, original_dir, generated_dirs, *, split="trai
             _exact_mask(world_dir, d.decode(), s.decode(), f, image_size)
             for d, s, f in zip(originals["domain_name"].numpy(), originals["split"].numpy(), filenames)])
         inputs = originals["pixels"].numpy()
+        # Records without a parser mask count as "parser found everything": no missed region.
+        has_mask = originals["has_mask"].numpy().reshape(-1, 1, 1, 1) > 0
+        parser = np.where(has_mask, originals["mask01"].numpy(), 1.0)
         for name, batch in {"original": originals, **batches}.items():
-            for key, value in suppression_sums(inputs, batch["pixels"].numpy(), masks).items():
+            sums_now = suppression_sums(inputs, batch["pixels"].numpy(), masks, parser)
+            for key, value in sums_now.items():
                 sums[name][key] += value
         seen += len(filenames)
         if max_images and seen >= max_images:
