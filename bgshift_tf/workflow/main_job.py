@@ -205,7 +205,8 @@ class Context:
                 raise ValueError(f"real data needs one entry per domain in each of {sorted(lengths)}. "
                                  f"Received lengths: {lengths}")
         if config["source"] not in self.domains:
-            raise ValueError(f"`source` must be one of the domains {self.domains}. Received: source={config['source']!r}")
+            raise ValueError(f"`source` must be one of the domains {self.domains}. "
+                             f"Received: source={config['source']!r}")
         self.source = config["source"]
         self.targets = list(config["targets"]) or [d for d in self.domains if d != self.source]
         bad = [t for t in self.targets if t not in self.domains or t == self.source]
@@ -655,15 +656,19 @@ def _eval_images(folder, split, image_size, indices):
     return found
 
 
+def _cached_features(path):
+    """features float [N, D], pids, camids int [N] from an `evaluate_run` feature-cache file."""
+    with np.load(path) as cached:
+        return {name: cached[name] for name in ("features", "pids", "camids")}
+
+
 def ranked_list_figures(ctx, key, num_queries):
     """Ranked lists of model `key` on the primary target, from the evaluation's cached features."""
     from bgshift_tf.evaluation.distance import pairwise_distance
     from bgshift_tf.report import figures
 
     cache = os.path.join(ctx.eval_dir(key), f"{ctx.target}_features")
-    with np.load(os.path.join(cache, "query_features.npz")) as q, np.load(os.path.join(cache, "gallery_features.npz")) as g:
-        query = {name: q[name] for name in ("features", "pids", "camids")}
-        gallery = {name: g[name] for name in ("features", "pids", "camids")}
+    query, gallery = (_cached_features(os.path.join(cache, f"{split}_features.npz")) for split in ("query", "gallery"))
     distmat = pairwise_distance(query["features"], gallery["features"], metric=ctx.config["eval_distance"])
     indices, correct = figures.top_k_matches(distmat, query["pids"], gallery["pids"], query["camids"],
                                              gallery["camids"], k=10)
@@ -713,7 +718,8 @@ def suppression_grid(ctx, extra_generators):
                 + [f"to_{name}" for name in ctx.domains] + ["reconstruction"])
     labels = {"reconstruction": "soft mask → source\n(reconstruction)",
               **{f"soft_mask_{k}": f"soft mask\n{k}" for k in extras}}
-    return [{"image": figures.variant_grid(samples, variants, variant_labels=labels, scale=1.0 if size[0] >= 128 else 2.0),
+    scale = 1.0 if size[0] >= 128 else 2.0
+    return [{"image": figures.variant_grid(samples, variants, variant_labels=labels, scale=scale),
              "title": "SBSGAN outputs per domain",
              "caption": "Columns: training images of each domain. Rows: original, the noisy parser mask, hard mask "
                         "(black background), SBSGAN soft mask G(x, D̄), style transfer G(x, D_k) to each domain, "
@@ -771,9 +777,11 @@ def build_report_data(ctx, model_keys, extra_generators=None):
     flags.update({f"gan.{k}": v for k, v in ctx.gan.items()})
     flags.update({f"reid.{k}": v for k, v in ctx.reid.items()})
     timings = [row for row in stages_lib.read_timings(ctx.run_dir) if row["status"] != "not run"]
+    data_text = (f"built-in synthetic world ({config['preset']} preset)" if config["data"] == "synthetic"
+                 else "real datasets")
     data = {
         "run_name": config["name"],
-        "summary": (f"SBSGAN + DA-2S on the {'built-in synthetic world (' + config['preset'] + ' preset)' if config['data'] == 'synthetic' else 'real datasets'}: "
+        "summary": (f"SBSGAN + DA-2S on the {data_text}: "
                     f"domains {', '.join(ctx.domains)}; re-ID models trained on {ctx.source}, tested on "
                     f"{', '.join(ctx.targets)} (and {ctx.source} for reference)."),
         "flags": flags,
