@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export CUDA_VISIBLE_DEVICES ?=
 
-.PHONY: venv browser demo test bench clean
+.PHONY: venv browser demo experiments test bench clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "chromium not installed: the report browser test will be skipped"
+
+# The paper's Table 2 / Table 3 comparisons on the synthetic world (reuses the demo's finished stages).
+experiments: $(STAMP)
+	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/experiments_demo.flags
 
 # The whole test suite (what .ci/run calls).
 test: $(STAMP) browser
