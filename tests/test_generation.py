@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bgshift_tf import atomic_io
 from bgshift_tf.data import schema, shards
 from bgshift_tf.generation import quality, translate
 from bgshift_tf.models.generator import Generator
@@ -19,7 +20,7 @@ GEN_SIZE = (16, 8)  # the generator's size; the records are 32x16, so generation
 def _make_run(run_dir, domains=("dom0", "dom1")):
     """A run directory as train_gan leaves it (config.json + one checkpoint), without training."""
     generator = Generator(num_domains=len(domains), image_size=GEN_SIZE, base_filters=4, num_res_blocks=1)
-    loop.write_json_atomic(os.path.join(run_dir, "config.json"),
+    atomic_io.write_json(os.path.join(run_dir, "config.json"),
                            {"generator": generator.get_config(), "domains": list(domains)})
     checkpoint = tf.train.Checkpoint(step=tf.Variable(1, dtype=tf.int64), generator=generator)
     tf.train.CheckpointManager(checkpoint, loop.checkpoint_dir(run_dir), max_to_keep=1).save()

@@ -18,6 +18,7 @@ import os
 
 import tensorflow as tf
 
+from bgshift_tf import atomic_io
 from bgshift_tf.data import schema
 
 MANIFEST_NAME = "manifest.json"
@@ -29,13 +30,6 @@ class CorruptShardError(RuntimeError):
 
 def shard_name(dataset: str, split: str, index: int, num_shards: int) -> str:
     return f"{dataset}-{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
-
-
-def _write_json_atomic(path, content):
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with open(tmp_path, "w") as f:
-        json.dump(content, f, indent=2, sort_keys=True)
-    os.replace(tmp_path, path)
 
 
 def read_manifest(out_dir) -> dict:
@@ -69,7 +63,7 @@ def update_manifest(out_dir, updates: dict) -> dict:
     path = os.path.join(os.fspath(out_dir), MANIFEST_NAME)
     manifest = _read_or_new_manifest(out_dir)
     manifest.update(updates)
-    _write_json_atomic(path, manifest)
+    atomic_io.write_json(path, manifest)
     return manifest
 
 
@@ -141,7 +135,7 @@ def write_shards(
         entry["complete"] = not overwrite and done.get(entry["file"]) == entry["num_examples"] and os.path.isfile(path)
     manifest["dataset"] = dataset
     manifest["splits"][split] = {"num_shards": num_shards, "num_examples": len(examples), "shards": entries}
-    _write_json_atomic(manifest_path, manifest)
+    atomic_io.write_json(manifest_path, manifest)
     paths = []
     for entry, (start, end) in zip(entries, bounds):
         path = os.path.join(out_dir, entry["file"])
@@ -162,7 +156,7 @@ def write_shards(
             if os.path.exists(tmp_path):
                 os.remove(tmp_path)
         entry["complete"] = True
-        _write_json_atomic(manifest_path, manifest)
+        atomic_io.write_json(manifest_path, manifest)
     return paths
 
 

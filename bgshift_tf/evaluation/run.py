@@ -20,6 +20,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from bgshift_tf import atomic_io
 from bgshift_tf.data.input import make_eval_dataset
 from bgshift_tf.data.shards import shard_files, verify_shards
 from bgshift_tf.evaluation.distance import pairwise_distance
@@ -208,7 +209,7 @@ def evaluate_run(
     )
     out_path = out_path or (os.path.join(run_dir, "metrics.json") if run_dir else None)
     if out_path:
-        loop.write_json_atomic(out_path, metrics)
+        atomic_io.write_json(out_path, metrics)
     if progress:
         print(format_table(metrics))
         if out_path:

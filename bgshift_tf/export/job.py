@@ -20,6 +20,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from bgshift_tf import atomic_io
 from bgshift_tf.export import onnx as onnx_lib
 from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export import tflite as tflite_lib
@@ -182,7 +183,7 @@ def _convert_and_measure(kind, version_dir, export_dir, model_name, version, ima
             for signature, path in onnx_paths.items()
         }
     parity_path = os.path.join(export_dir, f"parity_{model_name}_v{version}.json")
-    saved_model_lib.write_json_atomically(parity_path, summary)
+    atomic_io.write_json(parity_path, summary)
     return {**summary, "parity_json": parity_path}
 
 

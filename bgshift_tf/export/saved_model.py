@@ -36,6 +36,8 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from bgshift_tf import atomic_io
+
 GENERATOR_SIGNATURES = ("soft_mask", "style_transfer", "soft_mask_jpeg")
 EMBEDDER_SIGNATURES = ("embed", "embed_jpeg")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -351,7 +353,7 @@ def read_warmup_requests(version_dir):
 def _save(module, version_dir, model_name, warmup_requests, info):
     tf.saved_model.save(module, version_dir, signatures=module.signatures())
     write_warmup_requests(version_dir, model_name, warmup_requests)
-    write_json_atomically(os.path.join(version_dir, INFO_FILE), {"model_name": model_name, **info})
+    atomic_io.write_json(os.path.join(version_dir, INFO_FILE), {"model_name": model_name, **info})
 
 
 def read_export_info(version_dir):
@@ -417,25 +419,5 @@ def write_models_config(export_dir, model_names, base_path="/models"):
         entry.base_path = f"{base_path.rstrip('/')}/{name}"
         entry.model_platform = "tensorflow"
     path = os.path.join(export_dir, "models.config")
-    write_text_atomically(path, text_format.MessageToString(config))
+    atomic_io.write_text(path, text_format.MessageToString(config))
     return path
-
-
-def write_text_atomically(path, text):
-    """Writes `text` to `path` through a temporary file in the same folder and os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_json_atomically(path, data):
-    """json.dump(data, indent=2) to `path`, atomically."""
-    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -21,6 +21,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from bgshift_tf import atomic_io
 from bgshift_tf.export import saved_model as saved_model_lib
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
@@ -110,7 +111,7 @@ def convert_all(version_dir, out_dir, variants=VARIANTS, representative_inputs=N
             ]
         for variant in variants:
             path = os.path.join(out_dir, f"{signature_name}_{variant}.tflite")
-            _write_bytes_atomically(path, convert(version_dir, signature_name, variant, calibration))
+            atomic_io.write_bytes(path, convert(version_dir, signature_name, variant, calibration))
             paths.setdefault(signature_name, {})[variant] = path
     return paths
 
@@ -120,14 +121,6 @@ def _calibration_inputs(signature_name, image, index, num_domains):
     if signature_name == "style_transfer":
         inputs["target_domain"] = np.array([index % num_domains], np.int32)
     return inputs
-
-
-def _write_bytes_atomically(path, data):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 class TFLiteRunner:

@@ -16,7 +16,6 @@ Figures come back as uint8 `[H, W, 3]` arrays (image grids) or matplotlib `Figur
 import dataclasses
 import io
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -26,6 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+
+from bgshift_tf import atomic_io
 
 WHITE = (255, 255, 255)
 TEXT = (33, 37, 41)
@@ -97,22 +98,6 @@ def mask_to_rgb(mask, name: str = "mask") -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def atomic_write(path, write) -> str:
-    """Calls `write(tmp_path)`, then renames the temp file onto `path` (same folder, so atomic)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
 
 def write_text(path, text: str) -> str:
     """Writes UTF-8 text atomically. Returns the path."""
@@ -121,19 +106,19 @@ def write_text(path, text: str) -> str:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    return atomic_write(path, write)
+    return atomic_io.atomic_write(path, write)
 
 
 def save_png(image, path) -> str:
     """Writes an image (any accepted convention) as PNG, atomically. Returns the path."""
     rgb = to_uint8_rgb(image)
-    return atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
+    return atomic_io.atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
 
 
 def save_figure(fig, path, dpi: int = 110) -> str:
     """Writes a matplotlib figure as PNG, atomically, and closes it. Returns the path."""
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+        return atomic_io.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
     finally:
         plt.close(fig)
 

@@ -38,13 +38,12 @@ API
     and the others may be gone); the periodic checkpoints are the resume points there.
   * Multi-worker: only the chief writes the real checkpoints, config.json and summaries; the other
     workers save into temporary directories (saving has collective ops) that are deleted afterwards.
-- `write_json_atomic(path, obj)`, `checkpoint_dir(run_dir)`, `logs_dir(run_dir)`: run-directory helpers;
+- `checkpoint_dir(run_dir)`, `logs_dir(run_dir)`: run-directory helpers (JSON via `bgshift_tf.atomic_io`);
   `write_scalar(tag, value, step)`, `write_images(tag, images, step)`: TensorBoard summaries written with
   core TF ops (the `tensorboard` package, which `tf.summary.scalar` needs, is not installed).
 """
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -55,6 +54,8 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+
+from bgshift_tf import atomic_io
 from tensorflow.core.framework import summary_pb2
 from tqdm import tqdm
 
@@ -86,29 +87,6 @@ def logs_dir(run_dir):
     return os.path.join(run_dir, "logs")
 
 
-def write_json_atomic(path, obj):
-    """Writes `obj` as indented JSON to `path` through a temp file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a run's config is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (np.ndarray, tuple)):
-        return list(np.asarray(value).tolist())
-    raise TypeError(f"config value {value!r} of type {type(value).__name__} is not JSON-serializable")
 
 
 # === Strategies ===
@@ -288,7 +266,7 @@ def train_loop(*, strategy, make_dataset, steps, total_steps, run_dir, trackable
     if chief:
         os.makedirs(run_dir, exist_ok=True)
         if config is not None:
-            write_json_atomic(os.path.join(run_dir, "config.json"), config)
+            atomic_io.write_json(os.path.join(run_dir, "config.json"), config)
         writer = tf.summary.create_file_writer(logs_dir(run_dir))
     else:
         writer = tf.summary.create_noop_writer()

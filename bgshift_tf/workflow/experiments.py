@@ -15,6 +15,7 @@ Each model is tested on the target domain with the inputs of its kind (see `main
 
 import os
 
+from bgshift_tf import atomic_io
 from bgshift_tf.report import paper_results
 from bgshift_tf.report.figures import write_text
 from bgshift_tf.workflow import main_job
@@ -91,7 +92,7 @@ def tables_stage(ctx):
     def fn():
         tables = build_tables(ctx)
         os.makedirs(out_dir, exist_ok=True)
-        stages_lib.write_json_atomic(os.path.join(out_dir, "tables.json"), tables)
+        atomic_io.write_json(os.path.join(out_dir, "tables.json"), tables)
         paths = {}
         for name in ("table2", "table3"):
             path = os.path.join(out_dir, f"{name}.md")

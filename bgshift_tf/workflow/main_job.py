@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from bgshift_tf import atomic_io
 from bgshift_tf.workflow import stages as stages_lib
 
 DEFAULT_CONFIG = {
@@ -519,7 +520,7 @@ def quality_stage(ctx):
             results[domain] = {"split": split, "metrics": evaluate_suppression(
                 ctx.world_dir, ctx.tfrecords(domain), generated, split=split,
                 batch_size=ctx.config["eval_batch_size"], max_images=max_images)}
-        stages_lib.write_json_atomic(ctx.path("quality.json"), results)
+        atomic_io.write_json(ctx.path("quality.json"), results)
         return {"quality": results}
 
     return _stage("quality", fn, config={"max_images": max_images}, deps=["generate"],
@@ -854,6 +855,6 @@ def main_job_stages(ctx):
 def run_main_job(config, *, force=(), log=None) -> dict:
     """Runs the main job on `config` (keys of DEFAULT_CONFIG); returns `run_stages`' results + paths."""
     ctx = Context(merge_config(config))
-    stages_lib.write_json_atomic(ctx.path("pipeline_config.json"), ctx.config)
+    atomic_io.write_json(ctx.path("pipeline_config.json"), ctx.config)
     results = stages_lib.run_stages(ctx.run_dir, main_job_stages(ctx), force=tuple(force), log=log)
     return {"run_dir": ctx.run_dir, "report": ctx.path("report.html"), "stages": results}

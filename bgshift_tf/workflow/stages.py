@@ -25,10 +25,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+
+from bgshift_tf import atomic_io
 
 STAGES_FOLDER = "stages"
 TIMINGS_FILE = "timings.json"
@@ -55,33 +56,11 @@ class Stage:
     budget: float = 60.0
 
 
-def write_json_atomic(path, obj) -> str:
-    """Writes `obj` as JSON to `path` through a temp file in the same folder and `os.replace`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"not JSON-able: {type(value).__name__} {value!r}")
 
 
 def normalize(config):
     """The JSON round trip of `config` (tuples -> lists, numpy -> Python), so comparisons are exact."""
-    return json.loads(json.dumps(config, sort_keys=True, default=_json_default))
+    return json.loads(json.dumps(config, sort_keys=True, default=atomic_io.json_default))
 
 
 def manifest_path(run_dir, name) -> str:
@@ -177,7 +156,7 @@ def run_stages(run_dir, stages: Sequence[Stage], *, force=(), log=None) -> dict:
         elapsed = time.monotonic() - job_start
         log(f"{prefix} running ({reason}); elapsed {format_seconds(elapsed)}, ETA {format_seconds(remaining)} "
             f"for this and the remaining stages")
-        write_json_atomic(_started_path(run_dir, stage.name), {"config": config, "deps": deps})
+        atomic_io.write_json(_started_path(run_dir, stage.name), {"config": config, "deps": deps})
         _write_timings(run_dir, timings, stages[index:])
         start = time.monotonic()
         try:
@@ -191,7 +170,7 @@ def run_stages(run_dir, stages: Sequence[Stage], *, force=(), log=None) -> dict:
             raise
         seconds = time.monotonic() - start
         run_ids[stage.name] = uuid.uuid4().hex
-        write_json_atomic(manifest_path(run_dir, stage.name), {
+        atomic_io.write_json(manifest_path(run_dir, stage.name), {
             "name": stage.name, "config": config, "deps": deps, "run_id": run_ids[stage.name],
             "outputs": normalize(outputs), "seconds": seconds,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -249,7 +228,7 @@ def _prepare(run_dir, stage, manifest, config, deps, reason, log, prefix):
 
 def _write_timings(run_dir, timings, pending):
     rows = list(timings) + [{"stage": stage.name, "seconds": None, "status": "not run"} for stage in pending]
-    write_json_atomic(os.path.join(run_dir, TIMINGS_FILE), {
+    atomic_io.write_json(os.path.join(run_dir, TIMINGS_FILE), {
         "stages": rows, "total_seconds": sum(float(r["seconds"] or 0) for r in timings if r["status"] != "skipped"),
     })
 
