@@ -126,10 +126,20 @@ def _train_examples(files, *, image_size, flip, shuffle_buffer, seed, require_ma
     return examples
 
 
+def to_model_range(pixels):
+    """float32 pixels in [0, 255] -> [-1, 1] (the package's pixel convention)."""
+    return pixels / 127.5 - 1.0
+
+
+def to_uint8(values):
+    """float32 in [-1, 1] -> uint8 in [0, 255] (rounded, clipped)."""
+    return tf.cast(tf.round(tf.clip_by_value((values + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
+
+
 def _to_float(batch, keep_split):
     """Batch-level: image uint8 -> float32 [-1, 1], mask uint8 -> float32 {0, 1}."""
     out = {key: batch[key] for key in OUTPUT_KEYS if key not in ("image", "mask")}
-    out.update(image=tf.cast(batch["image"], tf.float32) / 127.5 - 1.0, mask=tf.cast(batch["mask"], tf.float32))
+    out.update(image=to_model_range(tf.cast(batch["image"], tf.float32)), mask=tf.cast(batch["mask"], tf.float32))
     if keep_split:
         out["split"] = batch["split"]
     return out

@@ -150,8 +150,7 @@ def load_representative_images(source, image_size, count=32):
         if not files:
             raise ValueError(f"--representative_tfrecords={source!r} matches no TFRecord file or folder.")
     batches = make_eval_dataset(files, image_size=tuple(image_size), batch_size=count).take(1)
-    images = next(iter(batches))["image"].numpy()
-    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return _reference_uint8(next(iter(batches))["image"].numpy())
 
 
 def _random_images(image_size, count, seed=0):

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from bgshift_tf import atomic_io
+from bgshift_tf.data.input import to_model_range, to_uint8
 
 GENERATOR_SIGNATURES = ("soft_mask", "style_transfer", "soft_mask_jpeg")
 EMBEDDER_SIGNATURES = ("embed", "embed_jpeg")
@@ -110,16 +111,6 @@ def resize_pixels(images, image_size):
     because its op (ScaleAndTranslate) converts neither to TFLite nor to ONNX.
     """
     return tf.image.resize(tf.cast(images, tf.float32), image_size, method="bilinear")
-
-
-def to_model_range(pixels):
-    """float32 pixels in [0, 255] -> [-1, 1] (the package's pixel convention)."""
-    return pixels / 127.5 - 1.0
-
-
-def to_uint8(values):
-    """float32 in [-1, 1] -> uint8 in [0, 255] (rounded, clipped)."""
-    return tf.cast(tf.round(tf.clip_by_value((values + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
 
 
 def decode_image_bytes(image_bytes, image_size, name="image_bytes"):

@@ -22,12 +22,13 @@ import json
 import os
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from bgshift_tf.data import schema, shards
+from bgshift_tf.data.input import to_uint8
 from bgshift_tf.data.records import JPEG_QUALITY
+from bgshift_tf.training import losses
 from bgshift_tf.training.gan import load_generator
 
 KINDS = ("softmask", "style", "hardmask")
@@ -80,11 +81,6 @@ def read_records(files, image_size, batch_size):
 
     return (tf.data.TFRecordDataset(files).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .batch(batch_size).prefetch(2))
-
-
-def _to_uint8(images):
-    """float [-1,1] [B,H,W,C] -> uint8 [0,255]."""
-    return tf.cast(tf.round(tf.clip_by_value((images + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
 
 
 def _write_jpegs(folder, split, filenames, encoded):
@@ -170,13 +166,13 @@ def translate_dataset(run_dir, in_dir, out_root, *, kinds=KINDS, target_domain=N
             if "style" in todo:
                 images["style"] = style(batch["pixels"])
             if "hardmask" in todo:
-                images["hardmask"] = (batch["pixels"] + 1.0) * batch["mask01"] - 1.0
+                images["hardmask"] = losses.hard_mask(batch["pixels"], batch["mask01"])
             masks = [tf.io.encode_png(tf.cast(m * 255.0, tf.uint8)).numpy() if h else b""
                      for m, h in zip(batch["mask01"], batch["has_mask"].numpy())]
             meta = {name: batch[name].numpy() for name in schema.FIELDS if name not in ("image", "mask")}
             num_masks += int(meta["has_mask"].sum())
             for kind, values in images.items():
-                encoded = [tf.io.encode_jpeg(image, quality=JPEG_QUALITY).numpy() for image in _to_uint8(values)]
+                encoded = [tf.io.encode_jpeg(image, quality=JPEG_QUALITY).numpy() for image in to_uint8(values)]
                 for i, data in enumerate(encoded):
                     fields = {name: meta[name][i] for name in meta}
                     fields.update(image=data, mask=masks[i], height=image_size[0], width=image_size[1])

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bgshift_tf.report import figures, tsne
+from bgshift_tf.training import losses
 
 VARIANTS = ("original", "hard_mask", "soft_mask", "style_transfer")
 
@@ -77,7 +78,7 @@ def variant_images(sample: dict, variant: str, *, domain: int, domain_name: str,
                 f"variant 'hard_mask' needs masks, but {missing} sampled images of domain {domain_name!r} "
                 "have none (build its TFRecords with --mask_dir)"
             )
-        return (images + 1.0) * sample["mask"] - 1.0
+        return losses.hard_mask(images, sample["mask"])
     if variant not in ("soft_mask", "style_transfer"):
         raise ValueError(f"unknown variant {variant!r}; choose from {list(VARIANTS)}")
     if generator is None:

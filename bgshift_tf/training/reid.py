@@ -27,7 +27,7 @@ import tensorflow as tf
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import schema, shards
 from bgshift_tf.models.reid import DA2S, IDE
-from bgshift_tf.training import loop
+from bgshift_tf.training import losses, loop
 
 MODEL_CLASSES = {"ide": IDE, "da2s": DA2S}
 
@@ -172,7 +172,7 @@ def make_paired_train_dataset(
 
 def apply_hard_mask(batch):
     """Hard-mask variant of an input batch: image = (image + 1) * mask - 1 (black background)."""
-    return {**batch, "image": (batch["image"] + 1.0) * batch["mask"] - 1.0}
+    return {**batch, "image": losses.hard_mask(batch["image"], batch["mask"])}
 
 
 # === Model, optimizer, step ===

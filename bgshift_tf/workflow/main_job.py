@@ -694,6 +694,7 @@ def suppression_grid(ctx, extra_generators):
 
     from bgshift_tf.report import figures
     from bgshift_tf.report.domain_analysis import sample_domain
+    from bgshift_tf.training import losses
     from bgshift_tf.training.gan import load_generator
 
     generator = load_generator(ctx.gan_dir())
@@ -706,7 +707,7 @@ def suppression_grid(ctx, extra_generators):
         images = tf.constant(sample["image"])
         soft = generator.soft_mask(images).numpy()
         columns = {"original": sample["image"], "parser_mask": sample["mask"],
-                   "hard_mask": (sample["image"] + 1.0) * sample["mask"] - 1.0, "soft_mask": soft}
+                   "hard_mask": losses.hard_mask(sample["image"], sample["mask"]), "soft_mask": soft}
         for label, extra in extras.items():
             columns[f"soft_mask_{label}"] = extra.soft_mask(images).numpy()
         for k, name in enumerate(ctx.domains):
