@@ -169,6 +169,28 @@ def test_finite_dataset_is_rejected(tmp_path):
             run_dir=str(tmp_path), trackables={"model": model, "optimizer": optimizer}, verbose=0)
 
 
+def test_sigterm_mid_iteration_finishes_that_iteration_then_saves_it(tmp_path):
+    strategy = loop.make_strategy("default")
+    finished = []
+
+    def image_fn():
+        # SIGTERM arrives while the loop is busy inside iteration 3 (writing its image summary).
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        finished.append(True)
+        return {"grid": -tf.ones((6, 4, 3))}
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        _train_in_process(strategy, tmp_path, total_steps=8, checkpoint_every=100, image_every=3,
+                          image_fn=image_fn)
+    # The image call ran to its end, the loop stopped after that iteration and saved it; the handler is gone.
+    assert finished == [True]
+    assert _checkpoint_steps(tmp_path) == [3]
+    assert _event_tags(loop.logs_dir(str(tmp_path)))["grid"] == [3]
+    assert signal.getsignal(signal.SIGTERM) == previous
+
+
 # === NaN guard ===
 
 
@@ -193,7 +215,7 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(tmp_pa
 
 
 def _run_and_kill(run_dir, out, sig, after_step):
-    """Starts a slow 40-step training, sends `sig` shortly after a checkpoint past `after_step`."""
+    """Starts a slow 40-step training (0.1 s per step), sends `sig` once a checkpoint past `after_step` exists."""
     proc = subprocess.Popen(_helper_cmd(run_dir, out, total_steps=40, checkpoint_every=5, seconds_per_step=0.1),
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -202,7 +224,6 @@ def _run_and_kill(run_dir, out, sig, after_step):
             assert proc.poll() is None, f"training exited early: {proc.communicate()[1][-2000:]}"
             assert time.time() < deadline, "no checkpoint appeared"
             time.sleep(0.1)
-        time.sleep(0.35)  # a few steps past the checkpoint
         proc.send_signal(sig)
         stdout, _ = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
     finally:
@@ -218,7 +239,7 @@ def test_resume_after_sigkill_and_sigterm_continues_from_checkpoints(tmp_path):
     _run_and_kill(run_dir, out, signal.SIGKILL, after_step=0)
     first = _checkpoint_steps(run_dir)[-1]
     assert 0 < first < 40 and first % 5 == 0
-    # 2. SIGTERM after resuming: the interrupt saves the step it had reached.
+    # 2. SIGTERM after resuming: the loop finishes the running iteration and saves the step it reached.
     stdout = _run_and_kill(run_dir, out, signal.SIGTERM, after_step=first)
     second = _checkpoint_steps(run_dir)[-1]
     assert first < second < 40 and f"Interrupted at step {second}: saved" in stdout

@@ -33,8 +33,10 @@ API
     `NonFiniteLossError` naming the step, the step function and the loss term. Nothing is saved after a
     bad step, so the latest checkpoint is the last good state.
   * KeyboardInterrupt or SIGTERM: saves a checkpoint of the current (finite) state under the count of
-    completed iterations, then re-raises KeyboardInterrupt (an interrupt between the D and G step of one
-    iteration keeps that D update, which the resumed run repeats once). Under multi-worker training the interrupt save is skipped (saving needs all workers
+    completed iterations, then re-raises KeyboardInterrupt. SIGTERM takes effect at the end of the
+    iteration that is running (never inside a step or a checkpoint write); Ctrl-C acts at once (an
+    interrupt between the D and G step of one iteration keeps that D update, which the resumed run
+    repeats once). Under multi-worker training the interrupt save is skipped (saving needs all workers
     and the others may be gone); the periodic checkpoints are the resume points there.
   * Multi-worker: only the chief writes the real checkpoints, config.json and summaries; the other
     workers save into temporary directories (saving has collective ops) that are deleted afterwards.
@@ -219,20 +221,25 @@ def write_images(tag, images, step):
     tf.summary.write(tag, tf.stack(encoded), step=step, metadata=_IMAGE_METADATA)
 
 
-class _SigtermAsInterrupt:
-    """Turns SIGTERM into KeyboardInterrupt while the loop runs (main thread only)."""
+class _DeferredSigterm:
+    """Records SIGTERM while the loop runs (main thread only); the loop acts on it between iterations.
+
+    Raising from the signal handler would interrupt whatever runs at that moment (a checkpoint write, a
+    TensorFlow call that turns the exception into another error); the loop instead checks `received`
+    after each iteration, so it always stops at a state it can save whole.
+    """
 
     def __enter__(self):
+        self.received = None
         self._previous = None
         try:
-            self._previous = signal.signal(signal.SIGTERM, self._raise)
+            self._previous = signal.signal(signal.SIGTERM, self._record)
         except ValueError:  # not the main thread: leave signal handling alone
             pass
         return self
 
-    @staticmethod
-    def _raise(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+    def _record(self, signum, frame):
+        self.received = signum
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -303,7 +310,7 @@ def train_loop(*, strategy, make_dataset, steps, total_steps, run_dir, trackable
                dynamic_ncols=True, mininterval=1.0)
     started = time.perf_counter()
     try:
-        with _SigtermAsInterrupt():
+        with _DeferredSigterm() as sigterm:
             for iteration in range(start_step, total_steps):
                 try:
                     batch = next(iterator)
@@ -329,6 +336,8 @@ def train_loop(*, strategy, make_dataset, steps, total_steps, run_dir, trackable
                     save(done)
                 bar.update(1)
                 bar.set_postfix(_main_losses(losses), refresh=False)
+                if sigterm.received is not None and done < total_steps:
+                    raise KeyboardInterrupt(f"signal {sigterm.received}")
             save(done)
     except KeyboardInterrupt:
         if not multi_worker and done > start_step:
