@@ -158,6 +158,18 @@ def test_discriminator_step_updates_only_the_discriminator():
     assert int(model.d_optimizer.iterations) == 1 and int(model.g_optimizer.iterations) == 0
 
 
+def test_discriminator_step_without_discriminator_terms_leaves_it_alone():
+    # lambda_adv = lambda_cls = lambda_gp = 0 (G trained on its image losses only): no D update, zero terms.
+    model = _model(optimizer=lambda: keras.optimizers.Adam(1e-3, beta_1=0.5), lambda_adv=0, lambda_cls=0,
+                   lambda_gp=0)
+    d_before = _values(model.discriminator.trainable_variables)
+    logs = model.discriminator_step(_batch())
+    assert all(float(v) == 0.0 for v in logs.values())
+    assert not any(_changed(d_before, model.discriminator.trainable_variables))
+    assert int(model.d_optimizer.iterations) == 0
+    assert float(model.generator_step(_batch())["g_rec"]) > 0
+
+
 def test_generator_step_updates_only_the_generator():
     model = _model(optimizer=lambda: keras.optimizers.Adam(1e-3, beta_1=0.5))
     g_before = _values(model.generator.trainable_variables)

@@ -151,10 +151,12 @@ class SBSGAN(keras.Model):
         # 1. Per-replica share of L_D, under a tape (see `discriminator_losses`).
         # 2. Gradients w.r.t. D's variables only (the optimizer all-reduces them across replicas: SUM).
         # 3. One d_optimizer step.
+        # (With lambda_adv = lambda_cls = lambda_gp = 0, D has nothing to learn: no update, zero terms.)
         with tf.GradientTape() as tape:
             loss, logs = self.discriminator_losses(batch)
-        variables = self.discriminator.trainable_variables
-        self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        if self.lambda_adv or self.lambda_cls or self.lambda_gp:
+            variables = self.discriminator.trainable_variables
+            self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return logs
 
     def discriminator_losses(self, batch):
