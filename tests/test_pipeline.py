@@ -5,6 +5,7 @@ import os
 import re
 
 import pytest
+from PIL import Image
 
 from bgshift_tf.workflow import main_job
 from bgshift_tf.workflow import stages as stages_lib
@@ -44,6 +45,10 @@ def test_tiny_pipeline_report_has_every_section(tiny_run):
                    "reid", "ranked-lists", "exports"):
         assert f'<section id="{anchor}">' in page
     assert "Not available" not in page  # every section got its data
+    assert "differ from the paper&#x27;s" in page or "differ from the paper's" in page
+    # The SBSGAN grid is also a file beside the report: 8 rows (original .. reconstruction) of 32-px images x2.
+    with Image.open(os.path.join(run_dir, "figures", "sbsgan_outputs.png")) as grid:
+        assert grid.mode == "RGB" and grid.height > 8 * 64
     # contact sheet, SBSGAN grid, loss curves, t-SNE, ranked lists
     assert len(re.findall(r'<img src="data:image/(png|jpeg);base64,', page)) >= 5
     for text in ("Soft-mask", "Original", "Baseline + SE + ISDC (DA-2S)", "sbsgan_generator", "da2s_embedder",
@@ -101,6 +106,21 @@ def test_read_flagfile_nested_bool_and_override(tmp_path):
         main_job.trainer_config(str(top), ["epochs=x"], defaults, "reid")
     with pytest.raises(ValueError, match="must be key=value"):
         main_job.trainer_config("", ["epochs"], defaults, "reid")
+
+
+def test_report_lists_the_gan_settings_that_differ_from_the_paper(monkeypatch):
+    from bgshift_tf.training.gan_run import DEFAULT_CONFIG
+
+    configs = os.path.abspath(os.path.dirname(TINY_FLAGS))
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(configs)))  # nested flagfile paths are repo-relative
+    paper = main_job.trainer_config(os.path.join(configs, "gan_paper.flags"), [], DEFAULT_CONFIG, "gan")
+    assert main_job.gan_settings_not_from_paper(paper) == []
+    demo = main_job.trainer_config(os.path.join(configs, "gan_demo.flags"), [], DEFAULT_CONFIG, "gan")
+    changed = main_job.gan_settings_not_from_paper(demo)
+    assert "lambda_bgs 50 [5]" in changed and "image_height 64 [256]" in changed and "n_critic 1 [5]" in changed
+    assert not any(item.startswith(("lambda_rec", "lambda_sc", "batch_size", "max_steps")) for item in changed)
+    tiny = main_job.trainer_config(os.path.join(configs, "gan_tiny.flags"), [], DEFAULT_CONFIG, "gan")
+    assert "max_steps 4 [epochs 5]" in main_job.gan_settings_not_from_paper(tiny)
 
 
 def test_bad_pipeline_settings_name_the_flag():

@@ -83,7 +83,8 @@ def test_flagfiles_parse_to_the_documented_presets():
                                 beta1=0.5, beta2=0.999, n_critic=5, base_filters=64, num_res_blocks=6,
                                 lambda_rec=10.0, lambda_gp=10.0),
         "gan_tiny.flags": dict(image_height=32, image_width=16, max_steps=4, base_filters=8, learning_rate=1e-4),
-        "gan_demo.flags": dict(learning_rate=2e-4, beta1=0.5, lambda_sc=5.0, image_height=64, n_critic=1),
+        "gan_demo.flags": dict(learning_rate=2e-4, beta1=0.5, lambda_sc=5.0, lambda_bgs=50.0, image_height=64,
+                               base_filters=32, epochs=11, n_critic=1),
     }
     cwd = os.getcwd()
     os.chdir(REPO)  # nested --flagfile paths are relative to the repository root

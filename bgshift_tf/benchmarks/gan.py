@@ -1,7 +1,8 @@
 """SBSGAN speed: TensorFlow (graph and XLA) against the same networks and steps written in PyTorch.
 
-For two settings, "demo" (the values of configs/gan_demo.flags: 128x64 images, batch 16, base_filters 16,
-2 residual blocks, D width 16 with 5 layers) and "paper" (256x128, batch 4 to keep it short, base_filters
+For two settings, "demo" (the issue's demo size, 128x64 images and batch 16, with narrow networks: base_filters
+16, 2 residual blocks, D width 16 with 5 layers; configs/gan_demo.flags itself now trains at 64x32 with
+base_filters 32) and "paper" (256x128, batch 4 to keep it short, base_filters
 64, 6 residual blocks, D width 64 with 6 layers), measures images/second of:
   * d_step: one SBSGAN discriminator update (fakes, WGAN critic, real-domain CE, gradient penalty, Adam);
   * g_step: one SBSGAN generator update (mixed soft-mask/style fakes, L_adv, L_cls^f, L_rec, L_idc, L_bgs,

@@ -17,6 +17,7 @@ Stages (in order; each skips itself when complete with the same config):
 Run folder:
     world/ tfrecords/<domain>/ gan/ generated/<domain>_{softmask,hardmask,to_<target>}/ reid/<model>/
     eval/<model>/<domain>.json  quality.json  domain_distance/  saved_models/  report.html
+    figures/sbsgan_outputs.png
     stages/<stage>.json (completion manifests)  timings.json
 
 Configuration: a flat dict (keys and defaults: `DEFAULT_CONFIG`). The SBSGAN and re-ID settings come from
@@ -341,7 +342,7 @@ def gan_stage(ctx, suffix="", **changes):
 
     stage_config = {k: v for k, v in gan_config.items() if k != "verbose"}
     return _stage(f"train_gan{suffix}", fn, config=stage_config, deps=["tfrecords"],
-                  clean=[gan_config["run_dir"]], budget=300)
+                  clean=[gan_config["run_dir"]], budget=420)
 
 
 def generate_stage(ctx, suffix="", kinds=("softmask", "hardmask"), with_style=True):
@@ -597,7 +598,8 @@ def report_stage(ctx, model_keys, extra_generators=None, deps_extra=()):
         path = write_report(ctx.path("report.html"), data)
         return {"report": path}
 
-    return _stage("report", fn, config=settings, deps=deps, clean=[ctx.path("report.html")], budget=40)
+    return _stage("report", fn, config=settings, deps=deps, clean=[ctx.path("report.html"), ctx.path("figures")],
+                  budget=40)
 
 
 def _metrics_row(metrics):
@@ -721,7 +723,10 @@ def suppression_grid(ctx, extra_generators):
     labels = {"reconstruction": "soft mask → source\n(reconstruction)",
               **{f"soft_mask_{k}": f"soft mask\n{k}" for k in extras}}
     scale = 1.0 if size[0] >= 128 else 2.0
-    return [{"image": figures.variant_grid(samples, variants, variant_labels=labels, scale=scale),
+    grid = figures.variant_grid(samples, variants, variant_labels=labels, scale=scale)
+    # Also a file beside the report, for viewing or sharing without the HTML.
+    figures.save_png(grid, ctx.path("figures", "sbsgan_outputs.png"))
+    return [{"image": grid,
              "title": "SBSGAN outputs per domain",
              "caption": "Columns: training images of each domain. Rows: original, the noisy parser mask, hard mask "
                         "(black background), SBSGAN soft mask G(x, D̄), style transfer G(x, D_k) to each domain, "
@@ -835,7 +840,28 @@ def build_report_data(ctx, model_keys, extra_generators=None):
     data["exports"] = export_entries(ctx)
     data["notes"].append("Our numbers come from a small synthetic world and short CPU schedules; compare the "
                          "ordering of the rows with the paper's, not the values.")
+    changed = gan_settings_not_from_paper(ctx.gan)
+    if changed:
+        data["notes"].append("SBSGAN settings of this run that differ from the paper's (paper in brackets): "
+                             + ", ".join(changed) + ". BUILD_NOTES.md, \"Demo quality\", says why.")
     return data
+
+
+# The SBSGAN settings of the paper (gan_run.DEFAULT_CONFIG holds them) that the report compares a run against.
+_PAPER_GAN_KEYS = ("image_height", "image_width", "batch_size", "epochs", "learning_rate", "n_critic",
+                   "lambda_adv", "lambda_cls", "lambda_rec", "lambda_idc", "lambda_bgs", "lambda_sc", "lambda_gp",
+                   "num_soft_mask", "base_filters", "num_res_blocks", "d_base_filters", "d_num_layers")
+
+
+def gan_settings_not_from_paper(gan_config):
+    """["lambda_bgs 50 [5]", ...]: the paper settings a GAN trainer config changes (max_steps counts too)."""
+    from bgshift_tf.training.gan_run import DEFAULT_CONFIG
+
+    changed = [f"{key} {gan_config[key]:g} [{DEFAULT_CONFIG[key]:g}]" for key in _PAPER_GAN_KEYS
+               if key in gan_config and gan_config[key] != DEFAULT_CONFIG[key]]
+    if gan_config.get("max_steps", 0) > 0:
+        changed.append(f"max_steps {gan_config['max_steps']} [epochs {DEFAULT_CONFIG['epochs']}]")
+    return changed
 
 
 # === The job ===
