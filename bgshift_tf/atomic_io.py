@@ -42,8 +42,10 @@ def write_bytes(path, data: bytes) -> str:
 
 
 def write_text(path, text: str) -> str:
+    """Writes UTF-8 text atomically. Returns the path."""
+
     def write(tmp):
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
     return atomic_write(path, write)

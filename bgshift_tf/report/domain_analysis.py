@@ -19,6 +19,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
+from bgshift_tf import atomic_io
 from bgshift_tf.report import figures, tsne
 from bgshift_tf.training import losses
 
@@ -177,5 +178,5 @@ def analyze_tfrecord_dirs(
         "tfrecord_dirs": tfrecord_dirs,
         "figure": figure_path,
     }
-    figures.write_text(os.path.join(out_dir, "domain_distance.json"), json.dumps(summary, indent=2))
+    atomic_io.write_text(os.path.join(out_dir, "domain_distance.json"), json.dumps(summary, indent=2))
     return summary

@@ -99,16 +99,6 @@ def mask_to_rgb(mask, name: str = "mask") -> np.ndarray:
 
 
 
-def write_text(path, text: str) -> str:
-    """Writes UTF-8 text atomically. Returns the path."""
-
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    return atomic_io.atomic_write(path, write)
-
-
 def save_png(image, path) -> str:
     """Writes an image (any accepted convention) as PNG, atomically. Returns the path."""
     rgb = to_uint8_rgb(image)

@@ -57,6 +57,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from bgshift_tf import atomic_io
 from bgshift_tf.report import figures, paper_results
 
 # (anchor, title, data key); the order of the page.
@@ -598,4 +599,4 @@ def write_report(out_path, data: Mapping, *, base_dir=None) -> str:
       `out_path`.
     """
     base = os.fspath(base_dir) if base_dir is not None else os.path.dirname(os.path.abspath(os.fspath(out_path)))
-    return figures.write_text(out_path, render_report(data, base_dir=base))
+    return atomic_io.write_text(out_path, render_report(data, base_dir=base))

@@ -17,7 +17,6 @@ import os
 
 from bgshift_tf import atomic_io
 from bgshift_tf.report import paper_results
-from bgshift_tf.report.figures import write_text
 from bgshift_tf.workflow import main_job
 from bgshift_tf.workflow import stages as stages_lib
 
@@ -96,7 +95,7 @@ def tables_stage(ctx):
         paths = {}
         for name in ("table2", "table3"):
             path = os.path.join(out_dir, f"{name}.md")
-            write_text(path, to_markdown(tables, name))
+            atomic_io.write_text(path, to_markdown(tables, name))
             paths[name] = path
         return {"tables": tables, "markdown": paths, "json": os.path.join(out_dir, "tables.json")}
 
