@@ -13,7 +13,7 @@ Writes <run_dir>/config.json, checkpoints/ and logs/ (TensorBoard: `tensorboard 
 
 from absl import app, flags
 
-from bgshift_tf.training import gan_run
+from bgshift_tf.training import gan_run, loop
 
 _D = gan_run.DEFAULT_CONFIG
 
@@ -57,7 +57,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    summary = gan_run.train_sbsgan({name: FLAGS[name].value for name in gan_run.DEFAULT_CONFIG})
+    with loop.exit_on_interrupt("train_gan"):
+        summary = gan_run.train_sbsgan({name: FLAGS[name].value for name in gan_run.DEFAULT_CONFIG})
     print(f"Trained {summary['final_step']} steps ({summary['steps_run']} in this run, "
           f"{summary['steps_per_second']:.2f} steps/s); checkpoint: {summary['checkpoint']}")
 

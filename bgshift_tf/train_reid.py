@@ -17,6 +17,7 @@ config.json, checkpoints/ and TensorBoard logs/ (`bgshift_tf.training.reid.load_
 
 from absl import app, flags
 
+from bgshift_tf.training import loop
 from bgshift_tf.training.reid import DEFAULT_CONFIG, train_reid
 
 _D = DEFAULT_CONFIG
@@ -56,7 +57,8 @@ flags.DEFINE_integer("verbose", _D["verbose"], "1: progress bar, 0: quiet.")
 
 def main(argv):
     del argv
-    train_reid({key: flags.FLAGS[key].value for key in DEFAULT_CONFIG})
+    with loop.exit_on_interrupt("train_reid"):
+        train_reid({key: flags.FLAGS[key].value for key in DEFAULT_CONFIG})
 
 
 if __name__ == "__main__":

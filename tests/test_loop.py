@@ -191,6 +191,22 @@ def test_sigterm_mid_iteration_finishes_that_iteration_then_saves_it(tmp_path):
     assert signal.getsignal(signal.SIGTERM) == previous
 
 
+def test_exit_on_interrupt_names_the_command_and_exits_128_plus_the_signal(capsys):
+    with pytest.raises(SystemExit) as sigterm:
+        with loop.exit_on_interrupt("train_gan"):
+            raise KeyboardInterrupt("signal 15")  # what train_loop raises after saving on SIGTERM
+    assert sigterm.value.code == 143
+    assert "train_gan: interrupted (signal 15)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ctrl_c:
+        with loop.exit_on_interrupt("pipeline"):
+            raise KeyboardInterrupt()
+    assert ctrl_c.value.code == 130
+    assert "pipeline: interrupted (Ctrl-C)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not an interrupt"):  # other errors pass through untouched
+        with loop.exit_on_interrupt("pipeline"):
+            raise ValueError("not an interrupt")
+
+
 # === NaN guard ===
 
 

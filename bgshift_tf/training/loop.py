@@ -40,16 +40,20 @@ API
     and the others may be gone); the periodic checkpoints are the resume points there.
   * Multi-worker: only the chief writes the real checkpoints, config.json and summaries; the other
     workers save into temporary directories (saving has collective ops) that are deleted afterwards.
+- `exit_on_interrupt(command)`: context manager for entry points; turns the loop's KeyboardInterrupt into
+  a one-line message and exit status 128 + signal number (130 for Ctrl-C, 143 for SIGTERM), no traceback.
 - `checkpoint_dir(run_dir)`, `logs_dir(run_dir)`: run-directory helpers (JSON via `bgshift_tf.atomic_io`);
   `write_scalar(tag, value, step)`, `write_images(tag, images, step)`: TensorBoard summaries written with
   core TF ops (the `tensorboard` package, which `tf.summary.scalar` needs, is not installed).
 """
 
+import contextlib
 import dataclasses
 import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from typing import Callable
@@ -219,6 +223,22 @@ def write_images(tag, images, step):
     encoded = [tf.as_string(tf.shape(pixels)[2]), tf.as_string(tf.shape(pixels)[1])]
     encoded += [tf.io.encode_png(image) for image in pixels]
     tf.summary.write(tag, tf.stack(encoded), step=step, metadata=_IMAGE_METADATA)
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(command):
+    """Entry points: on KeyboardInterrupt (Ctrl-C, or SIGTERM via `train_loop`) print how to resume, exit 128+signum.
+
+    `train_loop` has saved a checkpoint by then; `command` names the entry point in the message.
+    """
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        reason = str(err)
+        signum = int(reason.split()[-1]) if reason.startswith("signal ") else signal.SIGINT
+        print(f"{command}: interrupted ({reason or 'Ctrl-C'}). Checkpoints and finished stages are kept; "
+              f"run the same command again to resume.", file=sys.stderr, flush=True)
+        sys.exit(128 + int(signum))
 
 
 class _DeferredSigterm:
