@@ -151,7 +151,7 @@ class SBSGAN(keras.Model):
         # 1. Per-replica share of L_D, under a tape (see `discriminator_losses`).
         # 2. Gradients w.r.t. D's variables only (the optimizer all-reduces them across replicas: SUM).
         # 3. One d_optimizer step.
-        # (With lambda_adv = lambda_cls = lambda_gp = 0, D has nothing to learn: no update, zero terms.)
+        # (With lambda_adv = lambda_cls = lambda_gp = 0 every term is skipped: D gets no update.)
         with tf.GradientTape() as tape:
             loss, logs = self.discriminator_losses(batch)
         if self.lambda_adv or self.lambda_cls or self.lambda_gp:
@@ -165,10 +165,13 @@ class SBSGAN(keras.Model):
         # 2. Critic maps and domain logits of reals and fakes.
         # 3. Per-example terms: WGAN critic, real-image domain CE (source labels), GP on interpolates.
         # 4. Weighted sum / global batch size.
+        # (A zero weight skips its term: no fakes without L_adv or GP, no D pass on reals without L_adv or L_cls.)
         images, domain, slot = batch["image"], batch["domain"], batch["soft_mask_slot"]
-        fakes = tf.stop_gradient(self.generator.generate(images, batch["target_domain"], slot))
+        if self.lambda_adv or self.lambda_gp:
+            fakes = tf.stop_gradient(self.generator.generate(images, batch["target_domain"], slot))
+        if self.lambda_adv or self.lambda_cls:
+            real_patch, real_domain = self.discriminator(images)
         zero = tf.zeros([tf.shape(images)[0]])
-        real_patch, real_domain = self.discriminator(images)
         adv = cls = gp = zero
         if self.lambda_adv:
             adv = losses.critic_loss(real_patch, self.discriminator(fakes)[0])
