@@ -194,7 +194,7 @@ def test_sigterm_mid_iteration_finishes_that_iteration_then_saves_it(tmp_path):
 def test_exit_on_interrupt_names_the_command_and_exits_128_plus_the_signal(capsys):
     with pytest.raises(SystemExit) as sigterm:
         with loop.exit_on_interrupt("train_gan"):
-            raise KeyboardInterrupt("signal 15")  # what train_loop raises after saving on SIGTERM
+            raise loop.SignalInterrupt(15)  # what train_loop raises after saving on SIGTERM
     assert sigterm.value.code == 143
     assert "train_gan: interrupted (signal 15)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as ctrl_c:

@@ -40,6 +40,7 @@ API
     and the others may be gone); the periodic checkpoints are the resume points there.
   * Multi-worker: only the chief writes the real checkpoints, config.json and summaries; the other
     workers save into temporary directories (saving has collective ops) that are deleted afterwards.
+- `SignalInterrupt(signum)`: the KeyboardInterrupt subclass the loop raises when a signal stopped it.
 - `exit_on_interrupt(command)`: context manager for entry points; turns the loop's KeyboardInterrupt into
   a one-line message and exit status 128 + signal number (130 for Ctrl-C, 143 for SIGTERM), no traceback.
 - `checkpoint_dir(run_dir)`, `logs_dir(run_dir)`: run-directory helpers (JSON via `bgshift_tf.atomic_io`);
@@ -225,6 +226,14 @@ def write_images(tag, images, step):
     tf.summary.write(tag, tf.stack(encoded), step=step, metadata=_IMAGE_METADATA)
 
 
+class SignalInterrupt(KeyboardInterrupt):
+    """What `train_loop` raises (after saving) when a signal such as SIGTERM stopped it; `signum` says which."""
+
+    def __init__(self, signum):
+        super().__init__(f"signal {signum}")
+        self.signum = int(signum)
+
+
 @contextlib.contextmanager
 def exit_on_interrupt(command):
     """Entry points: on KeyboardInterrupt (Ctrl-C, or SIGTERM via `train_loop`) print how to resume, exit 128+signum.
@@ -234,11 +243,10 @@ def exit_on_interrupt(command):
     try:
         yield
     except KeyboardInterrupt as err:
-        reason = str(err)
-        signum = int(reason.split()[-1]) if reason.startswith("signal ") else signal.SIGINT
-        print(f"{command}: interrupted ({reason or 'Ctrl-C'}). Checkpoints and finished stages are kept; "
+        signum = getattr(err, "signum", int(signal.SIGINT))  # a plain KeyboardInterrupt is Ctrl-C
+        print(f"{command}: interrupted ({str(err) or 'Ctrl-C'}). Checkpoints and finished stages are kept; "
               f"run the same command again to resume.", file=sys.stderr, flush=True)
-        sys.exit(128 + int(signum))
+        sys.exit(128 + signum)
 
 
 class _DeferredSigterm:
@@ -357,7 +365,7 @@ def train_loop(*, strategy, make_dataset, steps, total_steps, run_dir, trackable
                 bar.update(1)
                 bar.set_postfix(_main_losses(losses), refresh=False)
                 if sigterm.received is not None and done < total_steps:
-                    raise KeyboardInterrupt(f"signal {sigterm.received}")
+                    raise SignalInterrupt(sigterm.received)
             save(done)
     except KeyboardInterrupt:
         if not multi_worker and done > start_step:
