@@ -41,8 +41,6 @@ Modules (this package is the public API; the rest is internal):
 from bgshift_tf.data.synthetic.world import (
     DOMAINS,
     EXACT_MASK_FOLDER,
-    FORMAT_VERSION,
-    IMAGE_FOLDERS,
     MASK_FOLDER,
     PRESETS,
     domain_paths,
@@ -54,8 +52,6 @@ from bgshift_tf.data.synthetic.world import (
 __all__ = [
     "DOMAINS",
     "EXACT_MASK_FOLDER",
-    "FORMAT_VERSION",
-    "IMAGE_FOLDERS",
     "MASK_FOLDER",
     "PRESETS",
     "domain_paths",

@@ -75,15 +75,10 @@ def resolve_config(preset: str = "tiny", **overrides) -> dict:
             f"`domains` must be distinct names from {known_domains}. Received: domains={config['domains']}"
         )
     config["domains"] = [name for name in known_domains if name in config["domains"]]
-    checks = {
-        "image_height": (32, None),
-        "image_width": (16, None),
-        "num_ids": (2, None),
-        "images_per_id": (4, None),
-        "num_distractors": (0, None),
-        "num_junk": (0, None),
+    minimums = {
+        "image_height": 32, "image_width": 16, "num_ids": 2, "images_per_id": 4, "num_distractors": 0, "num_junk": 0,
     }
-    for key, (low, _) in checks.items():
+    for key, low in minimums.items():
         config[key] = int(config[key])
         if config[key] < low:
             raise ValueError(f"`{key}` must be >= {low}. Received: {key}={config[key]}")
