@@ -6,7 +6,7 @@ Usage:
 
 Writes <out_dir>/<domain>/{bounding_box_train,bounding_box_test,query}, masks/ (noisy parser masks),
 masks_exact/, contact_sheet.png and world.json (last). Re-running with the same settings does nothing.
-See bgshift_tf/data/synthetic.py for the world itself.
+See the bgshift_tf/data/synthetic/ package for the world itself.
 """
 
 from absl import app, flags

@@ -207,3 +207,41 @@ def test_background_shift_is_measurable_and_lives_in_the_background(world_dir):
         means = [background[cameras == c, 64:67].mean(0) for c in np.unique(cameras[domains == d])]
         gaps = [np.abs(a - b).max() for i, a in enumerate(means) for b in means[i + 1 :]]
         assert min(gaps) > 0.01, (domain_names[d], gaps)
+
+
+def _tile_box(sheet, colour):
+    """(top, left, bottom, right) of the pixels of `colour` in `sheet` (uint8 [H, W, 3])."""
+    rows, cols = np.nonzero(np.all(sheet == colour, axis=-1))
+    return rows.min(), cols.min(), rows.max() + 1, cols.max() + 1
+
+
+def test_contact_sheet_rows_per_domain_round_robin_and_mask_errors():
+    from bgshift_tf.data.synthetic.contact_sheet import contact_sheet
+
+    height, width = 8, 4
+    exact = np.zeros((height, width), np.uint8)
+    exact[:, : width // 2] = 1  # body: the left half
+    parser = np.zeros((height, width), np.uint8)
+    parser[: height // 2] = 1  # parser: the top half (misses bottom-left, takes top-right)
+
+    def sample(value, caption):
+        return np.full((height, width, 3), value, np.uint8), parser, exact, caption
+
+    samples = {
+        "a": {1: [sample(11, "0001 c1")]},
+        # Camera 1 shows 0005 first; camera 2 then prefers 0007 (not shown yet) over 0005.
+        "b": {1: [sample(21, "0005 c1"), sample(22, "0006 c1")], 2: [sample(23, "0005 c2"), sample(24, "0007 c2")]},
+    }
+    sheet = np.asarray(contact_sheet(samples, {"image_height": height, "image_width": width}))
+    boxes = {value: _tile_box(sheet, (value,) * 3) for value in (11, 21, 22, 23, 24)}
+    for top, left, bottom, right in boxes.values():
+        assert (bottom - top, right - left) == (height, width)
+    assert boxes[11][2] <= min(boxes[v][0] for v in (21, 22, 23, 24))  # one block of rows per domain, in order
+    order = sorted((21, 22, 23, 24), key=lambda v: (boxes[v][0], boxes[v][1]))
+    assert order == [21, 24, 22, 23]  # round-robin over cameras, unseen identities first
+    # Panels right of each image: the parser mask (0/255), then white = both, red = missed, cyan = false positive.
+    top, left, _, _ = boxes[11]
+    panels = [sheet[top : top + height, left + k * (width + 3) : left + k * (width + 3) + width] for k in (1, 2)]
+    np.testing.assert_array_equal(panels[0], np.repeat(parser[..., None] * 255, 3, axis=2))
+    assert (panels[1][0, 0] == 255).all() and (panels[1][0, -1] == (40, 220, 230)).all()
+    assert (panels[1][-1, 0] == (230, 40, 40)).all() and (panels[1][-1, -1] == 0).all()
