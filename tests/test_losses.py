@@ -16,13 +16,6 @@ PIXELS = np.array(
 MASKS = np.array([[[[1.0], [0.0]], [[0.0], [1.0]]], [[[1.0], [1.0]], [[1.0], [0.0]]]], "float32")
 
 
-def test_hard_mask_blacks_out_background():
-    masked = np.asarray(losses.hard_mask(tf.constant(PIXELS), tf.constant(MASKS)))
-    # (x + 1) * m - 1: kept pixels unchanged, background -> -1.
-    np.testing.assert_allclose(masked[0, :, :, 0], [[0.5, -1.0], [-1.0, 0.0]])
-    np.testing.assert_allclose(masked[1, :, :, 0], [[0.2, 0.2], [0.2, -1.0]], rtol=1e-6)
-
-
 def test_l1_and_mse_are_per_example_means():
     zeros = np.zeros_like(PIXELS)
     # Example 0: |0.5| + |-0.5| + |1| + |0| = 2 over 4 pixels -> 0.5; squares: 0.25+0.25+1+0 = 1.5 -> 0.375.
