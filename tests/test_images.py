@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from bgshift_tf.data import images
 
-# Two 1x2x2 images: example 0 and example 1 (3 channels, same value per pixel).
+# Two 2x2 images, example 0 and example 1 (3 channels, same value per pixel), also used by test_losses.
 PIXELS = np.array(
     [[[[0.5] * 3, [-0.5] * 3], [[1.0] * 3, [0.0] * 3]],
      [[[0.2] * 3, [0.2] * 3], [[0.2] * 3, [0.2] * 3]]], "float32"

@@ -119,11 +119,9 @@ def image_grid(
     *,
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
-    scale: float = 1.0,
     pad: int = 4,
     font_size: int = 13,
-    label_width: int | None = None,
-    cell_size: tuple[int, int] | None = None,
+    **sizing,
 ) -> np.ndarray:
     """Lays images out in a labelled grid.
 
@@ -132,19 +130,17 @@ def image_grid(
         are padded with blanks.
       row_labels: one label per row, drawn left of the row (may contain "\\n").
       col_labels: one label per column, drawn above it.
-      scale: magnification of the first image's size, used as the cell size (nearest-neighbour for
-        integer factors, so small crops stay sharp).
       pad: gap in pixels between cells and around the grid.
       font_size: label font size in pixels.
-      label_width: width of the row-label column (default: widest label + 2 * pad).
-      cell_size: (height, width) of every cell, overriding `scale`.
+      **sizing: passed to `layout_grid` (keyword-only there, so a misspelt one fails):
+        scale: magnification of the first image's size, used as the cell size (nearest-neighbour for
+          integer factors, so small crops stay sharp); default 1.
+        label_width: width of the row-label column (default: widest label + 2 * pad).
+        cell_size: (height, width) of every cell, overriding `scale`.
     Returns:
       uint8 `[H, W, 3]`; geometry given by `layout_grid` with the same arguments.
     """
-    layout = layout_grid(
-        rows, row_labels=row_labels, col_labels=col_labels, scale=scale, pad=pad, font_size=font_size,
-        label_width=label_width, cell_size=cell_size,
-    )
+    layout = layout_grid(rows, row_labels=row_labels, col_labels=col_labels, pad=pad, font_size=font_size, **sizing)
     canvas = Image.new("RGB", layout.size[::-1], WHITE)
     draw = ImageDraw.Draw(canvas)
     font = _font(font_size)
