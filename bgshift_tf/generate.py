@@ -6,22 +6,25 @@ Usage:
         --out_root=tfrecords/generated --target_domain=synduke
     # only soft-mask images, plus JPEG folders in the Market-1501 layout:
     python -m bgshift_tf.generate --run_dir=runs/sbsgan_paper --in_dir=tfrecords/market1501 \
-        --out_root=tfrecords/generated --kinds=softmask --jpeg_dirs
+        --out_root=tfrecords/generated --variants=soft_mask --jpeg_dirs
 
-Writes <out_root>/<dataset>_softmask/, <out_root>/<dataset>_to_<target_domain>/ and
-<out_root>/<dataset>_hardmask/; re-running skips splits that are already complete.
+Writes <out_root>/<dataset>_soft_mask/, <out_root>/<dataset>_style_transfer_to_<target_domain>/ and
+<out_root>/<dataset>_hard_mask/ (`data.variants.folder_name`); re-running skips splits that are already
+complete.
 """
 
 from absl import app, flags
 
+from bgshift_tf.data import variants
 from bgshift_tf.generation import translate
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "SBSGAN run directory (config.json + checkpoints/).", required=True)
 _IN_DIR = flags.DEFINE_string("in_dir", None, "Input TFRecord folder (manifest.json + shards).", required=True)
 _OUT_ROOT = flags.DEFINE_string("out_root", "tfrecords/generated", "Parent folder of the output folders.")
-_KINDS = flags.DEFINE_list("kinds", list(translate.KINDS), f"Outputs to write, among {list(translate.KINDS)}.")
+_VARIANTS = flags.DEFINE_list("variants", list(variants.GENERATED),
+                              f"Image variants to write, among {list(variants.GENERATED)}.")
 _TARGET = flags.DEFINE_string("target_domain", None, "Style-transfer target: a domain name of the run "
-                              "(config.json `domains`) or its index; needed for kind 'style'.")
+                              "(config.json `domains`) or its index; needed for the style_transfer variant.")
 _SPLITS = flags.DEFINE_list("splits", None, "Splits to translate (default: all in the input manifest).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per generator call.")
 _JPEG = flags.DEFINE_bool("jpeg_dirs", False, "Also write JPEG folders in the Market-1501 layout.")
@@ -31,10 +34,10 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Redo splits whose output is 
 def main(argv):
     del argv
     result = translate.translate_dataset(
-        _RUN_DIR.value, _IN_DIR.value, _OUT_ROOT.value, kinds=_KINDS.value, target_domain=_TARGET.value,
+        _RUN_DIR.value, _IN_DIR.value, _OUT_ROOT.value, variants=_VARIANTS.value, target_domain=_TARGET.value,
         splits=_SPLITS.value, batch_size=_BATCH.value, jpeg_dirs=_JPEG.value, overwrite=_OVERWRITE.value)
-    for kind, folder in result["outputs"].items():
-        print(f"{kind}: {folder} written {result['written'][kind]} skipped {result['skipped'][kind]}")
+    for variant, folder in result["outputs"].items():
+        print(f"{variant}: {folder} written {result['written'][variant]} skipped {result['skipped'][variant]}")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ Usage:
     python -m bgshift_tf.train_reid --model=da2s --flagfile=bgshift_tf/configs/reid_demo.flags \
         --run_dir=runs/reid_demo_da2s
     python -m bgshift_tf.train_reid --model=ide --flagfile=bgshift_tf/configs/reid_demo.flags \
-        --train_dir=tfrecords/generated/synmarket_softmask --run_dir=runs/reid_demo_ide_softmask
+        --train_dir=tfrecords/generated/synmarket_soft_mask --run_dir=runs/reid_demo_ide_softmask
     python -m bgshift_tf.train_reid --model=ide --flagfile=bgshift_tf/configs/reid_demo.flags \
-        --train_dir=tfrecords/generated/synmarket_hardmask --run_dir=runs/reid_demo_ide_hardmask
+        --train_dir=tfrecords/generated/synmarket_hard_mask --run_dir=runs/reid_demo_ide_hardmask
     python -m bgshift_tf.train_reid --model=da2s --flagfile=bgshift_tf/configs/reid_paper.flags \
-        --stream1_dir=tfrecords/generated/market1501_softmask --stream2_dir=tfrecords/generated/market1501_to_dukemtmc \
+        --stream1_dir=tfrecords/generated/market1501_soft_mask \
+        --stream2_dir=tfrecords/generated/market1501_style_transfer_to_dukemtmc \
         --backbone_weights=imagenet --run_dir=runs/da2s_market
 
 Re-running with the same --run_dir resumes from its latest checkpoint. The run directory gets

@@ -13,11 +13,12 @@ Usage:
 
 from absl import app, flags
 
+from bgshift_tf.data import variants
 from bgshift_tf.report import domain_analysis
 
 _TFRECORD_DIRS = flags.DEFINE_list("tfrecord_dirs", None, "TFRecord folders, one per domain (index = position).")
 _VARIANTS = flags.DEFINE_list(
-    "variants", ["original", "hard_mask"], f"Image variants to compare: any of {list(domain_analysis.VARIANTS)}."
+    "variants", [variants.ORIGINAL, variants.HARD_MASK], f"Image variants to compare: any of {list(variants.ALL)}."
 )
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder for domain_distance.png / .json.")
 _DOMAIN_NAMES = flags.DEFINE_list("domain_names", None, "Display names per folder (default: folder names).")

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from bgshift_tf import atomic_io
-from bgshift_tf.data import schema, shards
+from bgshift_tf.data import images, schema, shards
 from bgshift_tf.generation import quality, translate
 from bgshift_tf.models.generator import Generator
 from bgshift_tf.training import loop
@@ -40,13 +40,13 @@ def test_translate_writes_same_metadata_counts_and_generator_outputs(tmp_path):
     generator = _make_run(str(tmp_path / "run"))
     result = translate.translate_dataset(str(tmp_path / "run"), in_dir, str(tmp_path / "out"),
                                          target_domain="dom1", batch_size=3, jpeg_dirs=True, verbose=0)
-    assert result["outputs"] == {"softmask": str(tmp_path / "out" / "dom0_softmask"),
-                                 "style": str(tmp_path / "out" / "dom0_to_dom1"),
-                                 "hardmask": str(tmp_path / "out" / "dom0_hardmask")}
+    assert result["outputs"] == {"soft_mask": str(tmp_path / "out" / "dom0_soft_mask"),
+                                 "style_transfer": str(tmp_path / "out" / "dom0_style_transfer_to_dom1"),
+                                 "hard_mask": str(tmp_path / "out" / "dom0_hard_mask")}
     in_manifest = shards.read_manifest(in_dir)
     for kind, folder in result["outputs"].items():
         manifest = shards.read_manifest(folder)
-        assert manifest["generated"]["kind"] == kind
+        assert manifest["generated"]["variant"] == kind
         for split, size in SPLIT_SIZES.items():
             assert result["written"][kind][split] == size
             assert manifest["splits"][split]["num_shards"] == in_manifest["splits"][split]["num_shards"]
@@ -59,22 +59,22 @@ def test_translate_writes_same_metadata_counts_and_generator_outputs(tmp_path):
                 assert (int(output["height"]), int(output["width"])) == GEN_SIZE
                 assert schema.decode_image(output["image"]).shape == (*GEN_SIZE, 3)
                 assert schema.decode_mask(output["mask"], 16, 8).shape == (*GEN_SIZE, 1)
-            jpegs = os.listdir(os.path.join(folder, "images", translate.SPLIT_FOLDERS[split]))
+            jpegs = os.listdir(os.path.join(folder, "images", images.SPLIT_FOLDERS[split]))
             assert sorted(jpegs) == sorted(r["filename"].numpy().decode() for r in originals)
     # The pixels are the generator's outputs (up to JPEG error) on the resized inputs.
     original = _records(in_dir, "train")[0]
     resized = tf.image.resize(tf.cast(schema.decode_image(original["image"]), tf.float32), GEN_SIZE)[None] / 127.5 - 1
-    expected = {"softmask": generator.soft_mask(resized)[0].numpy(),
-                "style": generator.style_transfer(resized, tf.constant([1]))[0].numpy()}
+    expected = {"soft_mask": generator.soft_mask(resized)[0].numpy(),
+                "style_transfer": generator.style_transfer(resized, tf.constant([1]))[0].numpy()}
     mask = tf.image.resize(schema.decode_mask(original["mask"], 32, 16), GEN_SIZE, method="nearest").numpy()
-    expected["hardmask"] = (resized[0].numpy() + 1) * mask - 1
+    expected["hard_mask"] = (resized[0].numpy() + 1) * mask - 1
     for kind, value in expected.items():
         got = _pixels(_records(result["outputs"][kind], "train")[0]["image"])
         # Compare with the same JPEG round trip (chroma subsampling is lossy on 16x8 noise-like images).
         pixels = tf.cast(tf.round(tf.clip_by_value((value + 1) * 127.5, 0, 255)), tf.uint8)
         want = _pixels(tf.io.encode_jpeg(pixels, quality=95))
         assert np.max(np.abs(got - want)) <= 3 / 127.5, kind
-    hard = _pixels(_records(result["outputs"]["hardmask"], "train")[0]["image"])
+    hard = _pixels(_records(result["outputs"]["hard_mask"], "train")[0]["image"])
     assert np.mean((hard[mask[..., 0] == 0] + 1) / 2) < 0.03  # background black
 
 
@@ -82,30 +82,30 @@ def test_translate_skips_complete_outputs_and_checks_arguments(tmp_path):
     in_dir = make_domain_records(tmp_path / "in", "dom0", 0)
     _make_run(str(tmp_path / "run"))
     run, out = str(tmp_path / "run"), str(tmp_path / "out")
-    first = translate.translate_dataset(run, in_dir, out, kinds=["softmask"], verbose=0)
-    shard = shards.shard_files(first["outputs"]["softmask"], "train")[0]
+    first = translate.translate_dataset(run, in_dir, out, variants=["soft_mask"], verbose=0)
+    shard = shards.shard_files(first["outputs"]["soft_mask"], "train")[0]
     stamp = os.stat(shard).st_mtime_ns
-    again = translate.translate_dataset(run, in_dir, out, kinds=["softmask"], verbose=0)
-    assert again["written"]["softmask"] == {} and again["skipped"]["softmask"] == {"train": "already complete"}
+    again = translate.translate_dataset(run, in_dir, out, variants=["soft_mask"], verbose=0)
+    assert again["written"]["soft_mask"] == {} and again["skipped"]["soft_mask"] == {"train": "already complete"}
     assert os.stat(shard).st_mtime_ns == stamp
     with pytest.raises(ValueError, match=r"domains \['dom0', 'dom1'\].*target_domain='synduke'"):
-        translate.translate_dataset(run, in_dir, out, kinds=["style"], target_domain="synduke", verbose=0)
+        translate.translate_dataset(run, in_dir, out, variants=["style_transfer"], target_domain="synduke", verbose=0)
     with pytest.raises(ValueError, match="target_domain"):
-        translate.translate_dataset(run, in_dir, out, kinds=["style"], verbose=0)
-    with pytest.raises(ValueError, match=r"kinds=\['blur'\]"):
-        translate.translate_dataset(run, in_dir, out, kinds=["blur"], verbose=0)
+        translate.translate_dataset(run, in_dir, out, variants=["style_transfer"], verbose=0)
+    with pytest.raises(ValueError, match=r"variants.*Received: \['blur'\]"):
+        translate.translate_dataset(run, in_dir, out, variants=["blur"], verbose=0)
 
 
-def test_hardmask_split_without_masks_is_not_written(tmp_path):
+def test_hard_mask_split_without_masks_is_not_written(tmp_path):
     in_dir = str(tmp_path / "in")
     examples = [dict(image=tf.io.encode_jpeg(tf.zeros([32, 16, 3], tf.uint8)).numpy(), mask=b"", has_mask=0,
                      pid=1, label=-1, camera=1, domain=0, domain_name="dom0", split="query",
                      filename=f"0001_c1s1_00000{i}_00.jpg", height=32, width=16) for i in range(2)]
     shards.write_shards(examples, in_dir, "dom0", "query", 1)
     _make_run(str(tmp_path / "run"))
-    result = translate.translate_dataset(str(tmp_path / "run"), in_dir, str(tmp_path / "out"), kinds=["hardmask"],
+    result = translate.translate_dataset(str(tmp_path / "run"), in_dir, str(tmp_path / "out"), variants=["hard_mask"],
                                          verbose=0)
-    assert result["skipped"]["hardmask"] == {"query": "2 of 2 records have no mask"}
+    assert result["skipped"]["hard_mask"] == {"query": "2 of 2 records have no mask"}
 
 
 # === Quality ===
@@ -182,10 +182,10 @@ def test_evaluate_suppression_on_the_tiny_world(tmp_path):
     os.makedirs(run)
     with open(os.path.join(run, "config.json"), "w") as f:
         json.dump({"generator": {"image_size": [64, 32]}}, f)  # hard masks need no generator
-    out = translate.translate_dataset(run, in_dir, str(tmp_path / "out"), kinds=["hardmask"], splits=["train"],
+    out = translate.translate_dataset(run, in_dir, str(tmp_path / "out"), variants=["hard_mask"], splits=["train"],
                                       verbose=0)
-    metrics = quality.evaluate_suppression(world, in_dir, {"hardmask": out["outputs"]["hardmask"]})
-    original, hard = metrics["original"], metrics["hardmask"]
+    metrics = quality.evaluate_suppression(world, in_dir, {"hard_mask": out["outputs"]["hard_mask"]})
+    original, hard = metrics["original"], metrics["hard_mask"]
     assert original["fg_psnr"] == float("inf") and original["bg_energy"] > 0.2
     # Parser masks are close to the exact ones: most background is black, the body mostly kept.
     assert hard["bg_energy"] < 0.2 * original["bg_energy"]

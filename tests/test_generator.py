@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bgshift_tf.models.generator import Generator, onehot_indicator, uniform_indicator
+from bgshift_tf.data import variants
+from bgshift_tf.models.generator import BRANCHES, Generator, onehot_indicator, uniform_indicator
 
 K = 3
 SIZE = (32, 16)
@@ -45,6 +46,18 @@ def test_both_branches_have_image_shaped_outputs_in_range():
     np.testing.assert_allclose(
         g((x, uniform_indicator(3, K)), branch="soft_mask"), soft, atol=1e-6
     )
+
+
+def test_branch_names_are_the_variant_names_and_weights_keep_theirs():
+    g = _generator()
+    x = _images()
+    assert BRANCHES == (variants.SOFT_MASK, variants.STYLE_TRANSFER)
+    np.testing.assert_allclose(g((x, onehot_indicator(np.array([1, 2]), K)), branch="style_transfer"),
+                               g.style_transfer(x, np.array([1, 2])), atol=1e-6)
+    # The old argument value is refused; the decoders' layer names (stored in checkpoints) stay.
+    with pytest.raises(ValueError, match="branch='style'"):
+        g((x, onehot_indicator(np.array([1, 2]), K)), branch="style")
+    assert {layer.name for layer in g.layers} >= {"soft_mask_branch", "style_branch"}
 
 
 def test_branches_share_no_variables():

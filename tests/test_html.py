@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgshift_tf.report import figures, html, paper_results, tsne
+from bgshift_tf.report import figures, grids, html, paper_results, tsne
 
 DOMAINS = {"synmarket": (70, 110, 160), "synduke": (150, 140, 100), "syncuhk": (90, 150, 90)}
 
@@ -43,12 +43,12 @@ def sample_report_data(tmp_path):
         sample["reconstruction"] = image
         samples.append(sample)
     variants = ["original", "parser_mask", "hard_mask", "soft_mask"] + [f"style_to_{d}" for d in DOMAINS]
-    grid = figures.variant_grid(samples, variants + ["reconstruction"], scale=2)
-    sheet_path = figures.save_png(figures.contact_sheet(sheets, scale=1.5), tmp_path / "figures" / "sheet.png")
+    grid = grids.variant_grid(samples, variants + ["reconstruction"], scale=2)
+    sheet_path = figures.save_png(grids.contact_sheet(sheets, scale=1.5), tmp_path / "figures" / "sheet.png")
     steps = np.arange(0, 200, 5)
     curves = {"losses/d_adv": (steps, -5 * np.exp(-steps / 80) + np.sin(steps / 7) * 0.3),
               "losses/g_rec": (steps, np.exp(-steps / 60) + 0.1), "losses/g_sc": (steps, 0.5 / (1 + steps / 30))}
-    ranked = figures.ranked_lists(
+    ranked = grids.ranked_lists(
         [{"query": sheets["synduke"][q], "gallery": sheets["synduke"][:10] + sheets["syncuhk"][:0],
           "correct": [i % 3 == q for i in range(8)], "label": f"q {q:04d} c{q + 1}"} for q in range(3)],
         top_k=8, cell_size=(96, 48),

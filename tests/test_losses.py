@@ -7,20 +7,7 @@ import pytest
 import tensorflow as tf
 
 from bgshift_tf.training import losses
-
-# Two 1x2x2 images used throughout: example 0 and example 1 (3 channels, same value per pixel).
-PIXELS = np.array(
-    [[[[0.5] * 3, [-0.5] * 3], [[1.0] * 3, [0.0] * 3]],
-     [[[0.2] * 3, [0.2] * 3], [[0.2] * 3, [0.2] * 3]]], "float32"
-)  # [2, 2, 2, 3]
-MASKS = np.array([[[[1.0], [0.0]], [[0.0], [1.0]]], [[[1.0], [1.0]], [[1.0], [0.0]]]], "float32")
-
-
-def test_hard_mask_blacks_out_background():
-    masked = np.asarray(losses.hard_mask(tf.constant(PIXELS), tf.constant(MASKS)))
-    # (x + 1) * m - 1: kept pixels unchanged, background -> -1.
-    np.testing.assert_allclose(masked[0, :, :, 0], [[0.5, -1.0], [-1.0, 0.0]])
-    np.testing.assert_allclose(masked[1, :, :, 0], [[0.2, 0.2], [0.2, -1.0]], rtol=1e-6)
+from test_images import MASKS, PIXELS  # the two hand-made 2x2 images and masks used throughout
 
 
 def test_l1_and_mse_are_per_example_means():

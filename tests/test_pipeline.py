@@ -71,7 +71,7 @@ def test_tiny_pipeline_exports_savedmodels_and_metrics(tiny_run):
             assert metrics["num_valid_queries"] > 0
     # IDE on soft-mask images is tested on the target's soft-mask images, DA-2S on the originals.
     soft = stages_lib.read_manifest(run_dir, "eval_ide_softmask")["outputs"]["metrics"]["synduke"]
-    assert soft["query_folder"].endswith(os.path.join("generated", "synduke_softmask"))
+    assert soft["query_folder"].endswith(os.path.join("generated", "synduke_soft_mask"))
 
 
 @pytest.mark.slow

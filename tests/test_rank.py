@@ -245,3 +245,28 @@ def test_benchmark_quick_agrees_with_reference():
     assert result["subset_max_abs_difference"] <= 1e-12
     assert result["subset_num_valid_queries_equal"]
     assert result["num_query"] == 300 and result["evaluate_rank_seconds"] > 0
+
+
+def test_top_k_matches_removes_same_camera_and_keeps_order():
+    distmat = np.array([[0.1, 0.2, 0.2, 0.5, 0.9]])
+    indices, correct = rank_module.top_k_matches(
+        distmat, q_pids=[1], g_pids=[1, 2, 1, 3, 1], q_camids=[0], g_camids=[0, 1, 1, 1, 2], k=5
+    )
+    # Gallery 0 (same pid and camera) is removed; the 0.2 tie keeps gallery order (1 before 2).
+    np.testing.assert_array_equal(indices[0], [1, 2, 3, 4, -1])
+    np.testing.assert_array_equal(correct[0], [False, True, False, True, False])
+
+
+def test_top_k_matches_ranks_as_evaluate_rank_does():
+    distmat, q_pids, g_pids, q_cams, g_cams = _random_problem(3)
+    _, correct = rank_module.top_k_matches(distmat, q_pids, g_pids, q_cams, g_cams, k=len(g_pids))
+    # The rank-1 hits and the CMC curve read off the top-k lists are evaluate_rank's, tie for tie.
+    valid = correct.any(axis=1)
+    first_hit = np.argmax(correct[valid], axis=1)
+    cmc = np.array([np.mean(first_hit < k) for k in range(1, 11)])
+    np.testing.assert_allclose(cmc, evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=10)["cmc"])
+    with pytest.raises(ValueError, match="k=0"):
+        rank_module.top_k_matches(distmat, q_pids, g_pids, q_cams, g_cams, k=0)
+    with pytest.raises(ValueError, match="g_camids"):
+        rank_module.top_k_matches(distmat, q_pids, g_pids, q_cams, g_cams[:-1])
+

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bgshift_tf.data import input as data_input
 from bgshift_tf.data import schema, shards
 from bgshift_tf.models import reid as reid_models
 from bgshift_tf.training import reid
@@ -126,7 +127,7 @@ def test_step_schedule_and_its_config():
 def test_paired_dataset_flips_both_streams_together(tmp_path):
     first = _write_records(tmp_path / "soft")
     second = _write_records(tmp_path / "style")  # same images: a pair stays identical after flipping
-    dataset = reid.make_paired_train_dataset(
+    dataset = data_input.make_paired_train_dataset(
         first, second, image_size=SIZE, batch_size=6, shuffle_buffer=12, seed=3
     )
     flips = set()
@@ -145,10 +146,10 @@ def test_paired_dataset_rejects_mismatched_filenames(tmp_path):
     first = _write_records(tmp_path / "soft")
     second = _write_records(tmp_path / "style", rename=lambda n: n.replace("_00.jpg", "_01.jpg"))
     with pytest.raises(ValueError, match=r"record 0 is '0000_c1s1_000000_00.jpg'.*_01.jpg"):
-        reid.make_paired_train_dataset(first, second, image_size=SIZE, batch_size=4)
+        data_input.make_paired_train_dataset(first, second, image_size=SIZE, batch_size=4)
     third = _write_records(tmp_path / "three", num_shards=3)
     with pytest.raises(ValueError, match="2 shards.*3"):
-        reid.make_paired_train_dataset(first, third, image_size=SIZE, batch_size=4)
+        data_input.make_paired_train_dataset(first, third, image_size=SIZE, batch_size=4)
 
 
 def test_hard_mask_blackens_the_background():

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from bgshift_tf.data.images import to_model_range
 from bgshift_tf.export import onnx as onnx_lib
 from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export import tflite as tflite_lib
@@ -54,7 +55,7 @@ def _build(kind, size, settings):
 def _bench_one(kind, size, settings, variants, use_onnx, batch_size, min_seconds, work_dir):
     generator, reid_model = _build(kind, size, settings)
     images = np.random.default_rng(0).integers(0, 256, size=(batch_size, *size, 3), dtype=np.uint8)
-    floats = tf.constant(images.astype(np.float32) / 127.5 - 1.0)
+    floats = tf.constant(to_model_range(images.astype(np.float32)))
     if kind == "generator":
         keras_call = tf.function(lambda x: generator.soft_mask(x, training=False))
         version_dir = saved_model_lib.export_generator(generator, work_dir, version=1)

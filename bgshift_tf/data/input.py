@@ -9,13 +9,16 @@ Training: shards interleaved in parallel, records shuffled, one fused parallel m
 resize, random horizontal flip of image and mask together) on uint8, batch, cast to float, prefetch.
 Evaluation: shards and records in stored order, no shuffle, flip or repeat, so features line up with
 the manifest run after run.
+Stored-order readers (`make_record_batches` for generation, `make_paired_train_dataset` for DA-2S pairs)
+resize in float without rounding and keep their own batch dicts (documented on each).
 """
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
-from bgshift_tf.data import schema
+from bgshift_tf.data import images, schema
 from bgshift_tf.data.shards import read_manifest, shard_files, verify_shards
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -50,18 +53,6 @@ def _check_masks_present(files):
             )
 
 
-def _resize(image, image_size, method):
-    """Resizes uint8 [h, w, C] to `image_size`, staying uint8 (4x less memory to move than float
-    through shuffle and batch); skips the work when the size already matches."""
-    target = tf.constant(image_size, tf.int32)
-
-    def resize():
-        resized = tf.image.resize(image, target, method=method)
-        return tf.cast(tf.clip_by_value(tf.round(tf.cast(resized, tf.float32)), 0.0, 255.0), tf.uint8)
-
-    return tf.cond(tf.reduce_all(tf.shape(image)[:2] == target), lambda: image, resize)
-
-
 def _flip_together(image, mask, seed):
     """Random horizontal flip of one example's image and mask with the same coin.
 
@@ -76,10 +67,10 @@ def _decode(serialized, image_size, flip=False, seed=None):
     """Serialized example -> dict with image uint8 [H, W, 3] and mask uint8 [H, W, 1] in {0, 1},
     randomly flipped together when `flip`."""
     example = schema.parse_example(serialized)
-    image = _resize(schema.decode_image(example["image"]), image_size, "bilinear")
+    image = images.resize_uint8(schema.decode_image(example["image"]), image_size, "bilinear")
     image.set_shape([*image_size, 3])
     mask = schema.decode_mask(example["mask"], example["height"], example["width"], dtype=tf.uint8)
-    mask = _resize(mask, image_size, "nearest")
+    mask = images.resize_uint8(mask, image_size, "nearest")
     mask.set_shape([*image_size, 1])
     if flip:
         image, mask = _flip_together(image, mask, seed)
@@ -126,20 +117,10 @@ def _train_examples(files, *, image_size, flip, shuffle_buffer, seed, require_ma
     return examples
 
 
-def to_model_range(pixels):
-    """float32 pixels in [0, 255] -> [-1, 1] (the package's pixel convention)."""
-    return pixels / 127.5 - 1.0
-
-
-def to_uint8(values):
-    """float32 in [-1, 1] -> uint8 in [0, 255] (rounded, clipped)."""
-    return tf.cast(tf.round(tf.clip_by_value((values + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
-
-
 def _to_float(batch, keep_split):
     """Batch-level: image uint8 -> float32 [-1, 1], mask uint8 -> float32 {0, 1}."""
     out = {key: batch[key] for key in OUTPUT_KEYS if key not in ("image", "mask")}
-    out.update(image=to_model_range(tf.cast(batch["image"], tf.float32)), mask=tf.cast(batch["mask"], tf.float32))
+    out.update(image=images.to_model_range(tf.cast(batch["image"], tf.float32)), mask=tf.cast(batch["mask"], tf.float32))
     if keep_split:
         out["split"] = batch["split"]
     return out
@@ -242,3 +223,123 @@ def make_eval_dataset(files, *, image_size=(256, 128), batch_size, skip_corrupt=
         deterministic=True,
     )
     return _batch(examples, batch_size, drop_remainder=False, keep_split=True)
+
+
+# === Readers in stored order (generation, DA-2S pairs, checks) ===
+
+
+def decode_model_image(encoded, image_size):
+    """Encoded JPEG -> float32 [H, W, 3] in [-1, 1], resized bilinearly to `image_size` (not rounded)."""
+    return images.to_model_range(images.resize(schema.decode_image(encoded), image_size))
+
+
+def make_record_batches(files, *, image_size, batch_size):
+    """Every stored field of every record, batched in stored order (no shuffle, flip or repeat), plus
+    `pixels` float32 [B, H, W, 3] in [-1, 1] and `mask01` float32 [B, H, W, 1] in {0, 1} at `image_size`
+    (the image resized bilinearly, the mask nearest; zeros where has_mask == 0)."""
+
+    def decode(serialized):
+        fields = schema.parse_example(serialized)
+        mask = schema.decode_mask(fields["mask"], fields["height"], fields["width"])
+        return {**fields, "pixels": decode_model_image(fields["image"], image_size),
+                "mask01": images.resize(mask, image_size, "nearest")}
+
+    records = tf.data.TFRecordDataset(_check_files(files))
+    return records.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).batch(batch_size).prefetch(2)
+
+
+def stored_image_size(files):
+    """(height, width) stored in the first record of `files` (generated folders hold one size)."""
+    for record in tf.data.TFRecordDataset(_check_files(files)).take(1):
+        fields = schema.parse_example(record)
+        return int(fields["height"]), int(fields["width"])
+    raise ValueError(f"no records in {list(files)[:3]}")
+
+
+def scan_records(files):
+    """Reads only `filename` and `label` of every record, in stored order.
+
+    Returns:
+      (filenames: list[str], labels: np.ndarray int64 [num_records]).
+    """
+    spec = {key: schema.FEATURE_SPEC[key] for key in ("filename", "label")}
+    records = tf.data.TFRecordDataset(list(files)).batch(4096)
+    filenames, labels = [], []
+    for batch in records.map(lambda r: tf.io.parse_example(r, spec)):
+        filenames.extend(name.decode("utf-8") for name in batch["filename"].numpy())
+        labels.append(batch["label"].numpy())
+    return filenames, (np.concatenate(labels) if labels else np.zeros([0], np.int64))
+
+
+def check_paired_files(files1, files2, dir1, dir2):
+    """Checks that two generated folders hold the same images in the same order; returns their labels."""
+    if len(files1) != len(files2):
+        raise ValueError(
+            f"DA-2S pairs need the same shard layout: {dir1!r} has {len(files1)} shards, {dir2!r} has "
+            f"{len(files2)}"
+        )
+    names1, labels = scan_records(files1)
+    names2, _ = scan_records(files2)
+    if names1 != names2:
+        mismatch = next(
+            (i for i, (a, b) in enumerate(zip(names1, names2)) if a != b), min(len(names1), len(names2))
+        )
+        first = names1[mismatch] if mismatch < len(names1) else "<end>"
+        second = names2[mismatch] if mismatch < len(names2) else "<end>"
+        raise ValueError(
+            f"DA-2S pairs are matched by filename in stored order, but record {mismatch} is {first!r} in "
+            f"{dir1!r} and {second!r} in {dir2!r} ({len(names1)} vs {len(names2)} records)"
+        )
+    return labels
+
+
+def make_paired_train_dataset(
+    stream1_dir, stream2_dir, *, split="train", image_size=(256, 128), batch_size, flip=True,
+    shuffle_buffer=2048, seed=None, check=True,
+):
+    """DA-2S training batches of (soft-mask, style-transferred) pairs, repeating forever.
+
+    The raw records of both folders are zipped in stored order and the small encoded pairs shuffled
+    (a few kB each, not 2 x 384 kB of decoded 256x128 images); both are then decoded and the two images
+    of a pair flipped together.
+
+    Args:
+      stream1_dir, stream2_dir: TFRecord folders with the same shard layout and record order.
+      check: scan both folders once and fail if any filename differs (a per-record assert stays on).
+
+    Returns:
+      tf.data.Dataset of dicts: stream1, stream2 float32 [B, H, W, 3] in [-1, 1] (flipped together),
+      label int64 [B], filename string [B].
+    """
+    files1, files2 = shard_files(stream1_dir, split), shard_files(stream2_dir, split)
+    if check:
+        check_paired_files(files1, files2, stream1_dir, stream2_dir)
+    image_size = tuple(image_size)
+
+    def decode(record1, record2):
+        first, second = schema.parse_example(record1), schema.parse_example(record2)
+        same = tf.debugging.assert_equal(
+            first["filename"], second["filename"],
+            message=f"DA-2S pair file names differ between {stream1_dir} and {stream2_dir}",
+        )
+        with tf.control_dependencies([same]):
+            return {
+                "stream1": decode_model_image(first["image"], image_size),
+                "stream2": decode_model_image(second["image"], image_size),
+                "label": first["label"],
+                "filename": first["filename"],
+            }
+
+    def flip_pairs(batch):
+        if not flip:
+            return batch
+        flipped = (tf.random.uniform([tf.shape(batch["stream1"])[0]], seed=seed) < 0.5)[:, None, None, None]
+        out = dict(batch)
+        for key in ("stream1", "stream2"):
+            out[key] = tf.where(flipped, tf.reverse(batch[key], axis=[2]), batch[key])
+        return out
+
+    pairs = tf.data.Dataset.zip(tf.data.TFRecordDataset(files1), tf.data.TFRecordDataset(files2))
+    pairs = pairs.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    batches = pairs.map(decode, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+    return batches.map(flip_pairs, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

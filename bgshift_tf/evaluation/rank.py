@@ -92,6 +92,15 @@ def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, mode, n
     return (distmat, *arrays)
 
 
+def is_junk(q_pids, q_camids, g_pids, g_camids):
+    """The protocol's junk rule, its one definition: a gallery item with the query's pid AND camera.
+
+    Broadcasts like numpy: a query's scalars against gallery arrays [G] -> bool [G], or query columns
+    [Q, 1] against gallery rows [1, G] -> bool [Q, G].
+    """
+    return (g_pids == q_pids) & (g_camids == q_camids)
+
+
 def _stable_positions(row, items):
     """0-based positions of gallery `items` in the stable ascending order of `row` ([G] distances).
 
@@ -122,7 +131,7 @@ def _true_match_ranks(distmat, q_pids, g_pids, q_camids, g_camids):
     ranks = []
     for i in range(distmat.shape[0]):
         items = gallery_of_pid.get(q_pids[i], empty)
-        same_camera = g_camids[items] == q_camids[i]
+        same_camera = is_junk(q_pids[i], q_camids[i], g_pids[items], g_camids[items])
         if same_camera.all():
             ranks.append(empty)
             continue
@@ -160,7 +169,7 @@ def _single_gallery_shot_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_ra
     for start in range(0, num_q, _SGS_CHUNK_ROWS):
         rows = slice(start, min(start + _SGS_CHUNK_ROWS, num_q))
         same_pid = g_pids[None, :] == q_pids[rows, None]
-        keep = ~(same_pid & (g_camids[None, :] == q_camids[rows, None]))
+        keep = ~is_junk(q_pids[rows, None], q_camids[rows, None], g_pids[None, :], g_camids[None, :])
         match = same_pid & keep
         valid = match.any(axis=1)
         num_valid += np.count_nonzero(valid)
@@ -237,3 +246,29 @@ def evaluate_rank(
         "num_queries": num_q,
         "convention": convention,
     }
+
+
+def top_k_matches(distmat, q_pids, g_pids, q_camids, g_camids, k: int = 10):
+    """Top-k gallery items per query as `evaluate_rank` ranks them: junk (`is_junk`) removed, ties in
+    gallery order (stable sort). For pictures of ranked lists.
+
+    Args:
+      distmat: float `[Q, G]` distances; q_pids/q_camids int `[Q]`; g_pids/g_camids int `[G]`.
+      k: items per query (>= 1).
+    Returns:
+      (indices int `[Q, k]` into the gallery, correct bool `[Q, k]`); rows with fewer than k remaining
+      gallery items are padded with index -1 / False.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"`k` must be an integer >= 1. Received: k={k!r}")
+    distmat, q_pids, g_pids, q_camids, g_camids = _check_inputs(
+        distmat, q_pids, g_pids, q_camids, g_camids, 1, "standard", 1
+    )
+    indices = np.full((len(q_pids), k), -1, dtype=np.int64)
+    correct = np.zeros((len(q_pids), k), dtype=bool)
+    for q in range(len(q_pids)):
+        order = np.argsort(distmat[q], kind="stable")
+        top = order[~is_junk(q_pids[q], q_camids[q], g_pids[order], g_camids[order])][:k]
+        indices[q, : len(top)] = top
+        correct[q, : len(top)] = g_pids[top] == q_pids[q]
+    return indices, correct

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from bgshift_tf import atomic_io
+from bgshift_tf.data.images import resize, to_model_range, to_uint8
 from bgshift_tf.export import onnx as onnx_lib
 from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export import tflite as tflite_lib
@@ -33,7 +34,7 @@ TFLITE_VARIANTS = tflite_lib.VARIANTS
 
 def _keras_inputs(images, image_size):
     """uint8 [N, H, W, 3] -> float32 [N, h, w, 3] in [-1, 1], as the serving signatures preprocess."""
-    return tf.image.resize(tf.cast(images, tf.float32), image_size, method="bilinear") / 127.5 - 1.0
+    return to_model_range(resize(images, image_size))
 
 
 def _size(generator):
@@ -73,7 +74,7 @@ def _differences(outputs, reference_float, reference_uint8=None):
 
 
 def _reference_uint8(reference_float):
-    return np.clip(np.round((reference_float + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return np.asarray(to_uint8(reference_float))
 
 
 def signature_inputs(signature, images, num_domains=None):

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from bgshift_tf import atomic_io
-from bgshift_tf.data.input import to_model_range, to_uint8
+from bgshift_tf.data.images import to_model_range, to_uint8
 
 GENERATOR_SIGNATURES = ("soft_mask", "style_transfer", "soft_mask_jpeg")
 EMBEDDER_SIGNATURES = ("embed", "embed_jpeg")

@@ -16,12 +16,11 @@ of per-image values), so a few small people do not dominate.
 import os
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
-from bgshift_tf.data import schema, shards
+from bgshift_tf.data import images, shards, variants
+from bgshift_tf.data import input as data_input
 from bgshift_tf.data.synthetic import domain_paths
-from bgshift_tf.generation.translate import SPLIT_FOLDERS, read_records
 
 _SUM_KEYS = ("fg_sq_err", "fg_abs_err", "fg_values", "bg_energy", "bg_values",
              "missed_sq_err", "missed_abs_err", "missed_values")
@@ -84,12 +83,12 @@ def suppression_metrics(inputs, outputs, exact_masks, parser_masks=None):
 
 def _exact_mask(world_dir, domain_name, split, filename, image_size):
     folder = domain_paths(world_dir, domain_name)["exact_mask_dir"]
-    path = os.path.join(folder, SPLIT_FOLDERS.get(split, split), os.path.splitext(filename)[0] + ".png")
+    path = os.path.join(folder, images.split_folder(split), os.path.splitext(filename)[0] + ".png")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No exact mask {path!r} for image {filename!r} (world_dir={world_dir!r})")
     with Image.open(path) as image:
         mask = (np.asarray(image.convert("L")) > 127).astype(np.float32)[..., None]
-    return tf.image.resize(mask, image_size, method="nearest").numpy()
+    return images.resize(mask, image_size, "nearest").numpy()
 
 
 def evaluate_suppression(world_dir, original_dir, generated_dirs, *, split="train", batch_size=32, max_images=0):
@@ -98,22 +97,21 @@ def evaluate_suppression(world_dir, original_dir, generated_dirs, *, split="trai
     Args:
         world_dir: the synthetic world folder (for `masks_exact`).
         original_dir: TFRecord folder of the original images (the generator's input).
-        generated_dirs: {name: TFRecord folder} written by `translate_dataset` from `original_dir`
-            (e.g. {"softmask": ..., "hardmask": ...}); same record order and file names.
+        generated_dirs: {variant: TFRecord folder} written by `translate_dataset` from `original_dir`
+            (variants from `data.variants.GENERATED`, e.g. {"soft_mask": ..., "hard_mask": ...}); same
+            record order and file names.
         split: split to measure; max_images: stop after the batch that reaches this many images (0 = all).
 
     Returns:
-        {name: metrics} for every generated folder plus "original" (the input itself: its `bg_energy`
+        {variant: metrics} for every generated folder plus "original" (the input itself: its `bg_energy`
         is the no-suppression reference). The missed region uses the parser masks stored in
         `original_dir`'s records; images without a stored mask add nothing to it.
     """
-    if not generated_dirs:
-        raise ValueError("`generated_dirs` is empty: give at least one generated TFRecord folder")
+    variants.check(generated_dirs, allowed=variants.GENERATED, what="generated_dirs")
     first = next(iter(generated_dirs.values()))
-    first_record = next(iter(tf.data.TFRecordDataset(shards.shard_files(first, split)).take(1)))
-    fields = schema.parse_example(first_record)
-    image_size = (int(fields["height"]), int(fields["width"]))
-    readers = {name: iter(read_records(shards.shard_files(d, split), image_size, batch_size))
+    image_size = data_input.stored_image_size(shards.shard_files(first, split))
+    readers = {name: iter(data_input.make_record_batches(shards.shard_files(d, split), image_size=image_size,
+                                                         batch_size=batch_size))
                for name, d in {"original": original_dir, **generated_dirs}.items()}
     sums = {name: dict.fromkeys(_SUM_KEYS, 0.0) for name in readers}
     seen = 0

@@ -1,13 +1,13 @@
 """Translate a dataset's TFRecords with a trained SBSGAN generator (the library behind `generate`).
 
 `translate_dataset(run_dir, in_dir, out_root, ...)` reads every split of the TFRecord folder `in_dir`
-in stored order and writes, per requested kind, a TFRecord folder with the same splits, shard count,
-record order and metadata (pid, label, camera, domain, domain_name, split, filename; the manifest's
-top-level facts are copied) and new JPEG bytes:
+in stored order and writes, per requested variant (`data.variants.GENERATED`), a TFRecord folder with the
+same splits, shard count, record order and metadata (pid, label, camera, domain, domain_name, split,
+filename; the manifest's top-level facts are copied) and new JPEG bytes, in `variants.folder_name`'s folders:
 
-    <out_root>/<dataset>_softmask/      G(I, D̄)                 soft-mask images (SBSGAN)
-    <out_root>/<dataset>_to_<domain>/   G(I, D_target_domain)   style transfer to `target_domain`
-    <out_root>/<dataset>_hardmask/      (I + 1) * M - 1         hard-mask images from the stored masks
+    <out_root>/<dataset>_soft_mask/                  G(I, D̄)                 soft-mask images (SBSGAN)
+    <out_root>/<dataset>_style_transfer_to_<domain>/ G(I, D_target_domain)   style transfer to `target_domain`
+    <out_root>/<dataset>_hard_mask/                  (I + 1) * M - 1         hard-mask images from the stored masks
 
 `<dataset>` is the input manifest's `dataset`. Images are written at the generator's size (the input is
 resized bilinearly to it, as the input pipeline does); masks are resized (nearest) to the same size, so
@@ -25,25 +25,16 @@ import tempfile
 import tensorflow as tf
 from tqdm import tqdm
 
-from bgshift_tf.data import schema, shards
-from bgshift_tf.data.input import to_uint8
+from bgshift_tf.data import images, schema, shards
+from bgshift_tf.data import variants as image_variants
+from bgshift_tf.data import input as data_input
 from bgshift_tf.data.records import JPEG_QUALITY
-from bgshift_tf.training import losses
 from bgshift_tf.training.gan import load_generator
 
-KINDS = ("softmask", "style", "hardmask")
-SPLIT_FOLDERS = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query"}
 
-
-def output_dir(out_root, dataset, kind, target_domain_name=None):
-    """The output folder of one kind: `<out_root>/<dataset>_softmask|_to_<domain>|_hardmask`."""
-    if kind == "style":
-        if not target_domain_name:
-            raise ValueError("style output needs a target domain name")
-        return os.path.join(out_root, f"{dataset}_to_{target_domain_name}")
-    if kind not in KINDS:
-        raise ValueError(f"`kind` must be one of {KINDS}. Received: kind={kind!r}")
-    return os.path.join(out_root, f"{dataset}_{kind}")
+def output_dir(out_root, domain, variant, target=None):
+    """The output folder of one variant: `<out_root>/<image_variants.folder_name(domain, variant, target)>`."""
+    return os.path.join(out_root, image_variants.folder_name(domain, variant, target))
 
 
 def resolve_target_domain(run_dir, target_domain):
@@ -69,22 +60,8 @@ def _is_complete(out_dir, split, num_examples):
             and all(s["complete"] and os.path.isfile(os.path.join(out_dir, s["file"])) for s in entry["shards"]))
 
 
-def read_records(files, image_size, batch_size):
-    """Batches of raw fields plus `pixels` float32 [B,H,W,3] in [-1,1] and `mask01` [B,H,W,1], stored order."""
-
-    def decode(serialized):
-        fields = schema.parse_example(serialized)
-        image = tf.image.resize(tf.cast(schema.decode_image(fields["image"]), tf.float32), image_size)
-        mask = schema.decode_mask(fields["mask"], fields["height"], fields["width"])
-        mask = tf.image.resize(mask, image_size, method="nearest")
-        return {**fields, "pixels": image / 127.5 - 1.0, "mask01": mask}
-
-    return (tf.data.TFRecordDataset(files).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(batch_size).prefetch(2))
-
-
 def _write_jpegs(folder, split, filenames, encoded):
-    target = os.path.join(folder, "images", SPLIT_FOLDERS.get(split, split))
+    target = os.path.join(folder, "images", images.split_folder(split))
     os.makedirs(target, exist_ok=True)
     for name, data in zip(filenames, encoded):
         path = os.path.join(target, name)
@@ -94,102 +71,105 @@ def _write_jpegs(folder, split, filenames, encoded):
         os.replace(tmp, path)
 
 
-def translate_dataset(run_dir, in_dir, out_root, *, kinds=KINDS, target_domain=None, splits=None,
-                      batch_size=32, jpeg_dirs=False, overwrite=False, verbose=1):
-    """Writes the requested kinds of translated TFRecords for every split of `in_dir` (see module doc).
+def _variant_makers(run_dir, wanted, target_index):
+    """({variant: batch -> images in [-1, 1]}, image size); the generator is loaded only when needed."""
+    makers = {image_variants.HARD_MASK: lambda batch: images.hard_mask(batch["pixels"], batch["mask01"])}
+    if not {image_variants.SOFT_MASK, image_variants.STYLE_TRANSFER} & set(wanted):
+        with open(os.path.join(run_dir, "config.json")) as f:
+            return makers, tuple(json.load(f)["generator"]["image_size"])
+    generator = load_generator(run_dir)
+    soft_mask = tf.function(lambda x: generator.soft_mask(x), reduce_retracing=True)
+    style = tf.function(lambda x: generator.style_transfer(x, tf.fill([tf.shape(x)[0]], target_index)),
+                        reduce_retracing=True)
+    makers[image_variants.SOFT_MASK] = lambda batch: soft_mask(batch["pixels"])
+    makers[image_variants.STYLE_TRANSFER] = lambda batch: style(batch["pixels"])
+    return makers, tuple(generator.image_size)
+
+
+def _translate_split(files, makers, image_size, *, batch_size, split, jpeg_folders, bar):
+    """One pass over a split: ({variant: [record fields]}, number of records with a mask); with
+    `jpeg_folders` ({variant: output folder}) the JPEGs are also written per batch. Closes `bar`."""
+    examples, num_masks = {variant: [] for variant in makers}, 0
+    for batch in data_input.make_record_batches(files, image_size=image_size, batch_size=batch_size):
+        masks = [tf.io.encode_png(tf.cast(m * 255.0, tf.uint8)).numpy() if h else b""
+                 for m, h in zip(batch["mask01"], batch["has_mask"].numpy())]
+        meta = {name: batch[name].numpy() for name in schema.FIELDS if name not in ("image", "mask")}
+        num_masks += int(meta["has_mask"].sum())
+        for variant, make in makers.items():
+            encoded = [tf.io.encode_jpeg(x, quality=JPEG_QUALITY).numpy() for x in images.to_uint8(make(batch))]
+            examples[variant].extend({**{name: meta[name][i] for name in meta}, "image": data, "mask": masks[i],
+                                      "height": image_size[0], "width": image_size[1]}
+                                     for i, data in enumerate(encoded))
+            if jpeg_folders:
+                _write_jpegs(jpeg_folders[variant], split, [n.decode() for n in meta["filename"]], encoded)
+        bar.update(len(masks))
+    bar.close()
+    return examples, num_masks
+
+
+def translate_dataset(run_dir, in_dir, out_root, *, variants=image_variants.GENERATED, target_domain=None,
+                      splits=None, batch_size=32, jpeg_dirs=False, overwrite=False, verbose=1):
+    """Writes the requested variants of translated TFRecords for every split of `in_dir` (see module doc).
 
     Args:
         run_dir: SBSGAN run directory (config.json + checkpoints/), read by `load_generator`.
         in_dir: input TFRecord folder (manifest + shards).
         out_root: parent folder of the output folders.
-        kinds: subset of ("softmask", "style", "hardmask").
-        target_domain: name (from the run's config.json `domains`) or index; required for "style".
+        variants: subset of `data.variants.GENERATED` (soft_mask, style_transfer, hard_mask).
+        target_domain: name (from the run's config.json `domains`) or index; required for style_transfer.
         splits: splits to translate (default: all splits of the input manifest).
         batch_size: images per generator call.
         jpeg_dirs: also write JPEG files in the Market-1501 layout.
         overwrite: redo splits that are already complete.
 
     Returns:
-        {"outputs": {kind: folder}, "written": {kind: {split: count}}, "skipped": {kind: {split: reason}}}.
+        {"outputs": {variant: folder}, "written": {variant: {split: count}},
+         "skipped": {variant: {split: reason}}}.
     """
     # 1. Check the arguments and resolve the output folders.
-    kinds = tuple(kinds)
-    bad = sorted(set(kinds) - set(KINDS))
-    if bad or not kinds:
-        raise ValueError(f"`kinds` must be a non-empty subset of {KINDS}. Received: kinds={list(kinds)}")
+    variants = image_variants.check(variants, allowed=image_variants.GENERATED, what="variants")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
     manifest = shards.read_manifest(in_dir)
     dataset = manifest["dataset"]
     target_index, target_name = None, None
-    if "style" in kinds:
+    if image_variants.STYLE_TRANSFER in variants:
         if target_domain is None or target_domain == "":
-            raise ValueError("`target_domain` is required for the 'style' output (flag --target_domain)")
+            raise ValueError("`target_domain` is required for the 'style_transfer' output (flag --target_domain)")
         target_index, target_name = resolve_target_domain(run_dir, target_domain)
-    outputs = {kind: output_dir(out_root, dataset, kind, target_name) for kind in kinds}
+    outputs = {v: output_dir(out_root, dataset, v, target_name if v == image_variants.STYLE_TRANSFER else None)
+               for v in variants}
     splits = list(manifest["splits"]) if splits is None else list(splits)
     missing = sorted(set(splits) - set(manifest["splits"]))
     if missing:
         raise ValueError(f"TFRecord folder {in_dir!r} has no split(s) {missing}; it has {sorted(manifest['splits'])}")
 
-    # 2. The generator (only when a generated kind is asked for) and its compiled calls.
-    needs_generator = any(kind in kinds for kind in ("softmask", "style"))
-    generator = load_generator(run_dir) if needs_generator else None
-    if generator is not None:
-        image_size = tuple(generator.image_size)
-        soft_mask = tf.function(lambda x: generator.soft_mask(x), reduce_retracing=True)
-        style = tf.function(lambda x: generator.style_transfer(x, tf.fill([tf.shape(x)[0]], target_index)),
-                            reduce_retracing=True)
-    else:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            image_size = tuple(json.load(f)["generator"]["image_size"])
+    # 2. The generator (only when a generated variant is asked for) and its compiled calls.
+    makers, image_size = _variant_makers(run_dir, variants, target_index)
     facts = {k: v for k, v in manifest.items() if k not in ("splits", "schema_version", "dataset")}
-
-    written = {kind: {} for kind in kinds}
-    skipped = {kind: {} for kind in kinds}
+    generated = {"source": os.path.abspath(in_dir), "run_dir": os.path.abspath(run_dir),
+                 "target_domain": target_name, "image_size": list(image_size)}
+    written, skipped = {v: {} for v in variants}, {v: {} for v in variants}
     for split in splits:
         entry = manifest["splits"][split]
-        count, num_shards = entry["num_examples"], max(entry["num_shards"], 1)
-        todo = [k for k in kinds if overwrite or not _is_complete(outputs[k], split, count)]
-        for kind in set(kinds) - set(todo):
-            skipped[kind][split] = "already complete"
+        count = entry["num_examples"]
+        todo = [v for v in variants if overwrite or not _is_complete(outputs[v], split, count)]
+        for variant in set(variants) - set(todo):
+            skipped[variant][split] = "already complete"
         if not todo:
             continue
         # 3. One pass over the split: generator outputs, new JPEG bytes, the same metadata.
-        examples = {kind: [] for kind in todo}
-        num_masks = 0
-        bar = tqdm(total=count, desc=f"{dataset} {split}", unit="img", disable=not verbose)
-        for batch in read_records(shards.shard_files(in_dir, split), image_size, batch_size):
-            images = {}
-            if "softmask" in todo:
-                images["softmask"] = soft_mask(batch["pixels"])
-            if "style" in todo:
-                images["style"] = style(batch["pixels"])
-            if "hardmask" in todo:
-                images["hardmask"] = losses.hard_mask(batch["pixels"], batch["mask01"])
-            masks = [tf.io.encode_png(tf.cast(m * 255.0, tf.uint8)).numpy() if h else b""
-                     for m, h in zip(batch["mask01"], batch["has_mask"].numpy())]
-            meta = {name: batch[name].numpy() for name in schema.FIELDS if name not in ("image", "mask")}
-            num_masks += int(meta["has_mask"].sum())
-            for kind, values in images.items():
-                encoded = [tf.io.encode_jpeg(image, quality=JPEG_QUALITY).numpy() for image in to_uint8(values)]
-                for i, data in enumerate(encoded):
-                    fields = {name: meta[name][i] for name in meta}
-                    fields.update(image=data, mask=masks[i], height=image_size[0], width=image_size[1])
-                    examples[kind].append(fields)
-                if jpeg_dirs:
-                    _write_jpegs(outputs[kind], split, [n.decode() for n in meta["filename"]], encoded)
-            bar.update(len(masks))
-        bar.close()
-        if "hardmask" in todo and num_masks < count:
-            todo.remove("hardmask")
-            skipped["hardmask"][split] = f"{count - num_masks} of {count} records have no mask"
+        examples, num_masks = _translate_split(
+            shards.shard_files(in_dir, split), {v: makers[v] for v in todo}, image_size, batch_size=batch_size,
+            split=split, jpeg_folders=outputs if jpeg_dirs else None,
+            bar=tqdm(total=count, desc=f"{dataset} {split}", unit="img", disable=not verbose))
+        if image_variants.HARD_MASK in todo and num_masks < count:
+            todo.remove(image_variants.HARD_MASK)
+            skipped[image_variants.HARD_MASK][split] = f"{count - num_masks} of {count} records have no mask"
         # 4. Shards with the input's layout, then the manifest facts.
-        for kind in todo:
-            shards.write_shards(examples[kind], outputs[kind], dataset, split, num_shards, overwrite=True)
-            shards.update_manifest(outputs[kind], {
-                **facts, "generated": {"kind": kind, "source": os.path.abspath(in_dir),
-                                       "run_dir": os.path.abspath(run_dir), "target_domain": target_name,
-                                       "image_size": list(image_size)}})
-            written[kind][split] = len(examples[kind])
+        for variant in todo:
+            shards.write_shards(examples[variant], outputs[variant], dataset, split, max(entry["num_shards"], 1),
+                                overwrite=True)
+            shards.update_manifest(outputs[variant], {**facts, "generated": {"variant": variant, **generated}})
+            written[variant][split] = len(examples[variant])
     return {"outputs": outputs, "written": written, "skipped": skipped}

@@ -12,9 +12,13 @@ conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-
 import keras
 from keras import ops
 
+from bgshift_tf.data import variants
 from bgshift_tf.models.layers import apply_conv_norm_relu, apply_residual_block, apply_upsample_norm_relu
 
-BRANCHES = ("soft_mask", "style")
+# The `branch` argument of `call`, in the image-variant vocabulary. Only the argument is named so: the
+# decoders keep their layer names (`soft_mask_branch`, `style_branch`), which checkpoints and .keras
+# files store, so existing weights still load.
+BRANCHES = (variants.SOFT_MASK, variants.STYLE_TRANSFER)
 
 
 def uniform_indicator(batch_size, num_domains):
@@ -93,12 +97,12 @@ class Generator(keras.Model):
         self.style_branch = _build_decoder(feature_shape, self.base_filters, name="style_branch")
         self.built = True
 
-    def call(self, inputs, branch="style", training=False):
+    def call(self, inputs, branch=variants.STYLE_TRANSFER, training=False):
         """Generate images.
 
         Args:
             inputs: (images float32 [B,H,W,3] in [-1,1], indicator float32 [B,K]).
-            branch: "style" (one-hot indicators) or "soft_mask" (the uniform indicator).
+            branch: "style_transfer" (one-hot indicators) or "soft_mask" (the uniform indicator).
             training: unused by instance norm (always per-image statistics); passed for Keras.
 
         Returns:
@@ -108,7 +112,7 @@ class Generator(keras.Model):
             raise ValueError(f"`branch` must be one of {BRANCHES}. Received: branch={branch!r}")
         images, indicator = inputs
         features = self._encode(images, indicator, training)
-        decoder = self.soft_mask_branch if branch == "soft_mask" else self.style_branch
+        decoder = self.soft_mask_branch if branch == variants.SOFT_MASK else self.style_branch
         return decoder(features, training=training)
 
     def _encode(self, images, indicator, training):
@@ -122,12 +126,12 @@ class Generator(keras.Model):
     def soft_mask(self, images, training=False):
         """G(I, D̄): float32 [B,H,W,3] in [-1,1] -> soft-mask images (suppressed background), same shape."""
         indicator = uniform_indicator(ops.shape(images)[0], self.num_domains)
-        return self((images, indicator), branch="soft_mask", training=training)
+        return self((images, indicator), branch=variants.SOFT_MASK, training=training)
 
     def style_transfer(self, images, target_domains, training=False):
         """G(I, D_k): images [B,H,W,3] in [-1,1], int target_domains [B] in [0,K) -> [B,H,W,3] in [-1,1]."""
         indicator = onehot_indicator(target_domains, self.num_domains)
-        return self((images, indicator), branch="style", training=training)
+        return self((images, indicator), branch=variants.STYLE_TRANSFER, training=training)
 
     def generate(self, images, target_domains, soft_mask_slot, training=False):
         """Per-example mix used in training: G(I, D̄) where `soft_mask_slot`, else G(I, D_target).

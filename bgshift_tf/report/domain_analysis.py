@@ -1,7 +1,7 @@
 """Domain-distance analysis straight from TFRecord folders (what `python -m bgshift_tf.visualize` runs).
 
 For each domain folder, a seeded random sample of images is read (`data.input.make_eval_dataset`),
-turned into each requested image variant, converted to features, and handed to
+turned into each requested image variant (`data.variants.ALL`), converted to features, and handed to
 `report.tsne.domain_distance`. Variants:
 - "original": the images as stored;
 - "hard_mask": `(x + 1) * m - 1` with the stored parser mask (every sampled image needs one);
@@ -20,10 +20,9 @@ import numpy as np
 from tqdm import tqdm
 
 from bgshift_tf import atomic_io
+from bgshift_tf.data.images import hard_mask
+from bgshift_tf.data import variants as image_variants
 from bgshift_tf.report import figures, tsne
-from bgshift_tf.training import losses
-
-VARIANTS = ("original", "hard_mask", "soft_mask", "style_transfer")
 
 
 def sample_domain(tfrecord_dir, *, split: str, image_size, num_images: int, seed: int, batch_size: int = 64):
@@ -70,21 +69,20 @@ def variant_images(sample: dict, variant: str, *, domain: int, domain_name: str,
                    style_target: int = 1) -> np.ndarray:
     """One variant of a domain's sampled images, float32 `[N, H, W, 3]` in [-1, 1]."""
     images = sample["image"]
-    if variant == "original":
+    if variant == image_variants.ORIGINAL:
         return images
-    if variant == "hard_mask":
+    if variant == image_variants.HARD_MASK:
         if not np.all(sample["has_mask"] == 1):
             missing = int(np.sum(sample["has_mask"] != 1))
             raise ValueError(
                 f"variant 'hard_mask' needs masks, but {missing} sampled images of domain {domain_name!r} "
                 "have none (build its TFRecords with --mask_dir)"
             )
-        return losses.hard_mask(images, sample["mask"])
-    if variant not in ("soft_mask", "style_transfer"):
-        raise ValueError(f"unknown variant {variant!r}; choose from {list(VARIANTS)}")
+        return hard_mask(images, sample["mask"])
+    image_variants.check([variant], what="variant")
     if generator is None:
         raise ValueError(f"variant {variant!r} needs a trained SBSGAN: pass --gan_run_dir")
-    if variant == "soft_mask":
+    if variant == image_variants.SOFT_MASK:
         return _batched(lambda x: generator.soft_mask(x, training=False), images)
     if domain == style_target:
         return images
@@ -126,7 +124,7 @@ def analyze_tfrecord_dirs(
 
     Args:
       tfrecord_dirs: one TFRecord folder per domain; the position is the domain index.
-      variants: names from `VARIANTS`.
+      variants: names from `data.variants.ALL`.
       domain_names: display names (default: the folders' base names).
       image_size: (H, W) images are read at; replaced by the generator's size with `gan_run_dir`.
       feature_size: (H, W) of the downsampled-pixel features (unused with `reid_run_dir`).
@@ -140,9 +138,7 @@ def analyze_tfrecord_dirs(
     names = list(domain_names or [os.path.basename(os.path.normpath(d)) for d in tfrecord_dirs])
     if len(names) != len(tfrecord_dirs) or len(set(names)) != len(names):
         raise ValueError(f"`domain_names` must be one unique name per folder. Received: {names}")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        raise ValueError(f"`variants` must be a non-empty subset of {list(VARIANTS)}. Received: {list(variants)}")
+    variants = image_variants.check(variants)
     if not 0 <= style_target < len(tfrecord_dirs):
         raise ValueError(f"`style_target` must index one of the {len(tfrecord_dirs)} folders. Received: {style_target}")
     generator = None

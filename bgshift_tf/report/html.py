@@ -13,7 +13,7 @@ optional.
       "flags": {"flag": value, ...},              # the run's flags / config
       "timings": {"stage": seconds, ...},         # or [{"stage", "seconds", "status"}, ...]
       "contact_sheets": [FIGURE, ...],            # input domains
-      "suppression_grids": [FIGURE, ...],         # paper Fig. 1/4/5 analogues (figures.variant_grid)
+      "suppression_grids": [FIGURE, ...],         # paper Fig. 1/4/5 analogues (grids.variant_grid)
       "loss_curves": [FIGURE, ...],               # GAN losses (figures.plot_loss_curves)
       "domain_distance": {                        # paper Fig. 6 analogue
           "figures": [FIGURE, ...],               # tsne.plot_domain_distance
@@ -28,7 +28,7 @@ optional.
           "convention": "mAP: torchreid convention; CMC over valid queries",
           "extra_tables": [TABLE, ...],           # e.g. all source -> target pairs
       },
-      "ranked_lists": [FIGURE, ...],              # figures.ranked_lists
+      "ranked_lists": [FIGURE, ...],              # grids.ranked_lists
       "exports": [{"name": "generator", "path": "saved_models/generator/1",
                    "formats": ["saved_model", "tflite", "onnx"],
                    "signatures": {"serving_default": {"inputs": {"images": "uint8 [-1,256,128,3]"},

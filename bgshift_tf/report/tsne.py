@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from bgshift_tf.data.images import to_model_range
 from bgshift_tf.report import figures
 
 
@@ -38,7 +39,7 @@ def image_features(images, size: tuple[int, int] = (32, 16)) -> np.ndarray:
     for i, image in enumerate(images):
         rgb = Image.fromarray(figures.to_uint8_rgb(image, name=f"images[{i}]"))
         small = np.asarray(rgb.resize((size[1], size[0]), Image.Resampling.BOX), dtype=np.float32)
-        rows.append(small.reshape(-1) / 127.5 - 1.0)
+        rows.append(to_model_range(small.reshape(-1)))
     if not rows:
         raise ValueError("`images` is empty.")
     return np.stack(rows)

@@ -8,15 +8,12 @@ Images are float32 NHWC in [-1, 1]; masks float32 [B,H,W,1] in {0, 1}; critic ou
 
 import tensorflow as tf
 
+from bgshift_tf.data.images import hard_mask
+
 
 def _mean_per_example(x):
     """Mean over every axis but the first: [B, ...] -> [B]."""
     return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
-
-
-def hard_mask(images, masks):
-    """Black out the background in [0, 1] space: (x + 1) * m - 1. [B,H,W,3], [B,H,W,1] -> [B,H,W,3]."""
-    return (images + 1.0) * masks - 1.0
 
 
 def l1_per_example(a, b):

@@ -8,7 +8,7 @@
   (`hard_mask=True`: masked = (x + 1) * m - 1).
 - DA-2S trains on (soft-mask, style-transferred) pairs from two TFRecord folders (`stream1_dir`,
   `stream2_dir`) that the generator wrote from the same source: same shard layout, same record order,
-  same `filename`s. `make_paired_train_dataset` zips the raw records in stored order, checks once up front
+  same `filename`s. `data.input.make_paired_train_dataset` zips the raw records in stored order, checks once up front
   (and again per record) that the file names match, then shuffles the small encoded pairs, decodes both
   and flips both images of a pair together.
 - Loss: softmax cross-entropy per example, summed and divided by the GLOBAL batch size (so 1 and N
@@ -21,13 +21,12 @@ import json
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from bgshift_tf.data import input as data_input
-from bgshift_tf.data import schema, shards
+from bgshift_tf.data import images, shards
 from bgshift_tf.models.reid import DA2S, IDE
-from bgshift_tf.training import losses, loop
+from bgshift_tf.training import loop
 
 MODEL_CLASSES = {"ide": IDE, "da2s": DA2S}
 
@@ -66,21 +65,6 @@ DEFAULT_CONFIG = {
 # === Data ===
 
 
-def scan_records(files):
-    """Reads only `filename` and `label` of every record, in stored order.
-
-    Returns:
-      (filenames: list[str], labels: np.ndarray int64 [num_records]).
-    """
-    spec = {key: schema.FEATURE_SPEC[key] for key in ("filename", "label")}
-    records = tf.data.TFRecordDataset(list(files)).batch(4096)
-    filenames, labels = [], []
-    for batch in records.map(lambda r: tf.io.parse_example(r, spec)):
-        filenames.extend(name.decode("utf-8") for name in batch["filename"].numpy())
-        labels.append(batch["label"].numpy())
-    return filenames, (np.concatenate(labels) if labels else np.zeros([0], np.int64))
-
-
 def check_training_labels(labels, source):
     """Labels must be 0..N-1 (train split): returns N, or raises naming `source` and the bad values."""
     if labels.size == 0:
@@ -93,86 +77,9 @@ def check_training_labels(labels, source):
     return int(labels.max()) + 1
 
 
-def check_paired_files(files1, files2, dir1, dir2):
-    """Checks that two generated folders hold the same images in the same order; returns their labels."""
-    if len(files1) != len(files2):
-        raise ValueError(
-            f"DA-2S pairs need the same shard layout: {dir1!r} has {len(files1)} shards, {dir2!r} has "
-            f"{len(files2)}"
-        )
-    names1, labels = scan_records(files1)
-    names2, _ = scan_records(files2)
-    if names1 != names2:
-        mismatch = next(
-            (i for i, (a, b) in enumerate(zip(names1, names2)) if a != b), min(len(names1), len(names2))
-        )
-        first = names1[mismatch] if mismatch < len(names1) else "<end>"
-        second = names2[mismatch] if mismatch < len(names2) else "<end>"
-        raise ValueError(
-            f"DA-2S pairs are matched by filename in stored order, but record {mismatch} is {first!r} in "
-            f"{dir1!r} and {second!r} in {dir2!r} ({len(names1)} vs {len(names2)} records)"
-        )
-    return labels
-
-
-def _decode_image(encoded, image_size):
-    """Encoded JPEG -> float32 [H, W, 3] in [-1, 1], bilinear-resized to `image_size`."""
-    image = tf.image.resize(schema.decode_image(encoded), image_size)
-    return image / 127.5 - 1.0
-
-
-def make_paired_train_dataset(
-    stream1_dir, stream2_dir, *, split="train", image_size=(256, 128), batch_size, flip=True,
-    shuffle_buffer=2048, seed=None, check=True,
-):
-    """DA-2S training batches of (soft-mask, style-transferred) pairs, repeating forever.
-
-    Args:
-      stream1_dir, stream2_dir: TFRecord folders with the same shard layout and record order.
-      check: scan both folders once and fail if any filename differs (a per-record assert stays on).
-
-    Returns:
-      tf.data.Dataset of dicts: stream1, stream2 float32 [B, H, W, 3] in [-1, 1] (flipped together),
-      label int64 [B], filename string [B].
-    """
-    files1, files2 = shards.shard_files(stream1_dir, split), shards.shard_files(stream2_dir, split)
-    if check:
-        check_paired_files(files1, files2, stream1_dir, stream2_dir)
-    image_size = tuple(image_size)
-
-    def decode(record1, record2):
-        first, second = schema.parse_example(record1), schema.parse_example(record2)
-        same = tf.debugging.assert_equal(
-            first["filename"], second["filename"],
-            message=f"DA-2S pair file names differ between {stream1_dir} and {stream2_dir}",
-        )
-        with tf.control_dependencies([same]):
-            return {
-                "stream1": _decode_image(first["image"], image_size),
-                "stream2": _decode_image(second["image"], image_size),
-                "label": first["label"],
-                "filename": first["filename"],
-            }
-
-    def flip_pairs(batch):
-        if not flip:
-            return batch
-        flipped = (tf.random.uniform([tf.shape(batch["stream1"])[0]], seed=seed) < 0.5)[:, None, None, None]
-        out = dict(batch)
-        for key in ("stream1", "stream2"):
-            out[key] = tf.where(flipped, tf.reverse(batch[key], axis=[2]), batch[key])
-        return out
-
-    # Shuffle the encoded pairs (a few kB each), not decoded images (2 x 384 kB each at 256x128).
-    pairs = tf.data.Dataset.zip(tf.data.TFRecordDataset(files1), tf.data.TFRecordDataset(files2))
-    pairs = pairs.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    batches = pairs.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
-    return batches.map(flip_pairs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
 def apply_hard_mask(batch):
     """Hard-mask variant of an input batch: image = (image + 1) * mask - 1 (black background)."""
-    return {**batch, "image": losses.hard_mask(batch["image"], batch["mask"])}
+    return {**batch, "image": images.hard_mask(batch["image"], batch["mask"])}
 
 
 # === Model, optimizer, step ===
@@ -261,11 +168,11 @@ def _training_data(config):
             )
         files1 = shards.shard_files(config["stream1_dir"], config["split"])
         files2 = shards.shard_files(config["stream2_dir"], config["split"])
-        labels = check_paired_files(files1, files2, config["stream1_dir"], config["stream2_dir"])
+        labels = data_input.check_paired_files(files1, files2, config["stream1_dir"], config["stream2_dir"])
         source = f"{config['stream1_dir']!r}"
 
         def make_dataset(start_step):
-            return make_paired_train_dataset(
+            return data_input.make_paired_train_dataset(
                 config["stream1_dir"], config["stream2_dir"], split=config["split"],
                 seed=config["seed"] + start_step, check=False, **common,
             )
@@ -273,7 +180,7 @@ def _training_data(config):
         if not config["train_dir"]:
             raise ValueError("IDE needs --train_dir (a TFRecord folder). Received: train_dir=''")
         files = shards.shard_files(config["train_dir"], config["split"])
-        _, labels = scan_records(files)
+        _, labels = data_input.scan_records(files)
         source = f"{config['train_dir']!r}"
 
         def make_dataset(start_step):

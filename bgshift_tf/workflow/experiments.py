@@ -109,7 +109,7 @@ def experiment_stages(ctx):
     keys = list(TABLE2_KEYS + TABLE3_KEYS)
     stages = [main_job.world_stage(ctx), main_job.tfrecords_stage(ctx), main_job.gan_stage(ctx),
               main_job.generate_stage(ctx), main_job.gan_stage(ctx, NOSC, lambda_sc=0.0),
-              main_job.generate_stage(ctx, NOSC, kinds=("softmask",), with_style=False)]
+              main_job.generate_stage(ctx, NOSC, kinds=("soft_mask",), with_style=False)]
     stages += [main_job.reid_stage(ctx, key) for key in keys]
     stages += [main_job.eval_stage(ctx, key) for key in keys]
     if ctx.config["data"] == "synthetic":

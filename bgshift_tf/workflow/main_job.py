@@ -15,7 +15,7 @@ Stages (in order; each skips itself when complete with the same config):
     report           `<run_dir>/report.html` (`report.html.write_report`)
 
 Run folder:
-    world/ tfrecords/<domain>/ gan/ generated/<domain>_{softmask,hardmask,to_<target>}/ reid/<model>/
+    world/ tfrecords/<domain>/ gan/ generated/<domain>_{soft_mask,hard_mask,style_transfer_to_<target>}/ reid/<model>/
     eval/<model>/<domain>.json  quality.json  domain_distance/  saved_models/  report.html
     figures/sbsgan_outputs.png
     stages/<stage>.json (completion manifests)  timings.json
@@ -231,7 +231,7 @@ class Context:
         return self.path("tfrecords", domain)
 
     def generated(self, domain, kind, target=None):
-        """`generated/<domain>_softmask`, `_hardmask` or `_to_<target>` (translate.output_dir's names)."""
+        """`generated/<variants.folder_name(domain, variant, target)>` (translate.output_dir)."""
         from bgshift_tf.generation.translate import output_dir
 
         return output_dir(self.path("generated"), domain, kind, target)
@@ -345,7 +345,7 @@ def gan_stage(ctx, suffix="", **changes):
                   clean=[gan_config["run_dir"]], budget=420)
 
 
-def generate_stage(ctx, suffix="", kinds=("softmask", "hardmask"), with_style=True):
+def generate_stage(ctx, suffix="", kinds=("soft_mask", "hard_mask"), with_style=True):
     """`generate<suffix>`: soft-/hard-mask images of every domain's splits (source: train too, the others
     query and gallery) and, `with_style`, the source's train split styled to each target domain."""
     gan_dir = ctx.gan_dir(suffix)
@@ -359,15 +359,15 @@ def generate_stage(ctx, suffix="", kinds=("softmask", "hardmask"), with_style=Tr
         verbose = ctx.config["verbose"]
         for domain in ctx.domains:
             splits = None if domain == ctx.source else ["query", "gallery"]
-            result = translate_dataset(gan_dir, ctx.tfrecords(domain), out_root, kinds=kinds, splits=splits,
+            result = translate_dataset(gan_dir, ctx.tfrecords(domain), out_root, variants=kinds, splits=splits,
                                        batch_size=batch_size, verbose=verbose)
             outputs[domain] = result["outputs"]
             skipped[domain] = result["skipped"]
         for target in ctx.targets if with_style else ():
-            result = translate_dataset(gan_dir, ctx.tfrecords(ctx.source), out_root, kinds=("style",),
+            result = translate_dataset(gan_dir, ctx.tfrecords(ctx.source), out_root, variants=("style_transfer",),
                                        target_domain=target, splits=["train"], batch_size=batch_size,
                                        verbose=verbose)
-            outputs[f"{ctx.source}_to_{target}"] = result["outputs"]["style"]
+            outputs[f"{ctx.source}_to_{target}"] = result["outputs"]["style_transfer"]
         return {"outputs": outputs, "skipped": skipped}
 
     return _stage(f"generate{suffix}", fn, config={"kinds": list(kinds), "targets": ctx.targets if with_style else []},
@@ -384,7 +384,7 @@ def hardmask_available(ctx, domain):
     """True when the hard-mask folder of `domain` holds query and gallery (every record had a mask)."""
     from bgshift_tf.data import shards
 
-    folder = generated_dir(ctx, domain, "hardmask")
+    folder = generated_dir(ctx, domain, "hard_mask")
     try:
         splits = shards.read_manifest(folder)["splits"]
     except FileNotFoundError:
@@ -398,14 +398,14 @@ def hardmask_available(ctx, domain):
 def reid_model_spec(ctx, key):
     """(train config changes, gan suffix) of a model key: ide_<variant>, ide_softmask_nosc, da2s[...]."""
     source, target = ctx.source, ctx.target
-    soft = generated_dir(ctx, source, "softmask")
-    style = os.path.join(ctx.path("generated"), f"{source}_to_{target}")
+    soft = generated_dir(ctx, source, "soft_mask")
+    style = ctx.generated(source, "style_transfer", target)
     specs = {
         "ide_original": ({"model": "ide", "train_dir": ctx.tfrecords(source)}, ""),
         "ide_hardmask": ({"model": "ide", "train_dir": ctx.tfrecords(source), "hard_mask": True}, ""),
         "ide_style": ({"model": "ide", "train_dir": style}, ""),
         "ide_softmask": ({"model": "ide", "train_dir": soft}, ""),
-        "ide_softmask_nosc": ({"model": "ide", "train_dir": generated_dir(ctx, source, "softmask", "_nosc")},
+        "ide_softmask_nosc": ({"model": "ide", "train_dir": generated_dir(ctx, source, "soft_mask", "_nosc")},
                               "_nosc"),
         "da2s": ({"model": "da2s", "stream1_dir": soft, "stream2_dir": style, "use_se": True, "use_isdc": True}, ""),
         "da2s_base": ({"model": "da2s", "stream1_dir": soft, "stream2_dir": style, "use_se": False,
@@ -448,18 +448,18 @@ def eval_inputs(ctx, key, domain):
     original = ctx.tfrecords(domain)
     if key == "ide_hardmask":
         if hardmask_available(ctx, domain):
-            return generated_dir(ctx, domain, "hardmask"), None, False, ""
+            return generated_dir(ctx, domain, "hard_mask"), None, False, ""
         return original, None, False, f"{domain}: no masks on query/gallery, tested on original images"
     if key == "ide_softmask":
-        return generated_dir(ctx, domain, "softmask"), None, False, ""
+        return generated_dir(ctx, domain, "soft_mask"), None, False, ""
     if key == "ide_softmask_nosc":
-        return generated_dir(ctx, domain, "softmask", "_nosc"), None, False, ""
+        return generated_dir(ctx, domain, "soft_mask", "_nosc"), None, False, ""
     if key == "da2s_2style":
         return original, None, True, ""
     if key == "da2s_2soft":
-        return generated_dir(ctx, domain, "softmask"), None, True, ""
+        return generated_dir(ctx, domain, "soft_mask"), None, True, ""
     if key.startswith("da2s"):
-        return original, generated_dir(ctx, domain, "softmask"), False, ""
+        return original, generated_dir(ctx, domain, "soft_mask"), False, ""
     return original, None, False, ""
 
 
@@ -515,9 +515,9 @@ def quality_stage(ctx):
         results = {}
         for domain in ctx.domains:
             split = "train" if domain == ctx.source else "query"
-            generated = {"soft_mask": generated_dir(ctx, domain, "softmask")}
+            generated = {"soft_mask": generated_dir(ctx, domain, "soft_mask")}
             if hardmask_available(ctx, domain) or domain == ctx.source:
-                generated["hard_mask"] = generated_dir(ctx, domain, "hardmask")
+                generated["hard_mask"] = generated_dir(ctx, domain, "hard_mask")
             results[domain] = {"split": split, "metrics": evaluate_suppression(
                 ctx.world_dir, ctx.tfrecords(domain), generated, split=split,
                 batch_size=ctx.config["eval_batch_size"], max_images=max_images)}
@@ -532,10 +532,11 @@ def domain_distance_stage(ctx):
     num = ctx.config["tsne_num_per_domain"]
 
     def fn():
-        from bgshift_tf.report.domain_analysis import VARIANTS, analyze_tfrecord_dirs
+        from bgshift_tf.data import variants
+        from bgshift_tf.report.domain_analysis import analyze_tfrecord_dirs
 
         summary = analyze_tfrecord_dirs(
-            [ctx.tfrecords(d) for d in ctx.domains], variants=list(VARIANTS), out_dir=ctx.path("domain_distance"),
+            [ctx.tfrecords(d) for d in ctx.domains], variants=list(variants.ALL), out_dir=ctx.path("domain_distance"),
             domain_names=ctx.domains, split="train", num_per_domain=num, gan_run_dir=ctx.gan_dir(),
             style_target=ctx.domains.index(ctx.target), seed=0)
         return {"summary_json": ctx.path("domain_distance", "domain_distance.json"), "figure": summary["figure"]}
@@ -667,13 +668,14 @@ def _cached_features(path):
 
 def ranked_list_figures(ctx, key, num_queries):
     """Ranked lists of model `key` on the primary target, from the evaluation's cached features."""
+    from bgshift_tf.evaluation import rank
     from bgshift_tf.evaluation.distance import pairwise_distance
-    from bgshift_tf.report import figures
+    from bgshift_tf.report import grids
 
     cache = os.path.join(ctx.eval_dir(key), f"{ctx.target}_features")
     query, gallery = (_cached_features(os.path.join(cache, f"{split}_features.npz")) for split in ("query", "gallery"))
     distmat = pairwise_distance(query["features"], gallery["features"], metric=ctx.config["eval_distance"])
-    indices, correct = figures.top_k_matches(distmat, query["pids"], gallery["pids"], query["camids"],
+    indices, correct = rank.top_k_matches(distmat, query["pids"], gallery["pids"], query["camids"],
                                              gallery["camids"], k=10)
     chosen = np.linspace(0, len(query["pids"]) - 1, num=min(num_queries, len(query["pids"]))).round().astype(int)
     folder = ctx.tfrecords(ctx.target)
@@ -683,7 +685,7 @@ def ranked_list_figures(ctx, key, num_queries):
     rows = [{"query": query_images[q], "gallery": [gallery_images[i] for i in indices[q] if i >= 0],
              "correct": [bool(c) for i, c in zip(indices[q], correct[q]) if i >= 0],
              "label": f"q {int(query['pids'][q]):04d} c{int(query['camids'][q])}"} for q in chosen]
-    return [{"image": figures.ranked_lists(rows, top_k=10),
+    return [{"image": grids.ranked_lists(rows, top_k=10),
              "title": f"{key}: {ctx.source} → {ctx.target}, top 10",
              "caption": "Original images shown; green = same identity, red = other identity. Gallery items of "
                         "the query's own identity and camera are excluded (evaluation protocol)."}]
@@ -694,9 +696,9 @@ def suppression_grid(ctx, extra_generators):
     transfer to every domain and reconstruction; extra generators (ablations) add a soft-mask row each."""
     import tensorflow as tf
 
-    from bgshift_tf.report import figures
+    from bgshift_tf.data.images import hard_mask
+    from bgshift_tf.report import figures, grids
     from bgshift_tf.report.domain_analysis import sample_domain
-    from bgshift_tf.training import losses
     from bgshift_tf.training.gan import load_generator
 
     generator = load_generator(ctx.gan_dir())
@@ -709,7 +711,7 @@ def suppression_grid(ctx, extra_generators):
         images = tf.constant(sample["image"])
         soft = generator.soft_mask(images).numpy()
         columns = {"original": sample["image"], "parser_mask": sample["mask"],
-                   "hard_mask": losses.hard_mask(sample["image"], sample["mask"]), "soft_mask": soft}
+                   "hard_mask": hard_mask(sample["image"], sample["mask"]), "soft_mask": soft}
         for label, extra in extras.items():
             columns[f"soft_mask_{label}"] = extra.soft_mask(images).numpy()
         for k, name in enumerate(ctx.domains):
@@ -723,7 +725,7 @@ def suppression_grid(ctx, extra_generators):
     labels = {"reconstruction": "soft mask → source\n(reconstruction)",
               **{f"soft_mask_{k}": f"soft mask\n{k}" for k in extras}}
     scale = 1.0 if size[0] >= 128 else 2.0
-    grid = figures.variant_grid(samples, variants, variant_labels=labels, scale=scale)
+    grid = grids.variant_grid(samples, variants, variant_labels=labels, scale=scale)
     # Also a file beside the report, for viewing or sharing without the HTML.
     figures.save_png(grid, ctx.path("figures", "sbsgan_outputs.png"))
     return [{"image": grid,

@@ -16,9 +16,9 @@ Each dataset module supplies only its file-name pattern. Rules applied to every 
 import os
 import re
 
+from bgshift_tf.data.images import SPLIT_FOLDERS
 from bgshift_tf.data.records import DatasetSplits, ImageRecord, relabel
 
-SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 JUNK_PID = -1
 DISTRACTOR_PID = 0
