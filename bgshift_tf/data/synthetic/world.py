@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from bgshift_tf.data.images import SPLIT_FOLDERS
 from bgshift_tf.data.synthetic.contact_sheet import contact_sheet
 from bgshift_tf.data.synthetic.people import sample_identity
 from bgshift_tf.data.synthetic.render import render_image
@@ -21,7 +22,6 @@ from bgshift_tf.data.synthetic.scenes import make_camera
 
 FORMAT_VERSION = 1
 DOMAINS = (("synmarket", 6), ("synduke", 8), ("syncuhk", 2))
-IMAGE_FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 MASK_FOLDER = "masks"
 EXACT_MASK_FOLDER = "masks_exact"
 
@@ -271,9 +271,8 @@ def _make_domain(root, name, index, num_cameras, pid_start, config, seed, verbos
     ]
     train_pids, test_pids, jobs = _plan_domain(name, index, num_cameras, pid_start, config, seed)
     paths = domain_paths(root, name)
-    folder_of = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
     for base in (paths["data_dir"], paths["mask_dir"], paths["exact_mask_dir"]):
-        for folder in IMAGE_FOLDERS:
+        for folder in SPLIT_FOLDERS.values():
             os.makedirs(os.path.join(base, folder), exist_ok=True)
 
     frame_counter = np.zeros(num_cameras + 1, dtype=np.int64)
@@ -286,7 +285,7 @@ def _make_domain(root, name, index, num_cameras, pid_start, config, seed, verbos
         image, exact, parser = render_image(img_rng, identity, cameras[camera - 1], config, junk=junk)
         stem = _market_stem(pid, camera, int(frame_counter[camera]), number)
         frame_counter[camera] += 1
-        _save_image(paths, folder_of[split], stem, image, exact, parser)
+        _save_image(paths, SPLIT_FOLDERS[split], stem, image, exact, parser)
         counts[split] += 1
         counts["distractors"] += pid == 0
         counts["junk"] += pid < 0
