@@ -79,7 +79,7 @@ def main(argv):
         info = summary["splits"][split]
         print(
             f"{split}: {info['written']} masks written, {info['kept']} kept, {len(info['bad_images'])} bad images "
-            f"skipped; mean coverage {info['mean_coverage']}, below --min_coverage "
+            f"skipped; mean coverage {info['mean_coverage'] or 0.0:.1%}, below --min_coverage "
             f"{info['low_coverage_fraction']:.1%}, above --max_coverage {info['high_coverage_fraction']:.1%}"
         )
     print(f"wrote {_OUT_DIR.value} (summary make_masks.json, contact sheet {summary['contact_sheet']})")
