@@ -40,7 +40,7 @@ from bgshift_tf import atomic_io
 from bgshift_tf.data import masks
 from bgshift_tf.data.build import load_dataset
 from bgshift_tf.data.records import SPLITS
-from bgshift_tf.report import figures
+from bgshift_tf.report import figures, grids
 
 DEFAULT_SEGMENTER = "deeplab_v3_plus_resnet50_pascalvoc"
 # Kaggle Models handle of DEFAULT_SEGMENTER in keras-hub 0.32 (what `from_preset` downloads).
@@ -235,7 +235,7 @@ def _contact_sheet(samples, path) -> str:
     """Writes image | mask rows for `samples` = [(split, record, coverage)]; returns `path`."""
     rows = [[read_rgb(record), figures.mask_to_rgb(_read_mask(record.mask_path))] for _, record, _ in samples]
     labels = [f"{split}  {record.filename}\n{value:.0%} body" for split, record, value in samples]
-    grid = figures.image_grid(rows, row_labels=labels, col_labels=["image", "mask"], cell_size=CONTACT_SHEET_CELL)
+    grid = grids.image_grid(rows, row_labels=labels, col_labels=["image", "mask"], cell_size=CONTACT_SHEET_CELL)
     return figures.save_png(grid, path)
 
 
