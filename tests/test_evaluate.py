@@ -243,38 +243,39 @@ def _classic_embed(batch):
     return tf.stack([person + 0.3 * number], axis=1)
 
 
-@pytest.mark.parametrize("mode", ["standard", "cuhk03_sgs"])
-def test_cuhk03_classic_all_splits_mean_and_spread(tmp_path, mode):
+@pytest.mark.slow
+def test_cuhk03_classic_all_splits_mean_and_spread(tmp_path):
     mat_path = str(tmp_path / "cuhk-03.mat")
     truth = make_cuhk03_mat(mat_path)
     root = str(tmp_path / "classic")
     manifests = build_dataset_tfrecords("cuhk03_classic", mat_path, root, cuhk03_split="all", num_shards=1,
                                         progress=False)
     assert sorted(manifests) == [f"split_{s:02d}" for s in range(20)]
-    out = tmp_path / "eval" / "classic.json"
-    result = evaluate_cuhk03_classic(
-        tfrecords_root=root, embed_fn=_classic_embed, image_size=(32, 16), batch_size=16, mode=mode,
-        out_path=str(out), progress=False,
-    )
-    assert json.loads(out.read_text()) == result and (tmp_path / "eval" / "classic.split_07.json").is_file()
-    assert result["num_splits"] == 20 and result["convention"].startswith(mode)
 
     # By hand from the fixture's truth: each split's test images in file order (pair, person, image),
-    # pid = ids before the pair + person, camera = 2 (pair - 1) + view; metrics per split, then the mean.
+    # pid = ids before the pair + person, camera = 2 (pair - 1) + view.
     ids_before = {pair: 3 + 2 * (pair - 2) if pair > 1 else 0 for pair in range(1, 6)}
-    expected = []
+    by_hand = []
     for test_ids in truth["testsets"]:
         rows = [(pair, person, j) for (pair, person, j) in sorted(truth["images"]) if (pair, person) in test_ids]
-        split = FeatureSet(
+        by_hand.append(FeatureSet(
             np.array([_classic_feature(person, j + 1) for _, person, j in rows], np.float32),
             np.array([ids_before[pair] + person for pair, person, _ in rows]),
             np.array([2 * (pair - 1) + (1 if j < 5 else 2) for pair, _, j in rows]),
             np.array([f"{r}" for r in rows]),
+        ))
+    for mode in ("standard", "cuhk03_sgs"):
+        out = tmp_path / mode / "classic.json"
+        result = evaluate_cuhk03_classic(
+            tfrecords_root=root, embed_fn=_classic_embed, image_size=(32, 16), batch_size=32, mode=mode,
+            out_path=str(out), progress=False, features_cache_dir=str(tmp_path / "cache"),
         )
-        expected.append(evaluate_features(split, split, mode=mode))
-    for name in CUHK03_SUMMARY_METRICS:
-        values = [metrics[name] for metrics in expected]
-        assert [m[name] for m in result["per_split"]] == pytest.approx(values, abs=1e-9)
-        assert result["summary"][name]["mean"] == pytest.approx(np.mean(values), abs=1e-9)
-        assert result["summary"][name]["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-9)
-    assert result["summary"]["mAP"]["min"] < result["summary"]["mAP"]["max"]  # the splits differ
+        assert json.loads(out.read_text()) == result and (tmp_path / mode / "classic.split_07.json").is_file()
+        assert result["num_splits"] == 20 and result["convention"].startswith(mode)
+        expected = [evaluate_features(split, split, mode=mode) for split in by_hand]
+        for name in CUHK03_SUMMARY_METRICS:
+            values = [metrics[name] for metrics in expected]
+            assert [m[name] for m in result["per_split"]] == pytest.approx(values, abs=1e-9)
+            assert result["summary"][name]["mean"] == pytest.approx(np.mean(values), abs=1e-9)
+            assert result["summary"][name]["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-9)
+        assert result["summary"]["mAP"]["min"] < result["summary"]["mAP"]["max"]  # the splits differ

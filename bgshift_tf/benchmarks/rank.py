@@ -215,18 +215,22 @@ def _rerank_against_transcription(sizes):
     distances = (pairwise_distance(rq, rg), pairwise_distance(rq, rq), pairwise_distance(rg, rg))
     reranked, seconds = _timed(k_reciprocal_rerank, *distances)
     transcribed, transcription_seconds = _timed(transcribed_rerank, *distances)
-    same_order = np.argsort(reranked, axis=1, kind="stable") == np.argsort(transcribed, axis=1, kind="stable")
+    # The full order differs wherever two distances are closer than the transcription's float32 rounding.
+    top10 = np.argsort(reranked, axis=1, kind="stable")[:, :10]
+    same_top10 = top10 == np.argsort(transcribed, axis=1, kind="stable")[:, :10]
+    labels = (rq_pids, rg_pids, rq_camids, rg_camids)
+    map_before, map_after, map_transcribed = (
+        evaluate_rank(d, *labels)["mAP"] for d in (distances[0], reranked, transcribed)
+    )
     return {
         "rerank_size": f"{len(rq)} x {len(rg)}",
         "rerank_seconds": round(seconds, 3),
         "transcription_seconds": round(transcription_seconds, 3),
         "rerank_speedup_vs_transcription": round(transcription_seconds / seconds, 2),
         "rerank_max_abs_difference_to_transcription": float(np.abs(reranked - transcribed).max()),
-        "rerank_share_of_queries_same_order": float(same_order.all(axis=1).mean()),
-        "rerank_mAP_before_after": [
-            round(evaluate_rank(d, rq_pids, rg_pids, rq_camids, rg_camids)["mAP"], 4)
-            for d in (distances[0], reranked)
-        ],
+        "rerank_share_of_queries_same_top10": float(same_top10.all(axis=1).mean()),
+        "rerank_mAP_abs_difference_to_transcription": abs(map_after - map_transcribed),
+        "rerank_mAP_before_after": [round(map_before, 4), round(map_after, 4)],
     }
 
 
