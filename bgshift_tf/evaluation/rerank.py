@@ -77,22 +77,24 @@ class _Rows:
         self.squared = squared
 
     def blocks(self):
-        """Yields (first item index, float64 [rows, N] normalised distances)."""
-        num_n = self.num_q + self.num_g
+        """Yields (first item index, [rows, N] normalised distances: float32 when squared, else float64)."""
+        num_q, num_n = self.num_q, self.num_q + self.num_g
         for start in range(0, num_n, self.chunk_rows):
             stop = min(start + self.chunk_rows, num_n)
-            parts = []
-            if start < self.num_q:
-                rows = slice(start, min(stop, self.num_q))
-                parts.append(np.hstack([self.q_q[:, rows].T, self.q_g[rows]]))
-            if stop > self.num_q:
-                rows = slice(max(start, self.num_q) - self.num_q, stop - self.num_q)
-                parts.append(np.hstack([self.q_g[:, rows].T, self.g_g[:, rows].T]))
-            block = np.vstack(parts)
+            block = np.empty((stop - start, num_n))
+            num_query_rows = max(0, min(stop, num_q) - start)
+            if num_query_rows:
+                block[:num_query_rows, :num_q] = self.q_q[:, start:start + num_query_rows].T
+                block[:num_query_rows, num_q:] = self.q_g[start:start + num_query_rows]
+            if num_query_rows < len(block):
+                columns = slice(max(start, num_q) - num_q, stop - num_q)
+                block[num_query_rows:, :num_q] = self.q_g[:, columns].T
+                block[num_query_rows:, num_q:] = self.g_g[:, columns].T
             if self.squared:
-                block = np.square(block).astype(np.float32)
+                block = np.square(block, out=block).astype(np.float32)
             row_max = block.max(axis=1, keepdims=True)
-            yield start, (block / np.where(row_max > 0, row_max, 1)).astype(np.float64)
+            block /= np.where(row_max > 0, row_max, 1)
+            yield start, block
 
 
 def _nearest(block, k):
@@ -208,7 +210,7 @@ def k_reciprocal_rerank(
         stop = start + len(block)
         owner = np.repeat(np.arange(len(block)), lengths[start:stop])
         span = slice(indptr[start], indptr[stop])
-        weights = np.exp(-block[owner, indices[span]])
+        weights = np.exp(-block[owner, indices[span]].astype(np.float64))
         data[span] = weights / np.bincount(owner, weights=weights, minlength=len(block))[owner]
 
     # 3. Local query expansion: average the vectors of the k2 nearest items.
