@@ -13,14 +13,21 @@ Usage:
     # CUHK03 classic: query = gallery = the test split, single-gallery-shot CMC.
     python -m bgshift_tf.evaluate --run_dir=... --query_tfrecords=T --gallery_tfrecords=T --mode=cuhk03_sgs
 
+    # CUHK03 classic over its 20 splits (T = the out_dir of a --cuhk03_split=all TFRecord build, holding
+    # split_00/ ... split_19/): each split's metrics, then their mean and spread.
+    python -m bgshift_tf.evaluate --run_dir=... --query_tfrecords=T --gallery_tfrecords=T --mode=cuhk03_sgs \
+        --cuhk03_split=all
+
 A TFRecord flag takes a shard folder (its manifest's query / gallery shards) or a comma list of files or
-glob patterns. The metric conventions are documented in `bgshift_tf/evaluation/rank.py`.
+glob patterns. The metric conventions are documented in `bgshift_tf/evaluation/rank.py`, the re-ranking
+conventions in `bgshift_tf/evaluation/rerank.py`.
 """
 
 from absl import app, flags
 
 from bgshift_tf.evaluation.rank import MODES
-from bgshift_tf.evaluation.run import evaluate_run
+from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
+from bgshift_tf.evaluation.run import evaluate_cuhk03_classic, evaluate_run
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Re-ID training run folder (config.json + checkpoints/).")
 _QUERY = flags.DEFINE_string("query_tfrecords", None, "Query TFRecords: shard folder, comma list or glob.")
@@ -34,6 +41,10 @@ _SOFT_GALLERY = flags.DEFINE_string(
 _DISTANCE = flags.DEFINE_enum("distance", "euclidean", ["euclidean", "cosine"], "Feature distance.")
 _FLIP = flags.DEFINE_bool("flip_average", False, "Average each feature with that of the mirrored image.")
 _RERANK = flags.DEFINE_bool("rerank", False, "k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3).")
+_RERANK_CONVENTION = flags.DEFINE_enum(
+    "rerank_convention", "zhong2017", list(RERANK_CONVENTIONS),
+    "zhong2017: as the authors' code (squared distances, strict 2/3 rule); bgshift_v1: this project's first version.",
+)
 _MODE = flags.DEFINE_enum("mode", "standard", list(MODES), "Metric convention (see evaluation/rank.py).")
 _MAX_RANK = flags.DEFINE_integer("max_rank", 50, "Length of the CMC curve written to the JSON.")
 _NUM_REPEATS = flags.DEFINE_integer("num_repeats", 10, "cuhk03_sgs: single-gallery-shot samplings.")
@@ -44,18 +55,34 @@ _CACHE = flags.DEFINE_string(
     "features_cache_dir", None, "Folder caching query/gallery features, reused when inputs match (resume)."
 )
 
+_CUHK03_SPLIT = flags.DEFINE_enum(
+    "cuhk03_split", None, ["all"],
+    "all: the TFRecord flags name a --cuhk03_split=all build; evaluate its 20 splits, report mean and spread.",
+)
+
 flags.mark_flags_as_required(["run_dir", "query_tfrecords", "gallery_tfrecords"])
 
 
 def main(argv):
     del argv
-    evaluate_run(
-        _RUN_DIR.value, query_tfrecords=_QUERY.value, gallery_tfrecords=_GALLERY.value,
-        soft_mask_query_tfrecords=_SOFT_QUERY.value, soft_mask_gallery_tfrecords=_SOFT_GALLERY.value,
+    settings = dict(
         distance=_DISTANCE.value, flip_average=_FLIP.value, rerank=_RERANK.value, mode=_MODE.value,
         max_rank=_MAX_RANK.value, num_repeats=_NUM_REPEATS.value, seed=_SEED.value, batch_size=_BATCH.value,
-        out_path=_OUT.value, features_cache_dir=_CACHE.value,
+        out_path=_OUT.value, features_cache_dir=_CACHE.value, rerank_convention=_RERANK_CONVENTION.value,
     )
+    if _CUHK03_SPLIT.value != "all":
+        evaluate_run(
+            _RUN_DIR.value, query_tfrecords=_QUERY.value, gallery_tfrecords=_GALLERY.value,
+            soft_mask_query_tfrecords=_SOFT_QUERY.value, soft_mask_gallery_tfrecords=_SOFT_GALLERY.value, **settings
+        )
+        return
+    if _GALLERY.value != _QUERY.value or _SOFT_GALLERY.value != _SOFT_QUERY.value:
+        raise app.UsageError(
+            "--cuhk03_split=all: query = gallery (both flags name the same split_XX/ root). Received: "
+            f"--query_tfrecords={_QUERY.value} --gallery_tfrecords={_GALLERY.value} "
+            f"--soft_mask_query_tfrecords={_SOFT_QUERY.value} --soft_mask_gallery_tfrecords={_SOFT_GALLERY.value}"
+        )
+    evaluate_cuhk03_classic(_RUN_DIR.value, tfrecords_root=_QUERY.value, soft_mask_root=_SOFT_QUERY.value, **settings)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,23 @@ def test_cuhk03_classic_structure(tmp_path):
         cuhk03.load_classic(mat_path, split=20)
 
 
+def test_cuhk03_classic_all_splits_decode_each_image_once(tmp_path, monkeypatch):
+    mat_path = str(tmp_path / "cuhk-03.mat")
+    truth = make_cuhk03_mat(mat_path)
+    encoded = []
+    real_encode = cuhk03.encode_jpeg
+    monkeypatch.setattr(cuhk03, "encode_jpeg", lambda image: encoded.append(1) or real_encode(image))
+    every = cuhk03.load_classic_all(mat_path, "detected")
+    assert len(encoded) == len(truth["images"]) == 109  # 11 ids x 10 images, one empty cell
+    assert len(every) == 20
+    for split in (0, 7, 19):
+        single = cuhk03.load_classic(mat_path, split, "detected")
+        for name in ("train", "query", "gallery"):
+            assert every[split].split(name) == single.split(name)
+        first_test = every[split].query[0]
+        assert any(r.image_bytes is first_test.image_bytes for r in every[(split + 5) % 20].query)  # same pair
+
+
 def test_cuhk03_classic_labeled_differs_and_bad_files(tmp_path):
     mat_path = str(tmp_path / "cuhk-03.mat")
     make_cuhk03_mat(mat_path)

@@ -7,10 +7,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data_fixtures import make_cuhk03_mat
+
 from bgshift_tf.data import schema, shards
+from bgshift_tf.data.build import build_dataset_tfrecords
 from bgshift_tf.data.records import encode_jpeg
 from bgshift_tf.evaluation.features import FeatureSet
-from bgshift_tf.evaluation.run import evaluate_features, evaluate_run, format_table, resolve_tfrecords
+from bgshift_tf.evaluation.run import (
+    CUHK03_SUMMARY_METRICS, evaluate_cuhk03_classic, evaluate_features, evaluate_run, format_table, resolve_tfrecords,
+)
 
 # Flat grey images; the injected embedding is the mean pixel, so distances are grey-level differences.
 #   query  pid 1 c1 at 0.0 -> gallery pid 1 (c2, c3) at 0.0: ranks 1, 2 -> AP 1, mINP 1
@@ -144,11 +149,27 @@ def test_evaluate_features_hand_case_and_conventions():
 
 def test_format_table_lists_every_metric():
     table = format_table(dict(rank1=0.5, rank5=1.0, mAP=0.25, mINP=0.125, num_valid_queries=2, num_queries=3,
-                              distance="cosine", rerank=True, convention="standard (...)"))
+                              distance="cosine", rerank=True, convention="standard (...)",
+                              rerank_convention="zhong2017 (...)"))
     header, _, row, note = table.splitlines()
     assert header.split(" | ")[0].strip() == "rank-1" and "mINP" in header
     assert row.split() == ["50.00", "|", "100.00", "|", "25.00", "|", "12.50", "|", "2/3"]
-    assert "cosine" in note and "re-ranking on" in note
+    assert "cosine" in note and "re-ranking on (zhong2017 (...))" in note
+
+
+def test_every_reranked_metric_carries_its_rerank_convention():
+    rng = np.random.default_rng(0)
+    rows = [(pid, camera, 0.0) for pid in range(6) for camera in (1, 2, 3)]
+    query, gallery = _feature_set(rows[::3]), _feature_set(rows)
+    query = query._replace(features=rng.normal(size=(len(rows[::3]), 4)))
+    gallery = gallery._replace(features=rng.normal(size=(len(rows), 4)))
+    plain = evaluate_features(query, gallery)
+    zhong = evaluate_features(query, gallery, rerank=True)
+    v1 = evaluate_features(query, gallery, rerank=True, rerank_convention="bgshift_v1")
+    assert plain["rerank_convention"] is None
+    assert zhong["rerank_convention"].startswith("zhong2017") and "squared" in zhong["rerank_convention"]
+    assert v1["rerank_convention"].startswith("bgshift_v1")
+    assert zhong["cmc"] != v1["cmc"] or zhong["mAP"] != v1["mAP"]  # the conventions rank differently here
 
 
 def _small_model(kind):
@@ -208,3 +229,53 @@ def test_da2s_model_reads_soft_mask_and_original_images(toy_records, tmp_path):
     )
     assert metrics["model"] == "DA2S" and metrics["feature_dim"] == model.feature_dim
     assert metrics["num_valid_queries"] == 3
+
+
+def _classic_feature(person, number):
+    """The feature the CUHK03 test gives an image: its person index within the pair and image number."""
+    return [person + 0.3 * number]
+
+
+def _classic_embed(batch):
+    """`_classic_feature` from the file name `<pair>_<person:03d>_<view>_<image:02d>.jpg`."""
+    person = tf.strings.to_number(tf.strings.substr(batch["filename"], 2, 3), tf.float32)
+    number = tf.strings.to_number(tf.strings.substr(batch["filename"], 8, 2), tf.float32)
+    return tf.stack([person + 0.3 * number], axis=1)
+
+
+@pytest.mark.slow
+def test_cuhk03_classic_all_splits_mean_and_spread(tmp_path):
+    mat_path = str(tmp_path / "cuhk-03.mat")
+    truth = make_cuhk03_mat(mat_path)
+    root = str(tmp_path / "classic")
+    manifests = build_dataset_tfrecords("cuhk03_classic", mat_path, root, cuhk03_split="all", num_shards=1,
+                                        progress=False)
+    assert sorted(manifests) == [f"split_{s:02d}" for s in range(20)]
+
+    # By hand from the fixture's truth: each split's test images in file order (pair, person, image),
+    # pid = ids before the pair + person, camera = 2 (pair - 1) + view.
+    ids_before = {pair: 3 + 2 * (pair - 2) if pair > 1 else 0 for pair in range(1, 6)}
+    by_hand = []
+    for test_ids in truth["testsets"]:
+        rows = [(pair, person, j) for (pair, person, j) in sorted(truth["images"]) if (pair, person) in test_ids]
+        by_hand.append(FeatureSet(
+            np.array([_classic_feature(person, j + 1) for _, person, j in rows], np.float32),
+            np.array([ids_before[pair] + person for pair, person, _ in rows]),
+            np.array([2 * (pair - 1) + (1 if j < 5 else 2) for pair, _, j in rows]),
+            np.array([f"{r}" for r in rows]),
+        ))
+    for mode in ("standard", "cuhk03_sgs"):
+        out = tmp_path / mode / "classic.json"
+        result = evaluate_cuhk03_classic(
+            tfrecords_root=root, embed_fn=_classic_embed, image_size=(32, 16), batch_size=32, mode=mode,
+            out_path=str(out), progress=False, features_cache_dir=str(tmp_path / "cache"),
+        )
+        assert json.loads(out.read_text()) == result and (tmp_path / mode / "classic.split_07.json").is_file()
+        assert result["num_splits"] == 20 and result["convention"].startswith(mode)
+        expected = [evaluate_features(split, split, mode=mode) for split in by_hand]
+        for name in CUHK03_SUMMARY_METRICS:
+            values = [metrics[name] for metrics in expected]
+            assert [m[name] for m in result["per_split"]] == pytest.approx(values, abs=1e-9)
+            assert result["summary"][name]["mean"] == pytest.approx(np.mean(values), abs=1e-9)
+            assert result["summary"][name]["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-9)
+        assert result["summary"]["mAP"]["min"] < result["summary"]["mAP"]["max"]  # the splits differ

@@ -245,6 +245,19 @@ def test_benchmark_quick_agrees_with_reference():
     assert result["subset_max_abs_difference"] <= 1e-12
     assert result["subset_num_valid_queries_equal"]
     assert result["num_query"] == 300 and result["evaluate_rank_seconds"] > 0
+    assert result["rerank_max_abs_difference_to_transcription"] <= 1e-6
+    assert result["rerank_share_of_queries_same_top10"] == 1.0
+    if "torchreid_seconds" in result:  # torchreid installed (optional bench dependency)
+        assert result["torchreid_cmc_equal_in_float32"] and result["torchreid_mAP_abs_difference"] < 1e-12
+    else:
+        assert result["torchreid"].startswith("skipped: ")
+
+
+def test_benchmark_skips_torchreid_with_a_reason_when_missing(monkeypatch):
+    monkeypatch.setattr(rank_benchmark.importlib.util, "find_spec", lambda name: None)
+    distmat = np.zeros((1, 1))
+    skipped = rank_benchmark._compare_with_torchreid(distmat, [1], [1], [1], [2], ours=None)
+    assert skipped == {"torchreid": "skipped: torchreid is not installed (optional bench dependency)"}
 
 
 def test_top_k_matches_removes_same_camera_and_keeps_order():
@@ -269,4 +282,3 @@ def test_top_k_matches_ranks_as_evaluate_rank_does():
         rank_module.top_k_matches(distmat, q_pids, g_pids, q_cams, g_cams, k=0)
     with pytest.raises(ValueError, match="g_camids"):
         rank_module.top_k_matches(distmat, q_pids, g_pids, q_cams, g_cams[:-1])
-

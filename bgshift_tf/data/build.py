@@ -163,9 +163,25 @@ def build_dataset_tfrecords(
     Shards are named after `domain_name` when given (e.g. "synmarket"), else the dataset name. Split
     shard counts are capped by the split size so no shard is empty. Re-running resumes: complete
     shards are kept unless `overwrite`.
+
+    CUHK03 classic with `cuhk03_split="all"`: the images are decoded once and each of the 20 splits is
+    written to `cuhk03.classic_split_dir(out_dir, s)`; returns {split folder name: its manifest}.
     """
     build_args = {key: value for key, value in locals().items() if key != "progress"}
     build_args = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in build_args.items()}
+    write = dict(num_shards=num_shards, overwrite=overwrite, skip_bad_masks=skip_bad_masks, seed=seed,
+                 domain_index=domain_index, domain_name=domain_name, build_args=build_args, progress=progress)
+    if dataset == "cuhk03_classic" and cuhk03_split == "all":
+        all_splits = cuhk03.load_classic_all(
+            data_dir, cuhk03_variant, mask_dir, domain_index, domain_name or "cuhk03"
+        )
+        manifests = {}
+        for split, splits in enumerate(all_splits):
+            split_dir = cuhk03.classic_split_dir(out_dir, split)
+            manifests[os.path.basename(split_dir)] = _write_dataset(
+                splits, split_dir, **dict(write, build_args=dict(build_args, cuhk03_split=split))
+            )
+        return manifests
     splits = load_dataset(
         dataset,
         data_dir,
@@ -176,6 +192,13 @@ def build_dataset_tfrecords(
         cuhk03_split=cuhk03_split,
         skip_bad_names=skip_bad_names,
     )
+    return _write_dataset(splits, out_dir, **write)
+
+
+def _write_dataset(
+    splits, out_dir, *, num_shards, overwrite, skip_bad_masks, seed, domain_index, domain_name, build_args, progress
+):
+    """Writes the three splits of `splits` as shards + manifest in `out_dir` (see build_dataset_tfrecords)."""
     name = domain_name or splits.name
     skipped = dict(splits.skipped)
     summary = {}

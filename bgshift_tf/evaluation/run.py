@@ -8,6 +8,9 @@ already extracted (e.g. several conventions or distances from one extraction).
 DA-2S at test time (SPEC §3): stream 1 gets the soft-mask image made by SBSGAN, stream 2 the original
 image; the soft-mask images come as their own TFRecords listing the same files in the same order.
 
+`evaluate_cuhk03_classic` runs `evaluate_run` on each split folder of a `--cuhk03_split=all` build and
+reports the mean and spread over the splits.
+
 Query/gallery features can be cached (`features_cache_dir`): extraction is the long part, so a second
 run (another distance, re-ranking, another convention) or a resumed one reuses them when the inputs
 match.
@@ -21,16 +24,19 @@ import numpy as np
 import tensorflow as tf
 
 from bgshift_tf import atomic_io
+from bgshift_tf.data.datasets import cuhk03
 from bgshift_tf.data.input import make_eval_dataset
 from bgshift_tf.data.shards import shard_files, verify_shards
 from bgshift_tf.evaluation.distance import pairwise_distance
 from bgshift_tf.evaluation.features import SOFT_MASK_KEY, FeatureSet, extract_features, with_soft_mask
 from bgshift_tf.evaluation.rank import evaluate_rank
+from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
 from bgshift_tf.models.reid import DA2S
 from bgshift_tf.training import loop
 
 REPORTED_RANKS = (1, 5, 10, 20)
+CUHK03_SUMMARY_METRICS = ("rank1", "rank5", "rank10", "mAP")
 
 
 def resolve_tfrecords(spec, split, flag_name):
@@ -76,6 +82,44 @@ def _model_embed_fn(model):
     return lambda batch: model.embed(batch["image"], training=False), False
 
 
+def _load_run_model(run_dir):
+    if run_dir is None:
+        raise ValueError("evaluate_run needs `run_dir`, `model` or `embed_fn`; all are None.")
+    # Imported here: training.reid is the heaviest module and only needed for a run folder.
+    from bgshift_tf.training.reid import load_reid_model
+
+    return load_reid_model(run_dir)
+
+
+def _split_features(split, tfrecords, soft_mask_tfrecords, *, embed_fn, uses_soft_mask, image_size, batch_size,
+                    flip_average, progress, cache_dir, cache_id):
+    """(FeatureSet, its TFRecord files) of one split, from the cache in `cache_dir` when the inputs match.
+
+    `cache_id` names the weights (run folder, checkpoint); the cache key adds the files and settings.
+    """
+    files = resolve_tfrecords(tfrecords, split, f"{split}_tfrecords")
+    soft_files = resolve_tfrecords(soft_mask_tfrecords, split, f"soft_mask_{split}_tfrecords") if uses_soft_mask else []
+
+    def eval_batches(paths):
+        """(batches, number of batches): the shards are checked once here, which also counts them."""
+        num_records = verify_shards(paths)["num_records"]
+        batches = make_eval_dataset(paths, image_size=image_size, batch_size=batch_size, verify=False)
+        return batches, -(-num_records // batch_size)
+
+    def extract():
+        batches, num_batches = eval_batches(files)
+        if uses_soft_mask:
+            batches = with_soft_mask(batches, eval_batches(soft_files)[0])
+        return extract_features(
+            batches, embed_fn, flip_average=flip_average, num_batches=num_batches, progress=progress,
+            description=f"{split} features", image_keys=("image", SOFT_MASK_KEY) if uses_soft_mask else ("image",),
+        )
+
+    key = json.dumps([*cache_id, files, soft_files, flip_average, list(image_size)])
+    cache_path = os.path.join(cache_dir, f"{split}_features.npz") if cache_dir else None
+    return _cached_features(cache_path, key, extract), files
+
+
 def format_table(metrics):
     """One-row text table of a metrics dict from `evaluate_run`."""
     columns = [f"rank-{k}" for k in REPORTED_RANKS if f"rank{k}" in metrics] + ["mAP", "mINP", "valid q"]
@@ -85,18 +129,21 @@ def format_table(metrics):
     widths = [max(len(c), len(v)) for c, v in zip(columns, values)]
     header = " | ".join(c.rjust(w) for c, w in zip(columns, widths))
     row = " | ".join(v.rjust(w) for v, w in zip(values, widths))
+    rerank = f"on ({metrics['rerank_convention']})" if metrics["rerank"] else "off"
     return "\n".join([header, "-" * len(header), row, f"(%; distance {metrics['distance']}, "
-                      f"re-ranking {'on' if metrics['rerank'] else 'off'}; convention: {metrics['convention']})"])
+                      f"re-ranking {rerank}; convention: {metrics['convention']})"])
 
 
 def evaluate_features(
     query, gallery, *, distance="euclidean", rerank=False, mode="standard", max_rank=50, num_repeats=10, seed=0,
+    rerank_convention="zhong2017",
 ):
     """Metrics of query/gallery `FeatureSet`s: distances, optional re-ranking, `evaluate_rank`.
 
     Returns:
       dict: rank1/5/10/20 (those <= max_rank), mAP, mINP (floats in [0, 1]), cmc (list [max_rank]),
-      num_valid_queries, num_queries, num_gallery, feature_dim, convention, mode, distance, rerank.
+      num_valid_queries, num_queries, num_gallery, feature_dim, convention, mode, distance, rerank,
+      rerank_convention (the re-ranking's convention string, None without re-ranking).
     """
     distmat = pairwise_distance(query.features, gallery.features, metric=distance)
     if rerank:
@@ -104,6 +151,7 @@ def evaluate_features(
             distmat,
             pairwise_distance(query.features, query.features, metric=distance),
             pairwise_distance(gallery.features, gallery.features, metric=distance),
+            convention=rerank_convention,
         )
     result = evaluate_rank(
         distmat, query.pids, gallery.pids, query.camids, gallery.camids, max_rank=max_rank, mode=mode,
@@ -115,6 +163,7 @@ def evaluate_features(
         num_valid_queries=result["num_valid_queries"], num_queries=result["num_queries"],
         num_gallery=int(distmat.shape[1]), feature_dim=int(query.features.shape[1]),
         convention=result["convention"], mode=mode, distance=distance, rerank=bool(rerank),
+        rerank_convention=RERANK_CONVENTIONS[rerank_convention] if rerank else None,
     )
     return metrics
 
@@ -123,7 +172,7 @@ def evaluate_run(
     run_dir=None, *, query_tfrecords, gallery_tfrecords, soft_mask_query_tfrecords=None,
     soft_mask_gallery_tfrecords=None, distance="euclidean", flip_average=False, rerank=False,
     mode="standard", max_rank=50, num_repeats=10, seed=0, batch_size=64, image_size=None, out_path=None,
-    features_cache_dir=None, model=None, embed_fn=None, progress=True,
+    features_cache_dir=None, model=None, embed_fn=None, progress=True, rerank_convention="zhong2017",
 ):
     """Evaluates a re-ID run on query/gallery TFRecords and writes the metrics JSON.
 
@@ -143,21 +192,16 @@ def evaluate_run(
       model: an IDE/DA2S instance to use instead of loading `run_dir`.
       embed_fn: batch dict -> [B, D] features, instead of a model.
       progress: progress bars and the printed table.
+      rerank_convention: "zhong2017" (the authors' code, default) | "bgshift_v1" (see evaluation/rerank.py).
 
     Returns:
-      dict of JSON-able metrics: rank1/5/10/20, mAP, mINP, cmc (list), counts, convention and settings.
+      dict of JSON-able metrics: rank1/5/10/20, mAP, mINP, cmc (list), counts, conventions and settings.
     """
+    # 1. The embedding: injected, or the model's (loaded from run_dir unless given).
     uses_soft_mask = soft_mask_query_tfrecords is not None
-    checkpoint = None
+    checkpoint = tf.train.latest_checkpoint(loop.checkpoint_dir(run_dir)) if run_dir else None
     if embed_fn is None:
-        if model is None:
-            if run_dir is None:
-                raise ValueError("evaluate_run needs `run_dir`, `model` or `embed_fn`; all are None.")
-            # Imported here: training.reid is the heaviest module and only needed for a run folder.
-            from bgshift_tf.training.reid import load_reid_model
-
-            model = load_reid_model(run_dir)
-            checkpoint = tf.train.latest_checkpoint(loop.checkpoint_dir(run_dir))
+        model = model if model is not None else _load_run_model(run_dir)
         embed_fn, uses_soft_mask = _model_embed_fn(model)
     if image_size is None:
         if model is None:
@@ -169,39 +213,19 @@ def evaluate_run(
             f"soft_mask_gallery_tfrecords. Received: {soft_mask_query_tfrecords!r}, {soft_mask_gallery_tfrecords!r}"
         )
 
-    def eval_batches(files):
-        """(batches, number of batches): the shards are checked once here, which also counts them."""
-        num_records = verify_shards(files)["num_records"]
-        batches = make_eval_dataset(files, image_size=image_size, batch_size=batch_size, verify=False)
-        return batches, -(-num_records // batch_size)
+    # 2. Query and gallery features (cached ones are reused only for the same weights, files and settings).
+    extraction = dict(
+        embed_fn=embed_fn, uses_soft_mask=uses_soft_mask, image_size=image_size, batch_size=batch_size,
+        flip_average=flip_average, progress=progress, cache_dir=features_cache_dir,
+        cache_id=[os.path.abspath(run_dir) if run_dir else None, checkpoint],
+    )
+    query, query_files = _split_features("query", query_tfrecords, soft_mask_query_tfrecords, **extraction)
+    gallery, gallery_files = _split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords, **extraction)
 
-    def split_features(split, tfrecords, soft_mask_tfrecords):
-        files = resolve_tfrecords(tfrecords, split, f"{split}_tfrecords")
-        soft_files = (
-            resolve_tfrecords(soft_mask_tfrecords, split, f"soft_mask_{split}_tfrecords") if uses_soft_mask else []
-        )
-
-        def extract():
-            batches, num_batches = eval_batches(files)
-            if uses_soft_mask:
-                batches = with_soft_mask(batches, eval_batches(soft_files)[0])
-            return extract_features(
-                batches, embed_fn, flip_average=flip_average, num_batches=num_batches, progress=progress,
-                description=f"{split} features",
-                image_keys=("image", SOFT_MASK_KEY) if uses_soft_mask else ("image",),
-            )
-
-        # Cached features are reused only for the same checkpoint, files and extraction settings.
-        key = json.dumps([os.path.abspath(run_dir) if run_dir else None, checkpoint, files, soft_files,
-                          flip_average, list(image_size)])
-        cache_path = os.path.join(features_cache_dir, f"{split}_features.npz") if features_cache_dir else None
-        return _cached_features(cache_path, key, extract), files
-
-    query, query_files = split_features("query", query_tfrecords, soft_mask_query_tfrecords)
-    gallery, gallery_files = split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords)
+    # 3. Metrics, then the JSON (atomically) and the table.
     metrics = evaluate_features(
         query, gallery, distance=distance, rerank=rerank, mode=mode, max_rank=max_rank,
-        num_repeats=num_repeats, seed=seed,
+        num_repeats=num_repeats, seed=seed, rerank_convention=rerank_convention,
     )
     metrics.update(
         flip_average=bool(flip_average), model=type(model).__name__ if model is not None else "embed_fn",
@@ -215,3 +239,66 @@ def evaluate_run(
         if out_path:
             print(f"wrote {out_path}")
     return metrics
+
+
+def summarize_splits(per_split):
+    """{metric: {mean, std, min, max}} over the metrics dicts of several splits, for
+    `CUHK03_SUMMARY_METRICS`; std is the sample standard deviation (ddof=1; 0 for one split)."""
+    summary = {}
+    for name in CUHK03_SUMMARY_METRICS:
+        values = np.array([metrics[name] for metrics in per_split], dtype=np.float64)
+        summary[name] = {
+            "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "min": float(values.min()), "max": float(values.max()),
+        }
+    return summary
+
+
+def evaluate_cuhk03_classic(
+    run_dir=None, *, tfrecords_root, soft_mask_root=None, out_path=None, features_cache_dir=None, model=None,
+    embed_fn=None, progress=True, **settings,
+):
+    """CUHK03 classic: `evaluate_run` on every split folder of a `--cuhk03_split=all` build (query = gallery
+    = the split's test images; use mode="cuhk03_sgs" for single-gallery-shot CMC), then the mean and spread.
+
+    Args:
+      tfrecords_root: the build's `out_dir` (holds split_00/ ... split_19/).
+      soft_mask_root: the same layout of soft-mask images (DA-2S).
+      out_path: the summary JSON (default `<run_dir>/metrics_cuhk03_classic.json`); each split's metrics
+        are written next to it as `<stem>.<split folder>.json`.
+      features_cache_dir: per-split caches in its `<split folder>/` subfolders.
+      run_dir, model, embed_fn, progress, **settings: as `evaluate_run` (the model is loaded once).
+
+    Returns:
+      dict: "splits" (folder names), "per_split" (each split's metrics), "summary" (`summarize_splits`),
+      "num_splits", and the conventions of the first split.
+    """
+    split_dirs = cuhk03.classic_split_dirs(tfrecords_root)
+    if embed_fn is None and model is None:
+        model = _load_run_model(run_dir)
+    out_path = out_path or (os.path.join(run_dir, "metrics_cuhk03_classic.json") if run_dir else None)
+    per_split = []
+    for split_dir in split_dirs:
+        name = os.path.basename(split_dir)
+        soft_dir = os.path.join(soft_mask_root, name) if soft_mask_root else None
+        per_split.append(evaluate_run(
+            run_dir, query_tfrecords=split_dir, gallery_tfrecords=split_dir, soft_mask_query_tfrecords=soft_dir,
+            soft_mask_gallery_tfrecords=soft_dir, model=model, embed_fn=embed_fn, progress=progress,
+            out_path=f"{os.path.splitext(out_path)[0]}.{name}.json" if out_path else None,
+            features_cache_dir=os.path.join(features_cache_dir, name) if features_cache_dir else None, **settings,
+        ))
+    first = per_split[0]
+    result = {
+        "splits": [os.path.basename(d) for d in split_dirs], "num_splits": len(split_dirs),
+        "summary": summarize_splits(per_split), "per_split": per_split,
+        **{key: first[key] for key in ("convention", "rerank_convention", "distance", "mode", "model")},
+    }
+    if out_path:
+        atomic_io.write_json(out_path, result)
+    if progress:
+        for name, stats in result["summary"].items():
+            print(f"{name:>7}: {100 * stats['mean']:.2f} +- {100 * stats['std']:.2f} "
+                  f"(min {100 * stats['min']:.2f}, max {100 * stats['max']:.2f}) over {len(split_dirs)} splits")
+        if out_path:
+            print(f"wrote {out_path}")
+    return result
