@@ -295,7 +295,7 @@ def test_every_format_has_the_interface_and_a_missing_function_fails_loudly():
 def test_runtime_options_default_fast_and_reject_bad_values():
     options = runtime.RuntimeOptions()
     assert (options.num_threads, options.inter_op_threads) == (runtime.machine_cores(), 1)
-    assert options.xnnpack and options.ort_optimization == "all" and not options.tf_bfloat16
+    assert options.xnnpack and options.ort_optimization == "all"
     with pytest.raises(ValueError, match=r"--num_threads\) must be a positive integer. Received: num_threads=0"):
         runtime.RuntimeOptions(num_threads=0)
     with pytest.raises(ValueError, match="ort_optimization='fast'"):

@@ -2,10 +2,10 @@
 
 `run(quick=False) -> dict`: for the generator (soft_mask) and the DA-2S embedder (embed, the generator
 folded in) at the demo size (128x64) and the paper size (256x128), randomly initialised (speed does not
-depend on training): images/second of Keras, the SavedModel (float32 and oneDNN bfloat16), and every
-variant of every format of `export.job.FORMATS`, at batch 1 (latency, one serving request) and batch 8
-(throughput), each with its ratio to Keras at the same batch and its max |difference| from Keras on the
-batch-8 images. Models: demo = generator width 16, 2 residual blocks and small-DenseNet DA-2S (the demo
+depend on training): images/second of Keras, the SavedModel and every
+variant of every format of `export.job.FORMATS`, at batch 1 (latency, one serving request) and batches 8
+and 32 (throughput), each with its ratio to Keras at the same batch and its max |difference| from Keras on
+the batch-32 images. Models: demo = generator width 16, 2 residual blocks and small-DenseNet DA-2S (the demo
 configs); paper = generator width 64, 6 residual blocks and DenseNet-121 DA-2S.
 `quick=True`: the demo-size generator only, narrowed (width 8, 1 block), float32 + int8, a few batches.
 
@@ -35,7 +35,7 @@ MODEL_SETTINGS = {
     "paper": {"base_filters": 64, "num_res_blocks": 6, "backbone": "densenet121"},
     "quick": {"base_filters": 8, "num_res_blocks": 1, "backbone": "densenet_small"},
 }
-BATCH_SIZES = (1, 8)
+BATCH_SIZES = (1, 8, 32)
 
 
 def images_per_second(call, batch_size, min_seconds=1.0, max_batches=50):
@@ -72,7 +72,7 @@ def _measure(runner, images, reference, min_seconds):
 def _bench_one(kind, size, settings, variants, min_seconds, work_dir, runtime):
     # 1. Build the models and export the SavedModel; the Keras output on the batch is the parity reference.
     # 2. Keras speed at each batch size on preprocessed floats.
-    # 3. SavedModel (float32, then bfloat16), then each format's variants: speed and parity.
+    # 3. The SavedModel, then each format's variants: speed and parity.
     # 4. Ratios to Keras at the same batch size.
     generator, reid_model = _build(kind, size, settings)
     images = np.random.default_rng(0).integers(0, 256, size=(max(BATCH_SIZES), *size, 3), dtype=np.uint8)
@@ -87,11 +87,8 @@ def _bench_one(kind, size, settings, variants, min_seconds, work_dir, runtime):
     floats = tf.constant(to_model_range(images.astype(np.float32)))
     rates = {"keras": {f"batch_{b}": images_per_second(lambda: keras_fn(floats[:b]), b, min_seconds)
                        for b in BATCH_SIZES}}
-    for name, options in (("saved_model", runtime), ("saved_model_bfloat16",
-                                                     dataclasses.replace(runtime, tf_bfloat16=True))):
-        rates[name] = _measure(saved_model_lib.SavedModelRunner(version_dir, signature, options), images,
-                               reference, min_seconds)
-    configure_tensorflow(runtime)
+    rates["saved_model"] = _measure(saved_model_lib.SavedModelRunner(version_dir, signature, runtime), images,
+                                    reference, min_seconds)
     for module in job.FORMATS:
         wanted = [v for v in module.VARIANTS if v in variants]
         paths = module.convert(version_dir, os.path.join(work_dir, module.NAME), wanted, images,

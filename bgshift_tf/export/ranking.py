@@ -1,6 +1,6 @@
 """What an exported embedder variant does to re-ID ranking: rank-1 / mAP vs the float32 Keras model.
 
-A faster variant (int8, bfloat16) that ranks differently must say so (issue 16): the export job embeds a
+A faster variant (int8, float16) that ranks differently must say so (issue 16): the export job embeds a
 labelled query / gallery set with the Keras model and with every converted embedder, ranks each with
 `evaluation.rank.evaluate_rank` (euclidean distance, standard convention), and reports each variant's
 rank-1 and mAP next to their change from Keras and the share of queries whose top-1 gallery match

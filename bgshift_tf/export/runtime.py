@@ -9,7 +9,6 @@ and of the export benchmark:
                       models are one chain of convolutions, so parallel branches gain nothing)
     xnnpack           TFLite with its XNNPACK delegate (default on; off = the built-in kernels only)
     ort_optimization  ONNX Runtime graph optimisation level: disable, basic, extended or all (default all)
-    tf_bfloat16       SavedModel runs with oneDNN's automatic bfloat16 rewrite (AMX-BF16 / AVX512-BF16 CPUs)
 
 TensorFlow's threading is process-wide and fixed at its first op, so `configure_tensorflow` must run before
 any model is built (the export and benchmark entry points call it first); afterwards it can only check.
@@ -38,7 +37,6 @@ class RuntimeOptions:
     inter_op_threads: int = 1
     xnnpack: bool = True
     ort_optimization: str = "all"
-    tf_bfloat16: bool = False
 
     def __post_init__(self):
         for name in ("num_threads", "inter_op_threads"):
@@ -51,7 +49,7 @@ class RuntimeOptions:
 
 
 def configure_tensorflow(options):
-    """Sets TensorFlow's intra/inter-op threads (and the bfloat16 rewrite) from `options`.
+    """Sets TensorFlow's intra/inter-op threads from `options`.
 
     Before TensorFlow has run an op the threads are set; afterwards they cannot change, so a differing
     request raises a RuntimeError naming both values (an equal one passes).
@@ -69,4 +67,3 @@ def configure_tensorflow(options):
                 f"TensorFlow already runs with intra/inter-op threads {current['intra']}/{current['inter']}; "
                 f"--num_threads={wanted['intra']} --inter_op_threads={wanted['inter']} must be set before "
                 "TensorFlow's first op (call runtime.configure_tensorflow first).") from None
-    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": options.tf_bfloat16})

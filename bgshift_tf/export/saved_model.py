@@ -294,8 +294,8 @@ class SavedModelRunner:
     Args:
         version_dir: exported version folder.
         signature_name: the signature to call.
-        runtime: `runtime.RuntimeOptions`; TensorFlow's threads and bfloat16 rewrite are applied (or checked,
-            once TensorFlow runs) by `runtime.configure_tensorflow` before the model loads.
+        runtime: `runtime.RuntimeOptions`; TensorFlow's threads are applied (or checked, once TensorFlow
+            runs) by `runtime.configure_tensorflow` before the model loads.
     """
 
     def __init__(self, version_dir, signature_name, runtime):
