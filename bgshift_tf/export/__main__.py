@@ -41,6 +41,9 @@ _ORT_OPTIMIZATION = flags.DEFINE_enum("ort_optimization", "all", runtime.ORT_OPT
 _TF_TRT = flags.DEFINE_bool("tf_trt", False, "Also write a TF-TRT SavedModel (needs a GPU with TensorRT).")
 _REPRESENTATIVE = flags.DEFINE_string(
     "representative_tfrecords", None, "TFRecord folder or files: int8 calibration and parity images.")
+_RANKING = flags.DEFINE_string(
+    "ranking_tfrecords", None, "TFRecord folder with query/gallery splits: rank-1 / mAP of each embedder variant "
+                               "vs Keras (e.g. the target domain the re-ID run is evaluated on).")
 _NUM_REPRESENTATIVE = flags.DEFINE_integer("num_representative", 32, "Calibration images for int8.")
 _GENERATOR_NAME = flags.DEFINE_string("generator_name", "sbsgan_generator", "Served name of the generator.")
 _EMBEDDER_NAME = flags.DEFINE_string(
@@ -58,7 +61,7 @@ def main(argv):
         overwrite=_OVERWRITE.value, variants={name: tuple(flag.value) for name, flag in _VARIANTS.items()},
         representative_tfrecords=_REPRESENTATIVE.value, num_representative=_NUM_REPRESENTATIVE.value,
         tf_trt=_TF_TRT.value, generator_name=_GENERATOR_NAME.value, embedder_name=_EMBEDDER_NAME.value,
-        runtime=options,
+        runtime=options, ranking_tfrecords=_RANKING.value,
     )
     print(json.dumps(results, indent=2))
 
