@@ -95,8 +95,7 @@ def _differences(outputs, reference_float, reference_uint8=None):
     return result
 
 
-def to_uint8_pixels(reference_float):
-    """float [-1, 1] -> uint8 [0, 255] (rounded), as the serving signatures' images_uint8."""
+def _reference_uint8(reference_float):
     return np.asarray(to_uint8(reference_float))
 
 
@@ -129,7 +128,7 @@ def measure_parity(version_dir, images, generator=None, reid_model=None, convert
         inputs = signature_inputs(signature, images, info.get("num_domains"))
         reference = keras_reference(signature, _reference_pixels(signature, inputs), generator, reid_model,
                                     inputs.get("target_domain"))
-        reference_uint8 = to_uint8_pixels(reference) if info["kind"] == "generator" else None
+        reference_uint8 = _reference_uint8(reference) if info["kind"] == "generator" else None
         served = saved_model_lib.SavedModelRunner(version_dir, signature, runtime)(**inputs)
         entry = {"saved_model": _differences(served, reference, reference_uint8)}
         for name, per_signature in (converted or {}).items():
@@ -189,7 +188,7 @@ def load_representative_images(source, image_size, count=32):
         if not files:
             raise ValueError(f"--representative_tfrecords={source!r} matches no TFRecord file or folder.")
     batches = make_eval_dataset(files, image_size=tuple(image_size), batch_size=count).take(1)
-    return to_uint8_pixels(next(iter(batches))["image"].numpy())
+    return _reference_uint8(next(iter(batches))["image"].numpy())
 
 
 def _random_images(image_size, count, seed=0):
