@@ -38,9 +38,10 @@ def random_images(size, count=3, seed=0):
     return np.random.default_rng(seed).integers(0, 256, size=(count, *size, 3), dtype=np.uint8)
 
 
-def run_fresh_python(script, timeout=240):
-    """Runs `script` in a new interpreter (no bgshift_tf import); returns stdout. Fails with stderr shown."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ""}
+def run_fresh_python(script, timeout=240, pythonpath=""):
+    """Runs `script` in a new interpreter (no bgshift_tf import unless `pythonpath` points at the package);
+    returns stdout. Fails with stderr shown."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": pythonpath}
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
                             timeout=timeout, env=env, cwd="/")
     assert result.returncode == 0, f"fresh process failed:\n{result.stderr[-4000:]}"

@@ -1,18 +1,21 @@
 """Serving SavedModels: signatures, fresh-process parity with Keras, in-graph input checks, warm-up
-requests, models.config, atomic versioned writes, the export job's parity report."""
+requests, models.config, atomic versioned writes, the export job's parity report, the format tuple and the
+runtime settings."""
 
 import json
 import os
 import subprocess
+import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bgshift_tf.export import job
+from bgshift_tf.export import runtime
 from bgshift_tf.export import saved_model as saved_model_lib
 from export_helpers import (GENERATOR_SIZE, NUM_DOMAINS, REID_SIZE, VENV_BIN, random_images, run_fresh_python,
-                            tiny_da2s, tiny_generator)
+                            tiny_da2s, tiny_generator, tiny_ide)
 
 
 def _keras_inputs(images, size):
@@ -244,10 +247,14 @@ def test_export_job_argument_errors(tmp_path):
         job.export_models(str(tmp_path))
     with pytest.raises(ValueError, match="needs the generator"):
         job.export_models(str(tmp_path), reid_model=tiny_da2s())
-    with pytest.raises(ValueError, match="Unknown TFLite variants"):
-        job.export_models(str(tmp_path), generator=tiny_generator(), tflite_variants=("int4",))
+    with pytest.raises(ValueError, match=r"Unknown tflite variants \['int4'\] \(--tflite\)"):
+        job.export_models(str(tmp_path), generator=tiny_generator(), variants={"tflite": ("int4",)})
+    with pytest.raises(ValueError, match="Unknown export format 'tensorrt'"):
+        job.export_models(str(tmp_path), generator=tiny_generator(), variants={"tensorrt": ("fp16",)})
+    with pytest.raises(ValueError, match=r"\['onnx'\] needs calibration images: pass --representative"):
+        job.export_models(str(tmp_path), generator=tiny_generator(), variants={"onnx": ("int8",)})
     with pytest.raises(ValueError, match="representative"):
-        job.export_models(str(tmp_path), generator=tiny_generator(), tflite_variants=("int8",))
+        job.export_models(str(tmp_path), generator=tiny_generator(), variants={"tflite": ("int8",)})
 
 
 def test_export_all_loads_a_gan_run_and_versions_up(tmp_path):
@@ -270,3 +277,65 @@ def test_export_all_loads_a_gan_run_and_versions_up(tmp_path):
     served = tf.saved_model.load(result["generator"]["saved_model"]).signatures["soft_mask"](images=tf.constant(images))
     expected = generator.soft_mask(_keras_inputs(images, GENERATOR_SIZE)).numpy()
     assert np.abs(served["images_float"].numpy() - expected).max() < 1e-4
+
+
+def test_every_format_has_the_interface_and_a_missing_function_fails_loudly():
+    assert [module.NAME for module in job.FORMATS] == ["tflite", "onnx"]
+    for module in job.FORMATS:
+        assert job.check_format(module) is module and "float32" in module.VARIANTS
+    broken = types.ModuleType("bgshift_tf.export.broken")
+    broken.NAME, broken.VARIANTS, broken.convert = "broken", ("float32",), lambda *args: {}
+    with pytest.raises(TypeError, match=r"'bgshift_tf.export.broken' lacks \['load_runner'\]"):
+        job.check_format(broken)
+    broken.load_runner = "not callable"
+    with pytest.raises(TypeError, match=r"lacks \['load_runner'\]"):
+        job.check_format(broken)
+
+
+def test_runtime_options_default_fast_and_reject_bad_values():
+    options = runtime.RuntimeOptions()
+    assert (options.num_threads, options.inter_op_threads) == (runtime.machine_cores(), 1)
+    assert options.xnnpack and options.ort_optimization == "all"
+    with pytest.raises(ValueError, match=r"--num_threads\) must be a positive integer. Received: num_threads=0"):
+        runtime.RuntimeOptions(num_threads=0)
+    with pytest.raises(ValueError, match="ort_optimization='fast'"):
+        runtime.RuntimeOptions(ort_optimization="fast")
+
+
+def test_tensorflow_threads_are_set_before_the_first_op_and_checked_after():
+    """A fresh process gets the requested threads; once TensorFlow runs (as here) a different request fails."""
+    stdout = run_fresh_python("""
+        import tensorflow as tf
+        from bgshift_tf.export import runtime
+        runtime.configure_tensorflow(runtime.RuntimeOptions(num_threads=1, inter_op_threads=2))
+        tf.constant(1.0) + 1.0
+        print(tf.config.threading.get_intra_op_parallelism_threads(),
+              tf.config.threading.get_inter_op_parallelism_threads())
+    """, pythonpath=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert stdout.split() == ["1", "2"]
+    tf.constant(1.0) + 1.0
+    current = tf.config.threading.get_intra_op_parallelism_threads() or runtime.machine_cores()
+    with pytest.raises(RuntimeError, match=f"--num_threads={current + 1} .* must be set before"):
+        runtime.configure_tensorflow(runtime.RuntimeOptions(num_threads=current + 1))
+
+
+@pytest.mark.slow
+def test_export_job_converts_each_format_and_ranks_the_embedder(tmp_path):
+    """The job loops over FORMATS: ONNX float32 + int8 of a tiny IDE, parity per variant and ranking."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    reid_model = tiny_ide()
+    gallery = random_images(REID_SIZE, 8, seed=3)
+    ranking_set = {"query": (gallery[::2], np.arange(4), np.zeros(4, int)),
+                   "gallery": (gallery, np.repeat(np.arange(4), 2), np.ones(8, int))}
+    results = job.export_models(str(tmp_path), reid_model=reid_model, version=1, variants={"onnx": ("float32", "int8")},
+                                representative_images=lambda size: random_images(size, 8, seed=2),
+                                ranking_images=lambda size: ranking_set)
+    summary = results["embedder"]
+    assert sorted(summary["onnx"]["embed"]) == ["float32", "int8"] and summary["tflite"] == {}
+    parity = summary["parity"]["embed"]
+    assert parity["onnx_float32"]["max_rel"] < 1e-4 < parity["onnx_int8"]["max_rel"] < 0.5, parity
+    assert summary["ranking"]["keras"]["rank1"] == 1.0  # the queries are gallery images
+    assert summary["ranking"]["onnx_float32"]["top1_agreement"] == 1.0
+    assert sorted(summary["ranking"]) == ["keras", "onnx_float32", "onnx_int8"]

@@ -1,5 +1,5 @@
 """TFLite models converted from the exported SavedModel, run with ai_edge_litert: parity per variant,
-fixed trained size with a resizable batch, calibration and argument errors."""
+fixed trained size with a resizable batch, calibration and argument errors, thread / XNNPACK settings."""
 
 import os
 
@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export import tflite
+from bgshift_tf.export.runtime import RuntimeOptions, machine_cores
 from export_helpers import GENERATOR_SIZE, REID_SIZE, random_images, tiny_generator, tiny_ide
 
 # Loose sanity bounds on images_float (range [-1, 1]) vs the SavedModel; measured values go to BUILD_NOTES.
@@ -30,13 +31,13 @@ def exports(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def soft_mask_models(exports):
-    """soft_mask in every variant (through convert_all), style_transfer in float32 only (to save time)."""
+    """soft_mask in every variant (through convert), style_transfer in float32 only (to save time)."""
     calibration = random_images(GENERATOR_SIZE, 8, seed=5)
-    paths = tflite.convert_all(exports["generator"], exports["out"], variants=tflite.VARIANTS,
-                               representative_inputs=calibration, signatures=("soft_mask",))
+    paths = tflite.convert(exports["generator"], exports["out"], tflite.VARIANTS, calibration,
+                           signatures=("soft_mask",))
     style_path = os.path.join(exports["out"], "style_transfer_float32.tflite")
     with open(style_path, "wb") as f:
-        f.write(tflite.convert(exports["generator"], "style_transfer", "float32"))
+        f.write(tflite.convert_signature(exports["generator"], "style_transfer", "float32"))
     return {**paths, "style_transfer": {"float32": style_path}}
 
 
@@ -51,12 +52,12 @@ def test_every_variant_matches_the_saved_model(exports, soft_mask_models):
     reference = _saved_model_outputs(exports["generator"], "soft_mask", images=images)
     measured = {}
     for variant, path in soft_mask_models["soft_mask"].items():
-        outputs = tflite.TFLiteRunner(path)(images=images)
+        outputs = tflite.load_runner(path, RuntimeOptions())(images=images)
         assert outputs["images_float"].shape == (3, *GENERATOR_SIZE, 3)
         measured[variant] = float(np.abs(outputs["images_float"] - reference["images_float"]).max())
         assert measured[variant] < SANITY_MAX_ABS[variant], (variant, measured)
-    assert np.abs(tflite.TFLiteRunner(soft_mask_models["soft_mask"]["float32"])(images=images)["images_uint8"].astype(int)
-                  - reference["images_uint8"]).max() <= 1
+    float32 = tflite.load_runner(soft_mask_models["soft_mask"]["float32"], RuntimeOptions())
+    assert np.abs(float32(images=images)["images_uint8"].astype(int) - reference["images_uint8"]).max() <= 1
     # Quantised variants are smaller files and not bit-identical to float32.
     assert measured["float16"] > 0 and measured["int8"] > measured["float32"]
 
@@ -64,7 +65,7 @@ def test_every_variant_matches_the_saved_model(exports, soft_mask_models):
 @pytest.mark.slow
 def test_style_transfer_takes_domains_and_fixed_size(exports, soft_mask_models):
     path = soft_mask_models["style_transfer"]["float32"]
-    runner = tflite.TFLiteRunner(path)
+    runner = tflite.load_runner(path, RuntimeOptions())
     assert sorted(runner.input_names) == ["images", "target_domain"]
     shapes = {d["name"]: list(d["shape_signature"]) for d in runner.interpreter.get_input_details()}
     assert [-1, *GENERATOR_SIZE, 3] in shapes.values()
@@ -77,31 +78,53 @@ def test_style_transfer_takes_domains_and_fixed_size(exports, soft_mask_models):
 @pytest.mark.slow
 def test_embedder_float32_matches(exports, tmp_path):
     path = tmp_path / "embed.tflite"
-    path.write_bytes(tflite.convert(exports["embedder"], "embed", "float32"))
+    path.write_bytes(tflite.convert_signature(exports["embedder"], "embed", "float32"))
     images = random_images(REID_SIZE, 2, seed=4)
     reference = _saved_model_outputs(exports["embedder"], "embed", images=images)["features"]
-    features = tflite.TFLiteRunner(str(path))(images=images)["features"]
+    features = tflite.load_runner(str(path), RuntimeOptions())(images=images)["features"]
     assert features.shape == reference.shape == (2, 128)
     assert np.abs(features - reference).max() < 1e-4 * max(1.0, np.abs(reference).max())
 
 
-def test_convert_all_skips_jpeg_signatures(exports, tmp_path, monkeypatch):
-    monkeypatch.setattr(tflite, "convert", lambda version_dir, signature, variant, calibration: b"stub")
-    paths = tflite.convert_all(exports["generator"], str(tmp_path), variants=("float32",))
+def test_convert_skips_jpeg_signatures(exports, tmp_path, monkeypatch):
+    monkeypatch.setattr(tflite, "convert_signature", lambda version_dir, signature, variant, calibration: b"stub")
+    paths = tflite.convert(exports["generator"], str(tmp_path), ("float32",))
     assert sorted(paths) == ["soft_mask", "style_transfer"]  # no *_jpeg: TFLite has no JPEG decoder
     assert sorted(os.listdir(tmp_path)) == ["soft_mask_float32.tflite", "style_transfer_float32.tflite"]
 
 
 def test_conversion_argument_errors(exports):
     with pytest.raises(ValueError, match="variant='int4'"):
-        tflite.convert(exports["generator"], "soft_mask", "int4")
+        tflite.convert_signature(exports["generator"], "soft_mask", "int4")
     with pytest.raises(ValueError, match="representative_inputs"):
-        tflite.convert(exports["generator"], "soft_mask", "int8")
+        tflite.convert_signature(exports["generator"], "soft_mask", "int8")
     with pytest.raises(ValueError, match="signature_name='soft_mask_jpeg'"):
-        tflite.convert(exports["generator"], "soft_mask_jpeg", "float32")
+        tflite.convert_signature(exports["generator"], "soft_mask_jpeg", "float32")
 
 
 def test_runner_rejects_wrong_inputs(soft_mask_models):
-    runner = tflite.TFLiteRunner(soft_mask_models["soft_mask"]["float32"])
+    runner = tflite.load_runner(soft_mask_models["soft_mask"]["float32"], RuntimeOptions())
     with pytest.raises(ValueError, match=r"takes inputs \['images'\]. Received: \['image'\]"):
         runner(image=random_images(GENERATOR_SIZE, 1))
+
+
+@pytest.mark.parametrize("options, threads, resolver", [
+    (RuntimeOptions(), machine_cores(), "BUILTIN"),
+    (RuntimeOptions(num_threads=1, xnnpack=False), 1, "BUILTIN_WITHOUT_DEFAULT_DELEGATES"),
+])
+def test_runner_applies_threads_and_xnnpack(soft_mask_models, monkeypatch, options, threads, resolver):
+    from ai_edge_litert import interpreter as litert
+
+    created = []
+
+    class RecordingInterpreter(litert.Interpreter):
+        def __init__(self, **kwargs):
+            created.append(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(litert, "Interpreter", RecordingInterpreter)
+    runner = tflite.load_runner(soft_mask_models["soft_mask"]["float32"], options)
+    assert isinstance(runner.interpreter, RecordingInterpreter)
+    assert created[0]["num_threads"] == threads
+    assert created[0]["experimental_op_resolver_type"] == litert.OpResolverType[resolver]
+    assert runner(images=random_images(GENERATOR_SIZE, 2))["images_float"].shape == (2, *GENERATOR_SIZE, 3)

@@ -6,8 +6,13 @@ in-memory Keras models (tests, notebooks). Output under `export_dir`:
     <model>/<version>/                       serving SavedModel (+ assets.extra: warm-up requests, export_info.json)
     models.config                            TF Serving model_config_list (every model folder in export_dir)
     tflite/<model>/<version>/<signature>_<variant>.tflite
-    onnx/<model>/<version>/<signature>.onnx
+    onnx/<model>/<version>/<signature>_<variant>.onnx
     parity_<model>_v<version>.json           max |difference| per format and signature vs the Keras model
+
+The converted formats are the modules of `FORMATS`, each with the same interface (checked at import):
+`NAME`, `VARIANTS`, `convert(version_dir, out_dir, variants, calibration_images, signatures=None) ->
+{signature: {variant: path}}` and `load_runner(path, runtime) -> callable(**named numpy inputs) -> named outputs`. A new format is
+its module plus one entry in `FORMATS`.
 
 Parity is measured on `num_parity_images` uint8 images at each model's trained size (the first ones of
 --representative_tfrecords when given, else seeded random pixels): float outputs (images_float in [-1, 1],
@@ -23,10 +28,27 @@ import tensorflow as tf
 from bgshift_tf import atomic_io
 from bgshift_tf.data.images import resize, to_model_range, to_uint8
 from bgshift_tf.export import onnx as onnx_lib
+from bgshift_tf.export import ranking as ranking_lib
 from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export import tflite as tflite_lib
+from bgshift_tf.export.runtime import RuntimeOptions
+from bgshift_tf.export.serving_inputs import signature_inputs
 
-TFLITE_VARIANTS = tflite_lib.VARIANTS
+_RANKING_BATCH = 64
+FORMAT_INTERFACE = ("NAME", "VARIANTS", "convert", "load_runner")
+
+
+def check_format(module):
+    """Raises TypeError naming the module and what it lacks when it does not have the format interface."""
+    missing = [name for name in FORMAT_INTERFACE if not hasattr(module, name)]
+    missing += [name for name in ("convert", "load_runner") if name not in missing and not callable(getattr(module, name))]
+    if missing:
+        raise TypeError(f"Export format module {getattr(module, '__name__', module)!r} lacks {missing} "
+                        f"(every entry of FORMATS needs {list(FORMAT_INTERFACE)}).")
+    return module
+
+
+FORMATS = tuple(check_format(module) for module in (tflite_lib, onnx_lib))
 
 
 # === Keras references (independent of the serving modules) ===
@@ -77,15 +99,6 @@ def _reference_uint8(reference_float):
     return np.asarray(to_uint8(reference_float))
 
 
-def signature_inputs(signature, images, num_domains=None):
-    """Named inputs for a signature from uint8 images (JPEG-encoded for *_jpeg; domains cycling 0..K-1)."""
-    if signature.endswith("_jpeg"):
-        return {"image_bytes": [tf.io.encode_jpeg(image, quality=95).numpy() for image in images]}
-    if signature == "style_transfer":
-        return {"images": images, "target_domain": np.arange(len(images), dtype=np.int32) % num_domains}
-    return {"images": images}
-
-
 def _reference_pixels(signature, inputs):
     """What the signature sees: for *_jpeg the TF-decoded pixels (JPEG is lossy), else the images."""
     if "image_bytes" in inputs:
@@ -93,41 +106,65 @@ def _reference_pixels(signature, inputs):
     return inputs["images"]
 
 
-def measure_parity(version_dir, images, generator=None, reid_model=None, tflite_paths=None, onnx_paths=None):
-    """Max differences of the SavedModel, TFLite and ONNX outputs vs the Keras model, per signature.
+def measure_parity(version_dir, images, generator=None, reid_model=None, converted=None, runtime=None):
+    """Max differences of the SavedModel and every converted model's outputs vs the Keras model, per signature.
 
     Args:
         version_dir: the exported version folder.
         images: uint8 [N, h, w, 3] at the model's trained size.
         generator, reid_model: the Keras models that were exported.
-        tflite_paths: {signature: {variant: path}} (from tflite.convert_all) or None.
-        onnx_paths: {signature: path} (from onnx.convert_all) or None.
+        converted: {format NAME: {signature: {variant: path}}} (each format's `convert` result) or None.
+        runtime: `RuntimeOptions` for the runners (default: the fast defaults).
 
     Returns:
-        {signature: {"saved_model": {...}, "tflite_<variant>": {...}, "onnx": {...}}}, each entry with
-        max_abs, max_rel and (generator) max_uint8_levels; TFLite/ONNX also `vs_saved_model_max_abs`.
+        {signature: {"saved_model": {...}, "<format>_<variant>": {...}}}, each entry with max_abs, max_rel and
+        (generator) max_uint8_levels; converted formats also `vs_saved_model_max_abs`.
     """
+    runtime = runtime or RuntimeOptions()
     info = saved_model_lib.read_export_info(version_dir)
-    loaded = tf.saved_model.load(version_dir)
+    modules = {module.NAME: module for module in FORMATS}
     report = {}
     for signature in info["signatures"]:
         inputs = signature_inputs(signature, images, info.get("num_domains"))
         reference = keras_reference(signature, _reference_pixels(signature, inputs), generator, reid_model,
                                     inputs.get("target_domain"))
         reference_uint8 = _reference_uint8(reference) if info["kind"] == "generator" else None
-        served = {k: v.numpy() for k, v in loaded.signatures[signature](
-            **{k: tf.constant(v) for k, v in inputs.items()}).items()}
+        served = saved_model_lib.SavedModelRunner(version_dir, signature, runtime)(**inputs)
         entry = {"saved_model": _differences(served, reference, reference_uint8)}
-        runners = [(f"tflite_{variant}", tflite_lib.TFLiteRunner(path))
-                   for variant, path in (tflite_paths or {}).get(signature, {}).items()]
-        if signature in (onnx_paths or {}):
-            runners.append(("onnx", onnx_lib.OnnxRunner(onnx_paths[signature])))
-        for name, runner in runners:
-            outputs = runner(**inputs)
-            entry[name] = {**_differences(outputs, reference, reference_uint8),
-                           "vs_saved_model_max_abs": float(np.max(np.abs(_float_output(outputs) - _float_output(served))))}
+        for name, per_signature in (converted or {}).items():
+            for variant, path in per_signature.get(signature, {}).items():
+                outputs = modules[name].load_runner(path, runtime)(**inputs)
+                entry[f"{name}_{variant}"] = {
+                    **_differences(outputs, reference, reference_uint8),
+                    "vs_saved_model_max_abs": float(np.max(np.abs(_float_output(outputs) - _float_output(served))))}
         report[signature] = entry
     return report
+
+
+def measure_ranking(version_dir, ranking_set, generator, reid_model, converted, runtime=None):
+    """Rank-1 / mAP of every converted `embed` variant vs the Keras model (`ranking.ranking_effect`).
+
+    Args:
+        ranking_set: {"query": (uint8 images, pids, camids), "gallery": (...)} at the embedder's size.
+        converted: {format NAME: {signature: {variant: path}}}.
+    """
+    runtime = runtime or RuntimeOptions()
+    modules = {module.NAME: module for module in FORMATS}
+    labels = {split: {"pids": ranking_set[split][1], "camids": ranking_set[split][2]} for split in ranking_set}
+    generator = generator if saved_model_lib.read_export_info(version_dir)["two_stream"] else None
+
+    def features(embed_fn):
+        return tuple(np.concatenate([embed_fn(images[i:i + _RANKING_BATCH])
+                                     for i in range(0, len(images), _RANKING_BATCH)])
+                     for images in (ranking_set["query"][0], ranking_set["gallery"][0]))
+
+    reference = features(lambda images: keras_reference("embed", images, generator, reid_model))
+    variants = {}
+    for name, per_signature in converted.items():
+        for variant, path in per_signature.get("embed", {}).items():
+            runner = modules[name].load_runner(path, runtime)
+            variants[f"{name}_{variant}"] = features(lambda images: runner(images=images)["features"])
+    return ranking_lib.ranking_effect(reference, variants, labels["query"], labels["gallery"])
 
 
 # === Representative images ===
@@ -162,34 +199,47 @@ def _random_images(image_size, count, seed=0):
 
 
 def _convert_and_measure(kind, version_dir, export_dir, model_name, version, images, generator, reid_model,
-                         tflite_variants, onnx, calibration_images):
-    tflite_paths = onnx_paths = None
-    if tflite_variants:
-        tflite_paths = tflite_lib.convert_all(
-            version_dir, os.path.join(export_dir, "tflite", model_name, str(version)), tflite_variants,
-            calibration_images if "int8" in tflite_variants else None,
-        )
-    if onnx:
-        onnx_paths = onnx_lib.convert_all(version_dir, os.path.join(export_dir, "onnx", model_name, str(version)))
-    parity = measure_parity(version_dir, images, generator, reid_model if kind == "embedder" else None,
-                            tflite_paths, onnx_paths)
+                         variants, calibration_images, runtime, ranking_set):
+    converted = {}
+    for module in FORMATS:
+        if variants.get(module.NAME):
+            converted[module.NAME] = module.convert(
+                version_dir, os.path.join(export_dir, module.NAME, model_name, str(version)),
+                variants[module.NAME], calibration_images)
     info = saved_model_lib.read_export_info(version_dir)
+    parity = measure_parity(version_dir, images, generator if kind == "generator" or info["two_stream"] else None,
+                            reid_model if kind == "embedder" else None, converted, runtime)
     summary = {"model_name": model_name, "version": version, "saved_model": version_dir,
-               "tflite": tflite_paths or {}, "onnx": onnx_paths or {}, "parity": parity,
+               **{module.NAME: converted.get(module.NAME, {}) for module in FORMATS}, "parity": parity,
                "num_parity_images": int(len(images))}
-    if onnx_paths:
+    if kind == "embedder" and ranking_set is not None:
+        summary["ranking"] = measure_ranking(version_dir, ranking_set, generator, reid_model, converted, runtime)
+    onnx_float32 = {signature: paths["float32"] for signature, paths in converted.get(onnx_lib.NAME, {}).items()
+                    if "float32" in paths}
+    if onnx_float32:
         summary["trtexec"] = {
             signature: onnx_lib.trtexec_command(path, os.path.splitext(path)[0] + ".plan", info["image_size"])
-            for signature, path in onnx_paths.items()
+            for signature, path in onnx_float32.items()
         }
     parity_path = os.path.join(export_dir, f"parity_{model_name}_v{version}.json")
     atomic_io.write_json(parity_path, summary)
     return {**summary, "parity_json": parity_path}
 
 
+def check_variants(variants):
+    """Raises ValueError for a format or variant name that FORMATS does not have (names the bad value)."""
+    modules = {module.NAME: module for module in FORMATS}
+    for name, wanted in variants.items():
+        if name not in modules:
+            raise ValueError(f"Unknown export format {name!r}; choose from {sorted(modules)}")
+        unknown = sorted(set(wanted) - set(modules[name].VARIANTS))
+        if unknown:
+            raise ValueError(f"Unknown {name} variants {unknown} (--{name}); choose from {list(modules[name].VARIANTS)}")
+
+
 def export_models(export_dir, generator=None, reid_model=None, *, version=None, overwrite=False,
-                  tflite_variants=(), onnx=False, representative_images=None, num_parity_images=4,
-                  generator_name="sbsgan_generator", embedder_name=None):
+                  variants=None, representative_images=None, num_parity_images=4,
+                  generator_name="sbsgan_generator", embedder_name=None, runtime=None, ranking_images=None):
     """Exports in-memory models and measures parity; see the module docstring for the layout.
 
     Args:
@@ -198,10 +248,13 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
         reid_model: trained IDE / DA2S or None (DA-2S needs `generator`: it makes stream 1).
         version: positive int for every exported model; None = each model's next free version.
         overwrite: replace an existing version (atomically).
-        tflite_variants: subset of TFLITE_VARIANTS.
-        onnx: also convert to ONNX.
+        variants: {format NAME: variants} for the modules of FORMATS, e.g. {"tflite": ("float32", "int8"),
+            "onnx": ("float32",)}; None or {} = the SavedModel only.
         representative_images: callable (h, w) -> uint8 [M, h, w, 3] (calibration and parity images), or None
             for seeded random pixels (not enough for "int8": its calibration needs real images).
+        runtime: `RuntimeOptions` of the parity runners (default: the fast defaults).
+        ranking_images: callable (h, w) -> {"query": (uint8 images, pids, camids), "gallery": (...)}: the
+            embedder's summary then has "ranking" (`measure_ranking`); None = no ranking check.
         num_parity_images: images used for parity.
         generator_name, embedder_name: served model names (embedder default: "da2s_embedder" for DA-2S,
             "ide_embedder" for IDE).
@@ -211,15 +264,16 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
     """
     from bgshift_tf.models.reid import DA2S
 
-    unknown = sorted(set(tflite_variants) - set(TFLITE_VARIANTS))
-    if unknown:
-        raise ValueError(f"Unknown TFLite variants {unknown}; choose from {list(TFLITE_VARIANTS)}")
+    variants = {name: tuple(wanted) for name, wanted in (variants or {}).items() if wanted}
+    check_variants(variants)
     if generator is None and reid_model is None:
         raise ValueError("Nothing to export: give a generator (--gan_run_dir) and/or a re-ID model (--reid_run_dir).")
     if isinstance(reid_model, DA2S) and generator is None:
         raise ValueError("A DA-2S embedder needs the generator (stream 1 is its soft-mask image): pass --gan_run_dir.")
-    if "int8" in tflite_variants and representative_images is None:
-        raise ValueError("TFLite variant 'int8' needs calibration images: pass --representative_tfrecords.")
+    needs_calibration = [name for name, wanted in variants.items() if "int8" in wanted]
+    if needs_calibration and representative_images is None:
+        raise ValueError(f"The 'int8' variant of {needs_calibration} needs calibration images: pass "
+                         "--representative_tfrecords.")
 
     def images_for(size):
         if representative_images is None:
@@ -245,9 +299,9 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
         version_dir = export_fn(model_version)
         parity_images, calibration = images_for(size)
         results[kind] = _convert_and_measure(kind, version_dir, export_dir, model_name, model_version,
-                                             parity_images, generator, reid_model, tflite_variants, onnx,
-                                             calibration)
-    # Every folder holding numeric versions is a servable model (tflite/, onnx/ hold model folders instead).
+                                             parity_images, generator, reid_model, variants, calibration,
+                                             runtime, ranking_images(size) if ranking_images else None)
+    # Every folder holding numeric versions is a servable model (the format folders hold model folders).
     served = sorted(name for name in os.listdir(export_dir)
                     if os.path.isdir(os.path.join(export_dir, name))
                     and any(v.isdigit() for v in os.listdir(os.path.join(export_dir, name))))
@@ -256,8 +310,9 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
 
 
 def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *, version=None, overwrite=False,
-               tflite_variants=(), onnx=False, representative_tfrecords=None, num_representative=32,
-               tf_trt=False, generator_name="sbsgan_generator", embedder_name=None):
+               variants=None, representative_tfrecords=None, num_representative=32, tf_trt=False,
+               generator_name="sbsgan_generator", embedder_name=None, runtime=None, ranking_tfrecords=None,
+               tflite_variants=(), onnx=False):
     """`python -m bgshift_tf.export`: loads the trained runs and exports them (see `export_models`).
 
     Args:
@@ -265,10 +320,16 @@ def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *
         reid_run_dir: re-ID run folder (`training.reid.load_reid_model`), or None.
         representative_tfrecords: TFRecord folder or files for int8 calibration and parity images.
         num_representative: calibration images.
+        ranking_tfrecords: TFRecord folder with query and gallery splits (e.g. the target domain's): the
+            embedder's variants are ranked on it against the Keras model (rank-1 / mAP changes).
         tf_trt: also write a TF-TRT SavedModel (`<export_dir>/tf_trt/<model>/<version>`; GPU + TensorRT only,
             checked before anything is exported).
+        tflite_variants, onnx: the pipeline's export stage's spelling (`workflow/main_job.py`), used when
+            `variants` is None: {"tflite": tflite_variants, "onnx": ("float32",) if onnx}.
         Others: see `export_models`.
     """
+    if variants is None:
+        variants = {tflite_lib.NAME: tuple(tflite_variants), onnx_lib.NAME: ("float32",) if onnx else ()}
     if tf_trt and onnx_lib.tensorrt_unavailable_reason() is not None:
         raise RuntimeError(f"--tf_trt needs an NVIDIA GPU and TensorRT: {onnx_lib.tensorrt_unavailable_reason()}. "
                            "Drop --tf_trt and build an engine from the ONNX model with trtexec on a GPU host.")
@@ -284,9 +345,14 @@ def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *
     representative = None
     if representative_tfrecords:
         representative = lambda size: load_representative_images(representative_tfrecords, size, num_representative)  # noqa: E731
+    ranking = None
+    if ranking_tfrecords:
+        ranking = lambda size: {split: ranking_lib.load_labelled_images(ranking_tfrecords, size, split)  # noqa: E731
+                                for split in ("query", "gallery")}
     results = export_models(export_dir, generator, reid_model, version=version, overwrite=overwrite,
-                            tflite_variants=tflite_variants, onnx=onnx, representative_images=representative,
-                            generator_name=generator_name, embedder_name=embedder_name)
+                            variants=variants, representative_images=representative,
+                            generator_name=generator_name, embedder_name=embedder_name, runtime=runtime,
+                            ranking_images=ranking)
     if tf_trt:
         for kind in ("generator", "embedder"):
             if kind in results:

@@ -6,6 +6,14 @@ re-traced with images fixed to the trained size [N, h, w, 3] uint8 (N dynamic) a
 graph, so the ONNX model takes the same inputs as the SavedModel signature (the in-graph assertions are
 dropped by tf2onnx; the `*_jpeg` signatures are not converted: ONNX has no JPEG decoder).
 
+Variants (one format of `export.job.FORMATS`: NAME, VARIANTS, convert, load_runner):
+    float32   the tf2onnx graph.
+    int8      QDQ static quantisation (`onnxruntime.quantization.quantize_static`, per-channel int8 weights,
+              int8 activations) calibrated on representative images from the TFRecords; the uint8 input,
+              resize and scaling stay float.
+
+Runners set ONNX Runtime's graph optimisation level and intra/inter-op threads from `RuntimeOptions`.
+
 TensorRT, two routes (both need an NVIDIA GPU with TensorRT; this machine has neither):
   * from ONNX:  `trtexec_command(onnx_path, engine_path)` gives
         trtexec --onnx=<model>.onnx --saveEngine=<model>.plan --fp16 \
@@ -20,13 +28,14 @@ import numpy as np
 import tensorflow as tf
 
 from bgshift_tf.export import saved_model as saved_model_lib
-from bgshift_tf.export.tflite import IMAGE_SIGNATURES, fixed_size_function
 
+NAME = "onnx"
+VARIANTS = ("float32", "int8")
 OPSET = 17
 
 
-def convert(version_dir, signature_name, onnx_path, opset=OPSET):
-    """Converts one uint8-image signature of an exported SavedModel to ONNX; writes `onnx_path` atomically.
+def convert_signature(version_dir, signature_name, onnx_path, opset=OPSET):
+    """Converts one uint8-image signature of an exported SavedModel to float32 ONNX; writes `onnx_path` atomically.
 
     Returns:
         onnx_path. The ONNX inputs/outputs carry the signature's names (images [, target_domain] ->
@@ -34,33 +43,85 @@ def convert(version_dir, signature_name, onnx_path, opset=OPSET):
     """
     import tf2onnx
 
-    function, loaded = fixed_size_function(version_dir, signature_name)
-    input_signature = function.structured_input_signature[0]
-    tmp_path = f"{onnx_path}.tmp-{os.getpid()}"
-    os.makedirs(os.path.dirname(os.path.abspath(onnx_path)), exist_ok=True)
-    try:
-        tf2onnx.convert.from_function(
-            tf.function(function), input_signature=input_signature, opset=opset, output_path=tmp_path
-        )
-        os.replace(tmp_path, onnx_path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    function, loaded = saved_model_lib.fixed_size_function(version_dir, signature_name)
+    _write_atomically(onnx_path, lambda tmp_path: tf2onnx.convert.from_function(
+        tf.function(function), input_signature=function.structured_input_signature[0], opset=opset,
+        output_path=tmp_path))
     del loaded
     return onnx_path
 
 
-def convert_all(version_dir, out_dir, opset=OPSET):
-    """Converts every uint8-image signature of an export; writes `<out_dir>/<signature>.onnx`.
+def _write_atomically(path, write_fn):
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        write_fn(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+class _CalibrationReader:
+    """onnxruntime.quantization CalibrationDataReader over a list of batch-1 input dicts."""
+
+    def __init__(self, inputs):
+        self.inputs, self.position = list(inputs), 0
+
+    def get_next(self):
+        self.position += 1
+        return self.inputs[self.position - 1] if self.position <= len(self.inputs) else None
+
+    def rewind(self):
+        self.position = 0
+
+
+def quantize_int8(float_path, int8_path, calibration_inputs):
+    """QDQ int8 model from a float32 ONNX model, calibrated on `calibration_inputs` (batch-1 dicts)."""
+    from onnxruntime import quantization
+
+    if not calibration_inputs:
+        raise ValueError("ONNX variant 'int8' needs calibration images; pass --representative_tfrecords.")
+    _write_atomically(int8_path, lambda tmp_path: quantization.quantize_static(
+        float_path, tmp_path, _CalibrationReader(calibration_inputs), quant_format=quantization.QuantFormat.QDQ,
+        per_channel=True, activation_type=quantization.QuantType.QInt8, weight_type=quantization.QuantType.QInt8))
+    return int8_path
+
+
+def convert(version_dir, out_dir, variants, calibration_images=None, signatures=None):
+    """Converts the uint8-image signatures of an export; writes `<out_dir>/<signature>_<variant>.onnx`.
+
+    Args:
+        calibration_images: uint8 [M, h, w, 3] (needed by "int8").
+        signatures: names to convert (default: every uint8-image signature of the export).
 
     Returns:
-        {signature: path}.
+        {signature: {variant: path}}.
     """
-    info = saved_model_lib.read_export_info(version_dir)
-    return {
-        name: convert(version_dir, name, os.path.join(out_dir, f"{name}.onnx"), opset)
-        for name in info["signatures"] if name in IMAGE_SIGNATURES
-    }
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"Unknown ONNX variants {unknown}; choose from {list(VARIANTS)}")
+    if "int8" in variants and calibration_images is None:
+        raise ValueError("ONNX variant 'int8' needs calibration images; pass --representative_tfrecords.")
+    paths = {}
+    for name in saved_model_lib.image_signatures(version_dir):
+        if signatures and name not in signatures:
+            continue
+        float_path = convert_signature(version_dir, name, os.path.join(out_dir, f"{name}_float32.onnx"))
+        if "int8" in variants:
+            paths.setdefault(name, {})["int8"] = quantize_int8(
+                float_path, os.path.join(out_dir, f"{name}_int8.onnx"),
+                saved_model_lib.calibration_inputs(version_dir, name, calibration_images))
+        if "float32" in variants:
+            paths.setdefault(name, {})["float32"] = float_path
+        else:
+            os.remove(float_path)
+    return paths
+
+
+def load_runner(path, runtime):
+    """An `OnnxRunner` with the graph optimisation and thread settings of `runtime`."""
+    return OnnxRunner(path, runtime)
 
 
 class OnnxRunner:
@@ -69,12 +130,18 @@ class OnnxRunner:
     Output names are the signature's (tf2onnx keeps them, possibly with a ":0" suffix, which is dropped).
     """
 
-    def __init__(self, onnx_path, num_threads=None):
+    def __init__(self, onnx_path, runtime):
         import onnxruntime
 
+        levels = onnxruntime.GraphOptimizationLevel
         options = onnxruntime.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = num_threads
+        options.graph_optimization_level = {"disable": levels.ORT_DISABLE_ALL, "basic": levels.ORT_ENABLE_BASIC,
+                                            "extended": levels.ORT_ENABLE_EXTENDED,
+                                            "all": levels.ORT_ENABLE_ALL}[runtime.ort_optimization]
+        options.intra_op_num_threads = runtime.num_threads
+        options.inter_op_num_threads = runtime.inter_op_threads
+        options.execution_mode = (onnxruntime.ExecutionMode.ORT_PARALLEL if runtime.inter_op_threads > 1
+                                  else onnxruntime.ExecutionMode.ORT_SEQUENTIAL)
         self.session = onnxruntime.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

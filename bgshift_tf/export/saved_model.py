@@ -21,10 +21,7 @@ bilinear half-pixel sampling, scale to [-1, 1]), so clients send images as they 
 (h, w) is the trained size. For DA-2S the generator is folded into the embedder: stream 1 is the soft-mask
 image G(x, 1/K) and stream 2 the original image x (the test-time rule, SPEC §3).
 
-The image inputs are declared with unknown rank on purpose: a signature shape is not enforced when a
-SavedModel signature is called (TF Serving and `tf.saved_model.load` both pass a [2, 2, 3] tensor
-through), so rank, channel count, emptiness and the domain range are checked by in-graph assertions whose
-messages name the input and echo its shape or values, before any convolution runs.
+Input checks and preprocessing live in `export/serving_inputs.py`.
 """
 
 import json
@@ -38,111 +35,14 @@ import tensorflow as tf
 
 from bgshift_tf import atomic_io
 from bgshift_tf.data.images import to_model_range, to_uint8
+from bgshift_tf.export.serving_inputs import (check_domains, check_images, decode_image_bytes, resize_pixels,
+                                             signature_inputs)
 
 GENERATOR_SIGNATURES = ("soft_mask", "style_transfer", "soft_mask_jpeg")
 EMBEDDER_SIGNATURES = ("embed", "embed_jpeg")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 INFO_FILE = os.path.join("assets.extra", "export_info.json")
-_PNG_MAGIC = b"\x89PNG"
-
-
-# === In-graph input checks and preprocessing ===
-
-
-def _checked(tensor, checks):
-    """Returns `tensor` gated on in-graph assertions; only the first failing check reports.
-
-    Args:
-        tensor: the input to guard.
-        checks: list of (ok, message, data): `ok` a scalar bool tensor computed with ops that cannot fail
-            on a malformed input (see `_padded_shape`), `message` a string naming the input, `data` tensors
-            echoed after it.
-
-    Check i asserts `ok_i or not (ok_0 and ... ok_{i-1})`, so an input that breaks several rules (a [2, 2, 3]
-    tensor has the wrong rank and a "wrong" channel count) gets exactly one message, the first one's.
-    """
-    assertions, all_previous_ok = [], tf.constant(True)
-    for ok, message, data in checks:
-        assertions.append(tf.debugging.Assert(ok | ~all_previous_ok, [message, *data], summarize=64))
-        all_previous_ok = all_previous_ok & ok
-    with tf.control_dependencies(assertions):
-        return tf.identity(tensor)
-
-
-def _padded_shape(tensor, rank):
-    """tf.shape(tensor) padded with zeros to at least `rank` entries: safe to index whatever the input rank."""
-    return tf.concat([tf.shape(tensor), tf.zeros([rank], tf.int32)], axis=0)
-
-
-def check_images(images, name="images"):
-    """Asserts `images` is [N, H, W, 3] with N, H, W >= 1; returns it with that static shape.
-
-    Args:
-        images: uint8 tensor of any rank (the serving input).
-        name: the input's name, used in the error messages.
-    """
-    shape, padded = tf.shape(images), _padded_shape(images, 4)
-    images = _checked(images, [
-        (tf.equal(tf.size(shape), 4), f"`{name}` must have rank 4 [N, H, W, 3]; received shape:", [shape]),
-        (tf.equal(padded[3], 3), f"`{name}` must have 3 channels (RGB) [N, H, W, 3]; received shape:", [shape]),
-        (tf.reduce_all(padded[:3] > 0), f"`{name}` must not be empty (N, H, W >= 1); received shape:", [shape]),
-    ])
-    return tf.ensure_shape(images, [None, None, None, 3])
-
-
-def check_domains(target_domain, batch_size, num_domains, name="target_domain"):
-    """Asserts `target_domain` is int [N] with values in [0, num_domains); returns it as int32 [N]."""
-    shape = tf.shape(target_domain)
-    target_domain = _checked(target_domain, [
-        (tf.equal(tf.size(shape), 1), f"`{name}` must have rank 1 [N]; received shape:", [shape]),
-        (tf.equal(_padded_shape(target_domain, 1)[0], batch_size),
-         f"`{name}` must have one entry per image; received length, number of images:",
-         [_padded_shape(target_domain, 1)[0], batch_size]),
-        (tf.reduce_all((target_domain >= 0) & (target_domain < num_domains)),
-         f"`{name}` values must be in [0, {num_domains}); received:", [target_domain]),
-    ])
-    return tf.ensure_shape(tf.cast(target_domain, tf.int32), [None])
-
-
-def resize_pixels(images, image_size):
-    """uint8 or float [N, H, W, 3] in [0, 255] -> float32 [N, h, w, 3] in [0, 255] at `image_size` (h, w).
-
-    Bilinear with half-pixel centres: an identity when (H, W) already equals (h, w). No antialiasing,
-    because its op (ScaleAndTranslate) converts neither to TFLite nor to ONNX.
-    """
-    return tf.image.resize(tf.cast(images, tf.float32), image_size, method="bilinear")
-
-
-def decode_image_bytes(image_bytes, image_size, name="image_bytes"):
-    """string [N] of encoded JPEG/PNG images (any sizes) -> float32 [N, h, w, 3] pixels in [0, 255].
-
-    Each image is decoded to RGB and resized on its own (the images may differ in size); bytes that are
-    neither JPEG nor PNG fail an assertion naming `name` and echoing the first bytes.
-    """
-    shape = tf.shape(image_bytes)
-    image_bytes = _checked(image_bytes, [
-        (tf.equal(tf.size(shape), 1),
-         f"`{name}` must have rank 1 [N] (one encoded image per entry); received shape:", [shape]),
-        (tf.size(image_bytes) > 0, f"`{name}` must hold at least one image; received shape:", [shape]),
-    ])
-    height, width = image_size
-
-    def decode_one(encoded):
-        is_image = tf.io.is_jpeg(encoded) | tf.equal(tf.strings.substr(encoded, 0, 4), _PNG_MAGIC)
-        with tf.control_dependencies([
-            tf.debugging.Assert(
-                is_image,
-                [f"`{name}` holds bytes that are not an encoded JPEG or PNG image; their first bytes:",
-                 tf.strings.substr(encoded, 0, 16)],
-            )
-        ]):
-            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        return resize_pixels(image[tf.newaxis], image_size)[0]
-
-    return tf.map_fn(
-        decode_one, tf.ensure_shape(image_bytes, [None]),
-        fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32),
-    )
+IMAGE_SIGNATURES = ("soft_mask", "style_transfer", "embed")
 
 
 def _image_spec():
@@ -298,13 +198,8 @@ def write_version_atomically(model_dir, version, write_fn, overwrite=False):
 
 def _warmup_inputs(signature_name, image_size, num_domains=None, batch_size=2):
     """Small, valid inputs (numpy, keyed by input name) for one signature, at the trained size."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(batch_size, *image_size, 3), dtype=np.uint8)
-    if signature_name.endswith("_jpeg"):
-        return {"image_bytes": np.array([tf.io.encode_jpeg(image).numpy() for image in images], dtype=object)}
-    if signature_name == "style_transfer":
-        return {"images": images, "target_domain": np.arange(batch_size, dtype=np.int32) % num_domains}
-    return {"images": images}
+    images = np.random.default_rng(0).integers(0, 256, size=(batch_size, *image_size, 3), dtype=np.uint8)
+    return signature_inputs(signature_name, images, num_domains)
 
 
 def write_warmup_requests(version_dir, model_name, requests):
@@ -351,6 +246,67 @@ def read_export_info(version_dir):
     """The export's facts (`assets.extra/export_info.json`): kind, image_size, num_domains / feature_dim."""
     with open(os.path.join(version_dir, INFO_FILE)) as f:
         return json.load(f)
+
+
+def fixed_size_function(version_dir, signature_name):
+    """A concrete function calling an exported uint8-image signature with images fixed to the trained size.
+
+    TFLite needs a fixed image size and ONNX converts from a function, so both start here: images
+    [None, h, w, 3] uint8 (the batch stays resizable), plus target_domain int32 [None] for style_transfer.
+
+    Returns:
+        (concrete_function, loaded_saved_model): keep the loaded object alive while converting.
+    """
+    info = read_export_info(version_dir)
+    if signature_name not in IMAGE_SIGNATURES or signature_name not in info["signatures"]:
+        raise ValueError(
+            f"`signature_name` must be a uint8-image signature of {version_dir} "
+            f"({[s for s in info['signatures'] if s in IMAGE_SIGNATURES]}). Received: signature_name={signature_name!r}"
+        )
+    loaded = tf.saved_model.load(version_dir)
+    signature = loaded.signatures[signature_name]
+    height, width = info["image_size"]
+    images_spec = tf.TensorSpec([None, height, width, 3], tf.uint8, name="images")
+    if signature_name == "style_transfer":
+        function = tf.function(
+            lambda images, target_domain: signature(images=images, target_domain=target_domain),
+            input_signature=[images_spec, tf.TensorSpec([None], tf.int32, name="target_domain")],
+        )
+    else:
+        function = tf.function(lambda images: signature(images=images), input_signature=[images_spec])
+    return function.get_concrete_function(), loaded
+
+
+def image_signatures(version_dir):
+    """The export's uint8-image signatures (the ones TFLite and ONNX convert), in export order."""
+    return [name for name in read_export_info(version_dir)["signatures"] if name in IMAGE_SIGNATURES]
+
+
+def calibration_inputs(version_dir, signature_name, images):
+    """Batch-1 input dicts for int8 calibration from uint8 images [M, h, w, 3] (domains cycling 0..K-1)."""
+    inputs = signature_inputs(signature_name, images, read_export_info(version_dir).get("num_domains"))
+    return [{key: value[i:i + 1] for key, value in inputs.items()} for i in range(len(images))]
+
+
+class SavedModelRunner:
+    """Calls one signature of an exported SavedModel with named numpy inputs; returns named numpy outputs.
+
+    Args:
+        version_dir: exported version folder.
+        signature_name: the signature to call.
+        runtime: `runtime.RuntimeOptions`; TensorFlow's threads are applied (or checked, once TensorFlow
+            runs) by `runtime.configure_tensorflow` before the model loads.
+    """
+
+    def __init__(self, version_dir, signature_name, runtime):
+        from bgshift_tf.export.runtime import configure_tensorflow
+
+        configure_tensorflow(runtime)
+        self.loaded = tf.saved_model.load(version_dir)
+        self.function = self.loaded.signatures[signature_name]
+
+    def __call__(self, **inputs):
+        return {k: v.numpy() for k, v in self.function(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
 
 
 def export_generator(generator, export_dir, model_name="sbsgan_generator", version=None, overwrite=False):
