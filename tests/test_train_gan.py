@@ -2,6 +2,7 @@
 
 import dataclasses
 import glob
+import importlib
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import tensorflow as tf
 from bgshift_tf.training import gan_run, loop
 from bgshift_tf.training.gan import add_gan_targets, load_generator
 from bgshift_tf.training.losses import LossWeights
+from bgshift_tf.training.strategy import make_strategy
 from tiny_records import make_domain_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +49,7 @@ def test_sbsgan_update_is_the_same_on_one_and_two_replicas(tmp_path):
 
     results, initial = {}, None
     for name in ("default", "mirrored"):
-        strategy = loop.make_strategy(name)
+        strategy = make_strategy(name)
         with strategy.scope():
             gan = gan_run.build_sbsgan(config, num_domains=2)
         networks = (gan.generator, gan.discriminator)
@@ -75,16 +77,30 @@ def test_config_errors_name_the_key():
         gan_run.merge_config({"domain_dirs": ["a", "b"], "n_critic": 0})
 
 
+def _train_gan_flags():
+    """absl's FLAGS with train_gan's flags defined.
+
+    conftest removes the flags a test defined but unloads only modules new to absl's registry, so a module
+    imported by an earlier test may stay loaded without its flags: reload it then.
+    """
+    from absl import flags
+
+    from bgshift_tf import train_gan
+
+    if "domain_dirs" not in flags.FLAGS:
+        importlib.reload(train_gan)
+    return flags.FLAGS
+
+
 def _parse_flagfile(name):
     """The trainer config a flagfile of bgshift_tf/configs gives (parsed by train_gan's own flags)."""
     from absl import flags
 
-    from bgshift_tf import train_gan  # noqa: F401  (defines the flags)
-
+    defined = _train_gan_flags()
     path = os.path.join("bgshift_tf", "configs", name)
     fv = flags.FlagValues()
-    for flag in flags.FLAGS.get_key_flags_for_module(train_gan):
-        fv[flag.name] = flag
+    for key in gan_run.DEFAULT_CONFIG:  # every config key is a train_gan flag
+        fv[key] = defined[key]
     cwd = os.getcwd()
     os.chdir(REPO)  # nested --flagfile paths are relative to the repository root
     try:
@@ -113,11 +129,7 @@ def test_flagfiles_parse_to_the_documented_presets():
 
 
 def test_loss_weight_flags_come_from_loss_weights():
-    from absl import flags
-
-    from bgshift_tf import train_gan
-
-    defined = {flag.name: flag for flag in flags.FLAGS.get_key_flags_for_module(train_gan)}
+    defined = _train_gan_flags()
     for name, value in dataclasses.asdict(LossWeights()).items():
         assert defined[name].default == value == gan_run.DEFAULT_CONFIG[name], name
     assert "'w/o L_sc' ablation" in defined["lambda_sc"].help

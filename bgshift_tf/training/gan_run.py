@@ -29,6 +29,7 @@ from bgshift_tf.models.generator import Generator
 from bgshift_tf.training import loop
 from bgshift_tf.training.gan import SBSGAN, add_gan_targets, checkpoint_trackables
 from bgshift_tf.training.losses import LossWeights
+from bgshift_tf.training.strategy import make_strategy
 
 DEFAULT_CONFIG = {
     "domain_dirs": [],  # TFRecord folders, one per domain, in domain-index order
@@ -204,7 +205,7 @@ def train_sbsgan(config):
     """
     # 1. The strategy first: splitting the CPU into logical devices must precede other TF work.
     config = merge_config(config)
-    strategy = loop.make_strategy(config["strategy"], config["cpu_replicas"])
+    strategy = make_strategy(config["strategy"], config["cpu_replicas"])
     # 2. Dataset facts and the schedule length.
     domain_names, num_examples = _domain_facts(config)
     num_domains = len(domain_names)
