@@ -13,7 +13,7 @@ run folder, so stages the main job already completed with the same settings are 
 
 from absl import app
 
-from bgshift_tf.training import loop
+from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.workflow import cli, experiments
 
 _FORCE = cli.define_flags()
@@ -21,7 +21,7 @@ _FORCE = cli.define_flags()
 
 def main(argv):
     del argv
-    with loop.exit_on_interrupt("experiments"):
+    with exit_on_interrupt("experiments"):
         result = experiments.run_experiments(cli.config_from_flags(), force=_FORCE.value)
     for path in result["markdown"].values():
         with open(path) as f:

@@ -14,7 +14,7 @@ bgshift_tf/workflow/stages.py and bgshift_tf/workflow/main_job.py.
 
 from absl import app
 
-from bgshift_tf.training import loop
+from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.workflow import cli, main_job
 
 _FORCE = cli.define_flags()
@@ -22,7 +22,7 @@ _FORCE = cli.define_flags()
 
 def main(argv):
     del argv
-    with loop.exit_on_interrupt("pipeline"):
+    with exit_on_interrupt("pipeline"):
         result = main_job.run_main_job(cli.config_from_flags(), force=_FORCE.value)
     print(f"report: {result['report']}")
 

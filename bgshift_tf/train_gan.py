@@ -11,9 +11,12 @@ Usage:
 Writes <run_dir>/config.json, checkpoints/ and logs/ (TensorBoard: `tensorboard --logdir <run_dir>/logs`).
 """
 
+import dataclasses
+
 from absl import app, flags
 
-from bgshift_tf.training import gan_run, loop
+from bgshift_tf.training import gan_run, interrupts
+from bgshift_tf.training.losses import LossWeights
 
 _D = gan_run.DEFAULT_CONFIG
 
@@ -27,13 +30,8 @@ flags.DEFINE_integer("max_steps", _D["max_steps"], "If > 0, train this many iter
 flags.DEFINE_float("learning_rate", _D["learning_rate"], "Adam learning rate of G and D.")
 flags.DEFINE_float("beta1", _D["beta1"], "Adam beta_1.")
 flags.DEFINE_float("beta2", _D["beta2"], "Adam beta_2.")
-flags.DEFINE_float("lambda_adv", _D["lambda_adv"], "Weight of L_adv (WGAN) in L_D and L_G; 0 disables it.")
-flags.DEFINE_float("lambda_cls", _D["lambda_cls"], "Weight of L_cls^r (in L_D) and L_cls^f (in L_G).")
-flags.DEFINE_float("lambda_rec", _D["lambda_rec"], "Weight of L_rec.")
-flags.DEFINE_float("lambda_idc", _D["lambda_idc"], "Weight of L_idc.")
-flags.DEFINE_float("lambda_bgs", _D["lambda_bgs"], "Weight of L_bgs.")
-flags.DEFINE_float("lambda_sc", _D["lambda_sc"], "Weight of L_sc (0 = the paper's 'w/o L_sc' ablation).")
-flags.DEFINE_float("lambda_gp", _D["lambda_gp"], "Weight of the WGAN-GP gradient penalty.")
+for _weight in dataclasses.fields(LossWeights):
+    flags.DEFINE_float(_weight.name, _weight.default, _weight.metadata["help"])
 flags.DEFINE_integer("n_critic", _D["n_critic"], "D updates per G update.")
 flags.DEFINE_integer("num_soft_mask", _D["num_soft_mask"], "Soft-mask images per global batch (0 = K + 1).")
 flags.DEFINE_integer("base_filters", _D["base_filters"], "Generator width (64 in the paper).")
@@ -57,7 +55,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    with loop.exit_on_interrupt("train_gan"):
+    with interrupts.exit_on_interrupt("train_gan"):
         summary = gan_run.train_sbsgan({name: FLAGS[name].value for name in gan_run.DEFAULT_CONFIG})
     print(f"Trained {summary['final_step']} steps ({summary['steps_run']} in this run, "
           f"{summary['steps_per_second']:.2f} steps/s); checkpoint: {summary['checkpoint']}")

@@ -18,7 +18,7 @@ config.json, checkpoints/ and TensorBoard logs/ (`bgshift_tf.training.reid.load_
 
 from absl import app, flags
 
-from bgshift_tf.training import loop
+from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.training.reid import DEFAULT_CONFIG, train_reid
 
 _D = DEFAULT_CONFIG
@@ -58,7 +58,7 @@ flags.DEFINE_integer("verbose", _D["verbose"], "1: progress bar, 0: quiet.")
 
 def main(argv):
     del argv
-    with loop.exit_on_interrupt("train_reid"):
+    with exit_on_interrupt("train_reid"):
         train_reid({key: flags.FLAGS[key].value for key in DEFAULT_CONFIG})
 
 

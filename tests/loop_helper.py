@@ -77,8 +77,9 @@ def main():
     args = parser.parse_args()
 
     from bgshift_tf.training import loop
+    from bgshift_tf.training.strategy import make_strategy
 
-    strategy = loop.make_strategy(args.strategy)
+    strategy = make_strategy(args.strategy)
     model, optimizer = build(strategy)
     x, y = data()
     summary = loop.train_loop(

@@ -1,4 +1,4 @@
-"""Tests for bgshift_tf.training.gan: batch targets, step routing, normalisers, replicas, checkpoints."""
+"""Tests for bgshift_tf.training.gan: batch targets, step routing, loss tables, normalisers, replicas, checkpoints."""
 
 import json
 
@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from bgshift_tf.models.discriminator import Discriminator
 from bgshift_tf.models.generator import Generator
-from bgshift_tf.training import losses
-from bgshift_tf.training.gan import SBSGAN, add_gan_targets, checkpoint_trackables, load_generator
+from bgshift_tf.training import gan_run, losses, loop
+from bgshift_tf.training.gan import D_TERMS, G_TERMS, SBSGAN, add_gan_targets, checkpoint_trackables, load_generator
 
 K = 3
 SIZE = (32, 16)
@@ -31,10 +31,11 @@ def _batch(seed=0):
     return next(iter(add_gan_targets(_dataset(seed=seed), K, SLOTS, seed=seed)))
 
 
-def _model(optimizer=None, **kwargs):
+def _model(optimizer=None, n_critic=5, **weights):
     generator = Generator(num_domains=K, image_size=SIZE, base_filters=8, num_res_blocks=1)
     discriminator = Discriminator(num_domains=K, image_size=SIZE, base_filters=8, num_layers=4)
-    model = SBSGAN(generator, discriminator, global_batch_size=BATCH, **kwargs)
+    model = SBSGAN(generator, discriminator, global_batch_size=BATCH, loss_weights=losses.LossWeights(**weights),
+                   n_critic=n_critic)
     if optimizer is not None:
         model.compile(g_optimizer=optimizer(), d_optimizer=optimizer())
     return model
@@ -130,12 +131,13 @@ def test_fake_domain_targets_are_uniform_for_slots_and_one_hot_otherwise():
 ])
 def test_zero_weight_removes_exactly_its_term(weight, term, losses_fn):
     full = _model()
-    ablated = SBSGAN(full.generator, full.discriminator, global_batch_size=BATCH, **{weight: 0.0})
+    ablated = SBSGAN(full.generator, full.discriminator, global_batch_size=BATCH,
+                     loss_weights=losses.LossWeights(**{weight: 0.0}))
     network = full.generator if losses_fn == "generator_losses" else full.discriminator
     batch = _batch()
     with tf.GradientTape(persistent=True) as tape:
         full_loss, full_logs = getattr(full, losses_fn)(batch)
-        without = full_loss - getattr(full, weight) * full_logs[term]
+        without = full_loss - getattr(full.loss_weights, weight) * full_logs[term]
         ablated_loss, ablated_logs = getattr(ablated, losses_fn)(batch)
     assert float(full_logs[term]) > 0 and float(ablated_logs[term]) == 0.0
     np.testing.assert_allclose(ablated_loss, without, rtol=1e-5)
@@ -224,14 +226,36 @@ def test_a_few_steps_reduce_background_suppression_and_identity_losses():
     assert history[-1]["g_sc"] < history[0]["g_sc"]
 
 
-def test_fit_runs_one_generator_update_per_n_critic_discriminator_updates():
-    model = _model(n_critic=2)
-    model.compile(g_optimizer=keras.optimizers.Adam(1e-4), d_optimizer=keras.optimizers.Adam(1e-4),
-                  run_eagerly=True)
-    history = model.fit(add_gan_targets(_dataset(num_images=4 * BATCH), K, SLOTS), epochs=1, verbose=0)
+def test_the_loop_runs_one_generator_update_per_n_critic_discriminator_updates(tmp_path):
+    # The one training path: gan_run.gan_steps on training.loop (4 iterations, n_critic 2).
+    model = _model(optimizer=lambda: keras.optimizers.Adam(1e-4), n_critic=2)
+    summary = loop.train_loop(
+        strategy=tf.distribute.get_strategy(), make_dataset=lambda start: add_gan_targets(_dataset().repeat(), K, SLOTS),
+        steps=gan_run.gan_steps(model), total_steps=4, run_dir=str(tmp_path), trackables={"gan": model},
+        verbose=0)
     assert int(model.d_optimizer.iterations) == 4 and int(model.g_optimizer.iterations) == 2
-    assert set(history.history) == {m.name for m in model.metrics}
-    assert history.history["g_bgs"][0] > 0 and history.history["d_gp"][0] > 0
+    assert set(summary["losses"]) == {"d_loss", "g_loss"} | {name for _, name, _ in D_TERMS + G_TERMS}
+    assert summary["losses"]["g_bgs"] > 0 and summary["losses"]["d_gp"] > 0
+
+
+def test_the_loss_tables_use_every_loss_weight_and_only_those():
+    # A LossWeights field no term reads would be a weight that does nothing; an entry naming no field fails.
+    used = {weight for weight, _, _ in D_TERMS + G_TERMS}
+    assert used == set(losses.LossWeights.names())
+    names = [name for _, name, _ in D_TERMS + G_TERMS]
+    assert len(names) == len(set(names))
+
+
+def test_the_losses_are_the_weighted_sums_of_their_logged_terms():
+    model = _model(lambda_adv=2.0, lambda_cls=0.5, lambda_rec=3.0, lambda_idc=1.5, lambda_bgs=7.0, lambda_sc=0.25,
+                   lambda_gp=4.0)
+    batch = _batch()
+    for terms, losses_fn, total in ((D_TERMS, model.discriminator_losses, "d_loss"),
+                                    (G_TERMS, model.generator_losses, "g_loss")):
+        loss, logs = losses_fn(batch)
+        expected = sum(getattr(model.loss_weights, weight) * float(logs[name]) for weight, name, _ in terms)
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+        np.testing.assert_allclose(float(logs[total]), float(loss))
 
 
 # === Config and checkpoints ===
@@ -239,8 +263,9 @@ def test_fit_runs_one_generator_update_per_n_critic_discriminator_updates():
 
 def test_config_round_trip():
     model = _model(lambda_sc=0.0, n_critic=3)
-    clone = SBSGAN.from_config(model.get_config())
+    clone = SBSGAN.from_config(json.loads(json.dumps(model.get_config())))
     assert clone.get_config() == model.get_config()
+    assert clone.loss_weights == losses.LossWeights(lambda_sc=0.0) and clone.n_critic == 3
     clone.generator.set_weights(model.generator.get_weights())
     clone.discriminator.set_weights(model.discriminator.get_weights())
     batch = _batch()
@@ -255,6 +280,10 @@ def test_bad_arguments():
         SBSGAN(generator, Discriminator(K, SIZE, 8, 4), global_batch_size=8, num_soft_mask=8)
     with pytest.raises(ValueError, match="3 != 2"):
         SBSGAN(generator, Discriminator(2, SIZE, 8, 4), global_batch_size=8)
+    with pytest.raises(TypeError, match="loss_weights=\\{'lambda_sc': 0\\}"):
+        SBSGAN(generator, Discriminator(K, SIZE, 8, 4), global_batch_size=8, loss_weights={"lambda_sc": 0})
+    with pytest.raises(ValueError, match="n_critic=0"):
+        SBSGAN(generator, Discriminator(K, SIZE, 8, 4), global_batch_size=8, n_critic=0)
 
 
 def test_load_generator_restores_the_latest_checkpoint(tmp_path):

@@ -1,5 +1,5 @@
-"""Tests for bgshift_tf.training.loop: strategies, replica-invariant updates, schedule, checkpoints,
-resume, NaN guard, summaries, SIGTERM and multi-worker training (tiny stand-in models)."""
+"""Tests for bgshift_tf.training.loop: replica-invariant updates, schedule, checkpoints, resume, NaN guard,
+summaries, SIGTERM and multi-worker training (tiny stand-in models)."""
 
 import glob
 import json
@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import loop_helper
 from bgshift_tf.training import loop
+from bgshift_tf.training.strategy import make_strategy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(REPO, "tests", "loop_helper.py")
@@ -52,21 +53,7 @@ def _checkpoint_steps(run_dir):
     return [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths]
 
 
-# === Strategies ===
-
-
-def test_make_strategy_checks_its_arguments(monkeypatch):
-    with pytest.raises(ValueError, match="strategy='bogus'"):
-        loop.make_strategy("bogus")
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(ValueError, match="TF_CONFIG"):
-        loop.make_strategy("multi_worker")
-    # conftest split the CPU in 2; once devices are initialised, asking for 3 is too late, 2 matches.
-    assert len(tf.config.list_logical_devices("CPU")) == 2
-    with pytest.raises(RuntimeError, match="already initialised its devices with 2 logical CPU"):
-        loop.make_strategy("mirrored", cpu_replicas=3)
-    assert loop.make_strategy("mirrored", cpu_replicas=2).num_replicas_in_sync == 2
-    assert loop.make_strategy("default").num_replicas_in_sync == 1
+# === Schedule ===
 
 
 def test_scheduled_step_due():
@@ -81,7 +68,7 @@ def test_one_and_two_replicas_give_the_same_update_with_a_schedule(tmp_path):
     x, y = loop_helper.data()
     results = {}
     for name in ("default", "mirrored"):
-        strategy = loop.make_strategy(name)
+        strategy = make_strategy(name)
         model_a, opt_a = loop_helper.build(strategy)
         model_b, opt_b = loop_helper.build(strategy, lr=0.1)
         steps = [loop.ScheduledStep("a", loop_helper.make_step(model_a, opt_a, "loss_a")),
@@ -115,7 +102,7 @@ def _event_tags(logdir):
 
 
 def test_checkpoints_config_and_summaries(tmp_path):
-    strategy = loop.make_strategy("default")
+    strategy = make_strategy("default")
 
     def image_fn():
         return {"grid": -tf.ones((6, 4, 3))}
@@ -143,7 +130,7 @@ def test_checkpoints_config_and_summaries(tmp_path):
 
 
 def test_finished_run_is_not_trained_again(tmp_path):
-    strategy = loop.make_strategy("default")
+    strategy = make_strategy("default")
     _train_in_process(strategy, tmp_path, total_steps=3)
     summary, _, optimizer = _train_in_process(strategy, tmp_path, total_steps=3)
     assert summary["start_step"] == 3 and summary["steps_run"] == 0
@@ -151,7 +138,7 @@ def test_finished_run_is_not_trained_again(tmp_path):
 
 
 def test_bad_arguments_are_named(tmp_path):
-    strategy = loop.make_strategy("default")
+    strategy = make_strategy("default")
     with pytest.raises(ValueError, match="checkpoint_every=0"):
         _train_in_process(strategy, tmp_path, total_steps=3, checkpoint_every=0)
     with pytest.raises(ValueError, match="total_steps=0"):
@@ -159,7 +146,7 @@ def test_bad_arguments_are_named(tmp_path):
 
 
 def test_finite_dataset_is_rejected(tmp_path):
-    strategy = loop.make_strategy("default")
+    strategy = make_strategy("default")
     model, optimizer = loop_helper.build(strategy)
     x, y = loop_helper.data(num=16)
     with pytest.raises(ValueError, match="ran out at step 3"):
@@ -170,7 +157,7 @@ def test_finite_dataset_is_rejected(tmp_path):
 
 
 def test_sigterm_mid_iteration_finishes_that_iteration_then_saves_it(tmp_path):
-    strategy = loop.make_strategy("default")
+    strategy = make_strategy("default")
     finished = []
 
     def image_fn():
@@ -191,27 +178,11 @@ def test_sigterm_mid_iteration_finishes_that_iteration_then_saves_it(tmp_path):
     assert signal.getsignal(signal.SIGTERM) == previous
 
 
-def test_exit_on_interrupt_names_the_command_and_exits_128_plus_the_signal(capsys):
-    with pytest.raises(SystemExit) as sigterm:
-        with loop.exit_on_interrupt("train_gan"):
-            raise loop.SignalInterrupt(15)  # what train_loop raises after saving on SIGTERM
-    assert sigterm.value.code == 143
-    assert "train_gan: interrupted (signal 15)" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as ctrl_c:
-        with loop.exit_on_interrupt("pipeline"):
-            raise KeyboardInterrupt()
-    assert ctrl_c.value.code == 130
-    assert "pipeline: interrupted (Ctrl-C)" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="not an interrupt"):  # other errors pass through untouched
-        with loop.exit_on_interrupt("pipeline"):
-            raise ValueError("not an interrupt")
-
-
 # === NaN guard ===
 
 
 def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(tmp_path):
-    strategy = loop.make_strategy("default")
+    strategy = make_strategy("default")
     x, y = loop_helper.data(nan_at_batch=4)  # the 5th batch (step 5) holds a NaN
     with pytest.raises(loop.NonFiniteLossError, match=r"step 5 in step function 'fit': mse=nan.*ckpt-4"):
         _train_in_process(strategy, tmp_path, total_steps=8, x=x, y=y, checkpoint_every=2)
@@ -268,7 +239,7 @@ def test_resume_after_sigkill_and_sigterm_continues_from_checkpoints(tmp_path):
     assert result["summary"]["final_step"] == 40 and result["iterations"] == 40
     assert _checkpoint_steps(run_dir)[-1] == 40
     # The data resumes at the same batch, so the result equals an uninterrupted run.
-    _, model, _ = _train_in_process(loop.make_strategy("default"), tmp_path / "ref", total_steps=40)
+    _, model, _ = _train_in_process(make_strategy("default"), tmp_path / "ref", total_steps=40)
     for a, b in zip(model.get_weights(), result["weights"]):
         np.testing.assert_allclose(a, np.asarray(b, np.float32), atol=1e-5)
 
@@ -307,7 +278,7 @@ def test_multi_worker_training_matches_single_process(tmp_path):
         with open(tmp_path / f"out{index}.json") as f:
             outs.append(json.load(f))
     assert outs[0]["iterations"] == outs[1]["iterations"] == 6
-    _, model, _ = _train_in_process(loop.make_strategy("default"), tmp_path / "single", total_steps=6)
+    _, model, _ = _train_in_process(make_strategy("default"), tmp_path / "single", total_steps=6)
     for w0, w1, ref in zip(outs[0]["weights"], outs[1]["weights"], model.get_weights()):
         np.testing.assert_array_equal(np.asarray(w0), np.asarray(w1))
         np.testing.assert_allclose(np.asarray(w0, np.float32), ref, atol=1e-5)

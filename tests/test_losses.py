@@ -1,5 +1,6 @@
 """Tests for bgshift_tf.training.losses: every loss against numbers worked by hand on tiny tensors."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -104,3 +105,26 @@ def test_per_example_losses_do_not_mix_examples(fn):
     a = tf.random.normal([3, 2, 2, 3])
     b = tf.random.normal([3, 2, 2, 3])
     np.testing.assert_allclose(fn(a, b)[1:2], fn(a[1:2], b[1:2]), rtol=1e-6)
+
+
+# === LossWeights ===
+
+
+def test_loss_weights_default_to_the_paper_and_reject_bad_values():
+    # SPEC §2: L_G = L_adv + L_cls^f + 10 L_rec + 5 L_idc + 5 L_bgs + 5 L_sc, GP weight 10.
+    assert dataclasses.asdict(losses.LossWeights()) == dict(
+        lambda_adv=1.0, lambda_cls=1.0, lambda_rec=10.0, lambda_idc=5.0, lambda_bgs=5.0, lambda_sc=5.0, lambda_gp=10.0)
+    assert losses.LossWeights(lambda_sc=0).lambda_sc == 0.0
+    for bad in (-1.0, float("nan"), "5", True):
+        with pytest.raises(ValueError, match=f"lambda_bgs={bad!r}"):
+            losses.LossWeights(lambda_bgs=bad)
+
+
+def test_loss_weights_from_config_needs_exactly_its_keys():
+    config = {"batch_size": 16, **dataclasses.asdict(losses.LossWeights(lambda_bgs=50))}
+    assert losses.LossWeights.from_config(config) == losses.LossWeights(lambda_bgs=50)
+    missing = {k: v for k, v in config.items() if k != "lambda_sc"}
+    with pytest.raises(ValueError, match=r"gan flags: .*Missing: \['lambda_sc'\]; unknown: \[\]"):
+        losses.LossWeights.from_config(missing, source="gan flags")
+    with pytest.raises(ValueError, match=r"Missing: \[\]; unknown: \['lambda_scc'\]"):
+        losses.LossWeights.from_config({**config, "lambda_scc": 5.0})

@@ -1,6 +1,8 @@
 """Tests for bgshift_tf.training.gan_run and the train_gan entry point (tiny sizes)."""
 
+import dataclasses
 import glob
+import importlib
 import json
 import os
 import subprocess
@@ -12,6 +14,8 @@ import tensorflow as tf
 
 from bgshift_tf.training import gan_run, loop
 from bgshift_tf.training.gan import add_gan_targets, load_generator
+from bgshift_tf.training.losses import LossWeights
+from bgshift_tf.training.strategy import make_strategy
 from tiny_records import make_domain_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +49,7 @@ def test_sbsgan_update_is_the_same_on_one_and_two_replicas(tmp_path):
 
     results, initial = {}, None
     for name in ("default", "mirrored"):
-        strategy = loop.make_strategy(name)
+        strategy = make_strategy(name)
         with strategy.scope():
             gan = gan_run.build_sbsgan(config, num_domains=2)
         networks = (gan.generator, gan.discriminator)
@@ -54,7 +58,7 @@ def test_sbsgan_update_is_the_same_on_one_and_two_replicas(tmp_path):
         for net, weights in zip(networks, initial):
             net.set_weights(weights)
         loop.train_loop(strategy=strategy, make_dataset=make_dataset,
-                        steps=gan_run.gan_steps(gan, config["n_critic"]), total_steps=1,
+                        steps=gan_run.gan_steps(gan), total_steps=1,
                         run_dir=str(tmp_path / name), trackables={"gan": gan}, verbose=0)
         assert int(gan.d_optimizer.iterations.numpy()) == 1 and int(gan.g_optimizer.iterations.numpy()) == 1
         results[name] = [w for net in networks for w in net.get_weights()]
@@ -73,11 +77,41 @@ def test_config_errors_name_the_key():
         gan_run.merge_config({"domain_dirs": ["a", "b"], "n_critic": 0})
 
 
-def test_flagfiles_parse_to_the_documented_presets():
+def _train_gan_flags():
+    """absl's FLAGS with train_gan's flags defined.
+
+    conftest removes the flags a test defined but unloads only modules new to absl's registry, so a module
+    imported by an earlier test may stay loaded without its flags: reload it then.
+    """
     from absl import flags
 
-    from bgshift_tf import train_gan  # noqa: F401  (defines the flags)
+    from bgshift_tf import train_gan
 
+    if "domain_dirs" not in flags.FLAGS:
+        importlib.reload(train_gan)
+    return flags.FLAGS
+
+
+def _parse_flagfile(name):
+    """The trainer config a flagfile of bgshift_tf/configs gives (parsed by train_gan's own flags)."""
+    from absl import flags
+
+    defined = _train_gan_flags()
+    path = os.path.join("bgshift_tf", "configs", name)
+    fv = flags.FlagValues()
+    for key in gan_run.DEFAULT_CONFIG:  # every config key is a train_gan flag
+        fv[key] = defined[key]
+    cwd = os.getcwd()
+    os.chdir(REPO)  # nested --flagfile paths are relative to the repository root
+    try:
+        fv(["train_gan", f"--flagfile={path}"])
+        return {key: fv[key].value for key in gan_run.DEFAULT_CONFIG}
+    finally:
+        fv.unparse_flags()
+        os.chdir(cwd)
+
+
+def test_flagfiles_parse_to_the_documented_presets():
     expected = {
         "gan_paper.flags": dict(image_height=256, image_width=128, batch_size=16, epochs=5, learning_rate=1e-4,
                                 beta1=0.5, beta2=0.999, n_critic=5, base_filters=64, num_res_blocks=6,
@@ -86,22 +120,46 @@ def test_flagfiles_parse_to_the_documented_presets():
         "gan_demo.flags": dict(learning_rate=2e-4, beta1=0.5, lambda_sc=5.0, lambda_bgs=50.0, image_height=64,
                                base_filters=32, epochs=11, n_critic=1),
     }
-    cwd = os.getcwd()
-    os.chdir(REPO)  # nested --flagfile paths are relative to the repository root
-    try:
-        for name, values in expected.items():
-            path = os.path.join("bgshift_tf", "configs", name)
-            with open(path) as f:
-                assert f.readline().startswith(f"# python -m bgshift_tf.train_gan --flagfile={path}")
-            fv = flags.FlagValues()
-            for flag in flags.FLAGS.get_key_flags_for_module(train_gan):
-                fv[flag.name] = flag
-            fv(["train_gan", f"--flagfile={path}"])
-            for key, value in values.items():
-                assert fv[key].value == value, (name, key)
-            fv.unparse_flags()
-    finally:
-        os.chdir(cwd)
+    for name, values in expected.items():
+        with open(os.path.join(CONFIGS, name)) as f:
+            assert f.readline().startswith(f"# python -m bgshift_tf.train_gan --flagfile=bgshift_tf/configs/{name}")
+        config = _parse_flagfile(name)
+        for key, value in values.items():
+            assert config[key] == value, (name, key)
+
+
+def test_loss_weight_flags_come_from_loss_weights():
+    defined = _train_gan_flags()
+    for name, value in dataclasses.asdict(LossWeights()).items():
+        assert defined[name].default == value == gan_run.DEFAULT_CONFIG[name], name
+    assert "'w/o L_sc' ablation" in defined["lambda_sc"].help
+
+
+def test_settings_not_from_paper():
+    assert gan_run.settings_not_from_paper(_parse_flagfile("gan_paper.flags")) == []
+    demo = gan_run.settings_not_from_paper(_parse_flagfile("gan_demo.flags"))
+    assert demo == ["image_height 64 [256]", "image_width 32 [128]", "epochs 11 [5]", "learning_rate 0.0002 [0.0001]",
+                    "n_critic 1 [5]", "lambda_bgs 50 [5]", "base_filters 32 [64]", "num_res_blocks 2 [6]",
+                    "d_base_filters 16 [64]", "d_num_layers 5 [6]"]
+    assert "max_steps 4 [epochs 5]" in gan_run.settings_not_from_paper(_parse_flagfile("gan_tiny.flags"))
+    # Every loss weight counts, including a new field of LossWeights; keys a config lacks count as the paper's.
+    changed = {name: 0.0 for name in LossWeights.names()}
+    assert gan_run.settings_not_from_paper(changed) == [
+        f"{name} 0 [{value:g}]" for name, value in dataclasses.asdict(LossWeights()).items()]
+    assert gan_run.settings_not_from_paper({"beta1": 0.9, "max_steps": 0}) == []
+
+
+def test_build_sbsgan_takes_every_loss_weight_from_the_config():
+    config = gan_run.merge_config(dict(domain_dirs=["a", "b"], image_height=16, image_width=8, batch_size=4,
+                                       base_filters=4, num_res_blocks=0, d_base_filters=4, d_num_layers=2,
+                                       lambda_sc=0.0, lambda_bgs=50.0))
+    gan = gan_run.build_sbsgan(config, num_domains=2)
+    assert gan.loss_weights == LossWeights(lambda_sc=0.0, lambda_bgs=50.0)
+    # A forgotten or misspelt weight fails loudly instead of training with a default.
+    with pytest.raises(ValueError, match=r"Missing: \['lambda_idc'\]"):
+        gan_run.build_sbsgan({k: v for k, v in config.items() if k != "lambda_idc"}, num_domains=2)
+    with pytest.raises(ValueError, match=r"unknown: \['lambda_bgss'\]"):
+        gan_run.build_sbsgan({**config, "lambda_bgss": 5.0}, num_domains=2)
 
 
 @pytest.mark.slow

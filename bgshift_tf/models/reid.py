@@ -120,8 +120,49 @@ class ISDCBlock(keras.layers.Layer):
         return config
 
 
+class _ReIDNetwork(keras.Model):
+    """What IDE and DA-2S share: the constructor arguments every re-ID model takes, the GAP feature of
+    `fused_maps`, the IDE head on it, and `get_config` (these arguments plus `_extra_config()`).
+
+    Subclasses create their trunk layers, then call `_add_head()`, and define `fused_maps`.
+    """
+
+    def __init__(self, num_classes, backbone, input_shape, weights, name, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = int(num_classes)
+        self.backbone = backbone
+        self.image_shape = tuple(int(d) for d in input_shape)
+        self.weights_source = weights
+
+    def _add_head(self, feature_dim):
+        self.pool = keras.layers.GlobalAveragePooling2D(name=f"{self.name}_gap")
+        self.head = ClassifierHead(self.num_classes, name=f"{self.name}_head")
+        self.feature_dim = int(feature_dim)
+
+    def embed(self, inputs, training=False):
+        """Images in [-1, 1] (see the subclass) -> feature float32 [B, feature_dim]."""
+        return self.pool(self.fused_maps(inputs, training=training))
+
+    def call(self, inputs, training=False):
+        """Images in [-1, 1] (see the subclass) -> logits float32 [B, num_classes]."""
+        return self.head(self.embed(inputs, training=training), training=training)
+
+    def _extra_config(self):
+        return {}
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "backbone": self.backbone,
+            "input_shape": list(self.image_shape),
+            "weights": self.weights_source,
+            **self._extra_config(),
+        }
+
+
 @keras.saving.register_keras_serializable(package="bgshift_tf")
-class IDE(keras.Model):
+class IDE(_ReIDNetwork):
     """IDE baseline: one DenseNet trunk, GAP feature [B, C] (1,024 for DenseNet-121), IDE head -> [B, N].
 
     Args:
@@ -135,44 +176,26 @@ class IDE(keras.Model):
         self, num_classes, backbone="densenet121", input_shape=(256, 128, 3), weights=None,
         name="ide", **kwargs,
     ):
-        super().__init__(name=name, **kwargs)
-        self.num_classes = int(num_classes)
-        self.backbone = backbone
-        self.image_shape = tuple(int(d) for d in input_shape)
-        self.weights_source = weights
+        super().__init__(num_classes, backbone, input_shape, weights, name=name, **kwargs)
         # === Layers ===
         self.trunk = densenet.build_backbone(
             backbone, self.image_shape, weights=weights, name=f"{name}_{backbone}"
         )
-        self.pool = keras.layers.GlobalAveragePooling2D(name=f"{name}_gap")
-        self.head = ClassifierHead(self.num_classes, name=f"{name}_head")
-        self.feature_dim = int(self.trunk.output.shape[-1])
+        self._add_head(self.trunk.output.shape[-1])
 
-    def embed(self, images, training=False):
-        """float32 [B, H, W, 3] in [-1, 1] -> feature float32 [B, feature_dim]."""
-        return self.pool(self.trunk(imagenet_standardize(images), training=training))
-
-    def call(self, images, training=False):
-        """float32 [B, H, W, 3] in [-1, 1] -> logits float32 [B, num_classes]."""
-        return self.head(self.embed(images, training=training), training=training)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "backbone": self.backbone,
-            "input_shape": list(self.image_shape),
-            "weights": self.weights_source,
-        }
+    def fused_maps(self, images, training=False):
+        """float32 [B, H, W, 3] in [-1, 1] -> trunk maps [B, H/32, W/32, feature_dim]."""
+        return self.trunk(imagenet_standardize(images), training=training)
 
 
 @keras.saving.register_keras_serializable(package="bgshift_tf")
-class DA2S(keras.Model):
+class DA2S(_ReIDNetwork):
     """Densely Associated 2-Stream network (paper §4), with the ablation switches of its Table 3.
 
     use_se=False, use_isdc=False: baseline two-stream (GAP of the concatenated final maps).
     use_se=True,  use_isdc=False: + SE block on the concatenated final maps.
     use_se=True,  use_isdc=True:  DA-2S (+ ISDC modules, O_4 summed with the SE output).
+    `embed` and `call` take (stream1_images, stream2_images), each float32 [B, H, W, 3] in [-1, 1].
 
     Args:
       num_classes: training identities N.
@@ -187,11 +210,7 @@ class DA2S(keras.Model):
         self, num_classes, backbone="densenet121", input_shape=(256, 128, 3), weights=None,
         use_se=True, use_isdc=True, se_reduction=16, name="da2s", **kwargs,
     ):
-        super().__init__(name=name, **kwargs)
-        self.num_classes = int(num_classes)
-        self.backbone = backbone
-        self.image_shape = tuple(int(d) for d in input_shape)
-        self.weights_source = weights
+        super().__init__(num_classes, backbone, input_shape, weights, name=name, **kwargs)
         self.use_se = bool(use_se)
         self.use_isdc = bool(use_isdc)
         self.se_reduction = int(se_reduction)
@@ -207,7 +226,6 @@ class DA2S(keras.Model):
         )
         # Concatenated widths of the two streams at the five taps (pool1 .. pool4_pool, final relu).
         pair_widths = [2 * int(t.shape[-1]) for t in self.stream1.outputs]
-        self.feature_dim = pair_widths[-1]
         self.isdc_blocks = (
             [
                 ISDCBlock(pair_widths[n + 1], strides=2 if n < 3 else 1, name=f"{name}_isdc{n + 1}")
@@ -219,8 +237,7 @@ class DA2S(keras.Model):
         self.se = (
             SqueezeExcitation(self.se_reduction, name=f"{name}_se") if self.use_se else None
         )
-        self.pool = keras.layers.GlobalAveragePooling2D(name=f"{name}_gap")
-        self.head = ClassifierHead(self.num_classes, name=f"{name}_head")
+        self._add_head(pair_widths[-1])
 
     def features(self, inputs, training=False):
         """All intermediate maps, for inspection and for `embed`/`call`.
@@ -254,22 +271,9 @@ class DA2S(keras.Model):
             "feature": self.pool(fused),
         }
 
-    def embed(self, inputs, training=False):
-        """(stream1, stream2) float32 [B, H, W, 3] in [-1, 1] -> feature float32 [B, feature_dim]."""
-        return self.features(inputs, training=training)["feature"]
+    def fused_maps(self, inputs, training=False):
+        """(stream1, stream2) -> the SE-weighted final maps + O_4, [B, H/32, W/32, feature_dim]."""
+        return self.features(inputs, training=training)["fused"]
 
-    def call(self, inputs, training=False):
-        """(stream1, stream2) float32 [B, H, W, 3] in [-1, 1] -> logits float32 [B, num_classes]."""
-        return self.head(self.embed(inputs, training=training), training=training)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "backbone": self.backbone,
-            "input_shape": list(self.image_shape),
-            "weights": self.weights_source,
-            "use_se": self.use_se,
-            "use_isdc": self.use_isdc,
-            "se_reduction": self.se_reduction,
-        }
+    def _extra_config(self):
+        return {"use_se": self.use_se, "use_isdc": self.use_isdc, "se_reduction": self.se_reduction}

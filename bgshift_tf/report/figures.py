@@ -15,7 +15,6 @@ Plots come back as matplotlib `Figure`s, pictures as uint8 `[H, W, 3]` arrays;
 """
 
 import io
-import os
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -120,56 +119,6 @@ def figure_to_array(fig, dpi: int = 110) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 
 
-def read_scalars(logdir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Reads every scalar from the TensorBoard event files under a run's `logs/` folder.
-
-    Handles TF2 `tf.summary.scalar` (tensor values) and TF1 `simple_value`s. Files in sub-folders get
-    their folder as a tag prefix (`logs/eval/events...` -> "eval/<tag>"). If a step was written twice
-    (a resumed run), the later write wins.
-
-    Args:
-      logdir: folder searched recursively for `events.out.tfevents.*` files.
-    Returns:
-      {tag: (steps int64 `[T]` ascending, values float64 `[T]`)}; empty if there are no event files.
-    Raises:
-      FileNotFoundError: `logdir` does not exist.
-    """
-    import tensorflow as tf
-    from tensorflow.core.util import event_pb2
-
-    logdir = os.fspath(logdir)
-    if not os.path.isdir(logdir):
-        raise FileNotFoundError(f"TensorBoard log folder not found: {logdir!r}")
-    points: dict[str, dict[int, tuple[float, float]]] = {}
-    for folder, _, files in sorted(os.walk(logdir)):
-        prefix = os.path.relpath(folder, logdir)
-        prefix = "" if prefix == "." else prefix.replace(os.sep, "/") + "/"
-        for file_name in sorted(f for f in files if f.startswith("events.out.tfevents")):
-            for record in tf.data.TFRecordDataset(os.path.join(folder, file_name)):
-                event = event_pb2.Event.FromString(record.numpy())
-                for value in event.summary.value:
-                    kind = value.WhichOneof("value")
-                    if kind == "simple_value":
-                        number = float(value.simple_value)
-                    elif kind == "tensor" and value.tensor.dtype in (tf.float32.as_datatype_enum,
-                                                                   tf.float64.as_datatype_enum):
-                        array = tf.make_ndarray(value.tensor)
-                        if array.size != 1:
-                            continue
-                        number = float(array.reshape(()))
-                    else:
-                        continue
-                    series = points.setdefault(prefix + value.tag, {})
-                    previous = series.get(event.step)
-                    if previous is None or event.wall_time >= previous[0]:
-                        series[event.step] = (event.wall_time, number)
-    result = {}
-    for tag, series in sorted(points.items()):
-        steps = np.array(sorted(series), dtype=np.int64)
-        result[tag] = (steps, np.array([series[s][1] for s in steps], dtype=np.float64))
-    return result
-
-
 def _as_series(tag: str, curve) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(curve, Mapping):
         steps = np.array(sorted(curve), dtype=np.int64)
@@ -194,7 +143,7 @@ def plot_loss_curves(curves: Mapping, *, smoothing: float = 0.6, ncols: int = 3,
     """One small panel per loss: the raw curve faint, its moving average bold.
 
     Args:
-      curves: {tag: {step: value}} or {tag: (steps, values)} (the output of `read_scalars`).
+      curves: {tag: {step: value}} or {tag: (steps, values)} (the output of `training.summaries.read_scalars`).
       smoothing: EMA factor in [0, 1); 0 draws the raw curve only.
       ncols: panels per row.
     Returns:

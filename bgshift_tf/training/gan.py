@@ -13,9 +13,12 @@ is the same on 1 or N replicas.
 
 `discriminator_step` / `generator_step` each do one update and work per replica inside `strategy.run`
 in a `tf.function`; they return this replica's share of each loss (reduce with SUM across replicas).
-`train_step` composes them for single-device `fit`.
+`training.loop.train_loop` runs them (`gan_run.gan_steps`): the one training path, on 1 or N devices.
+Each loss is a table of (weight, name, term) entries, `D_TERMS` and `G_TERMS`, summed by one method.
 """
 
+import dataclasses
+import functools
 import json
 import os
 
@@ -24,9 +27,6 @@ import tensorflow as tf
 
 from bgshift_tf.models.generator import Generator, onehot_indicator, uniform_indicator
 from bgshift_tf.training import losses
-
-D_TERMS = ("d_loss", "d_adv", "d_cls", "d_gp")
-G_TERMS = ("g_loss", "g_adv", "g_cls", "g_rec", "g_idc", "g_bgs", "g_sc")
 
 
 def add_gan_targets(dataset, num_domains, num_soft_mask, seed=0):
@@ -71,6 +71,89 @@ def add_gan_targets(dataset, num_domains, num_soft_mask, seed=0):
     return dataset.enumerate().map(add, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+class _LossInputs:
+    """What the terms of one loss read: the batch, the fakes and D's outputs on reals and fakes.
+
+    Each is computed once, on first use, so a term whose weight is 0 costs nothing (L_D makes no fakes
+    without L_adv or GP, no D pass on reals without L_adv or L_cls). `training`: True for L_G (G in
+    training mode, gradients flow into G), False for L_D (the fakes are constants).
+    """
+
+    def __init__(self, model, batch, training):
+        self.model, self.batch, self.training = model, batch, training
+        self.images, self.masks, self.domain = batch["image"], batch["mask"], batch["domain"]
+        self.target, self.slot = batch["target_domain"], tf.cast(batch["soft_mask_slot"], tf.float32)
+        self.size = tf.shape(self.images)[0]
+
+    @functools.cached_property
+    def fakes(self):
+        """G(I, D̄) for soft-mask slots, G(I, D_target) otherwise (one encoder pass)."""
+        fakes = self.model.generator.generate(self.images, self.target, self.slot, training=self.training)
+        return fakes if self.training else tf.stop_gradient(fakes)
+
+    @functools.cached_property
+    def real_outputs(self):
+        return self.model.discriminator(self.images)
+
+    @functools.cached_property
+    def fake_outputs(self):
+        return self.model.discriminator(self.fakes)
+
+
+# Each term: (LossWeights field, logged name, fn(model, inputs) -> (per-example values [n], global count)).
+# The loss is the weighted sum of each term's share (sum over local examples / global count); a zero
+# weight skips the term (reported as 0). Adding a term = its function in `losses` + one entry here.
+
+
+def _d_adv(model, x):
+    return losses.critic_loss(x.real_outputs[0], x.fake_outputs[0]), model.global_batch_size
+
+
+def _d_cls(model, x):
+    return losses.domain_cross_entropy(x.real_outputs[1], x.domain), model.global_batch_size
+
+
+def _d_gp(model, x):
+    alpha = x.batch.get("gp_alpha")
+    if alpha is None:
+        alpha = tf.random.uniform([x.size])
+    return model.gradient_penalty(x.images, x.fakes, alpha), model.global_batch_size
+
+
+def _g_adv(model, x):
+    return losses.generator_adversarial_loss(x.fake_outputs[0]), model.global_batch_size
+
+
+def _g_cls(model, x):
+    """L_cls^f toward the uniform 1/K (soft-mask slots) or the one-hot target (style images)."""
+    k = model.num_domains
+    targets = tf.where(x.slot[:, None] > 0, uniform_indicator(x.size, k), onehot_indicator(x.target, k))
+    return losses.soft_domain_cross_entropy(x.fake_outputs[1], targets), model.global_batch_size
+
+
+def _g_rec(model, x):
+    """Every fake back to its source domain through the style branch."""
+    reconstructed = model.generator.style_transfer(x.fakes, x.domain, training=True)
+    return losses.reconstruction_loss(reconstructed, x.images), model.global_batch_size
+
+
+def _g_idc(model, x):
+    return losses.identity_loss(x.fakes, x.images) * (1.0 - x.slot), model.global_batch_size - model.num_soft_mask
+
+
+def _g_bgs(model, x):
+    return losses.background_suppression_loss(x.fakes, x.images, x.masks) * x.slot, model.num_soft_mask
+
+
+def _g_sc(model, x):
+    return model.style_consistency(x), model.num_soft_mask
+
+
+D_TERMS = (("lambda_adv", "d_adv", _d_adv), ("lambda_cls", "d_cls", _d_cls), ("lambda_gp", "d_gp", _d_gp))
+G_TERMS = (("lambda_adv", "g_adv", _g_adv), ("lambda_cls", "g_cls", _g_cls), ("lambda_rec", "g_rec", _g_rec),
+           ("lambda_idc", "g_idc", _g_idc), ("lambda_bgs", "g_bgs", _g_bgs), ("lambda_sc", "g_sc", _g_sc))
+
+
 @keras.saving.register_keras_serializable(package="bgshift_tf")
 class SBSGAN(keras.Model):
     """SBSGAN: generator + discriminator trained with WGAN-GP, domain classification and eq. 1-4.
@@ -80,14 +163,13 @@ class SBSGAN(keras.Model):
         discriminator: `bgshift_tf.models.discriminator.Discriminator` with the same num_domains.
         global_batch_size: images per global batch (16 in the paper); every term's normaliser.
         num_soft_mask: soft-mask-slot images per global batch (default K + 1).
-        lambda_adv, lambda_cls, lambda_rec, lambda_idc, lambda_bgs, lambda_sc, lambda_gp: loss weights;
-            0 disables a term (not computed, reported as 0). lambda_cls weighs L_cls^r in D and L_cls^f in G.
-        n_critic: D updates per G update (used by `train_step`; a custom loop reads it too).
+        loss_weights: `losses.LossWeights` (default: the paper's); lambda_cls weighs L_cls^r in D and
+            L_cls^f in G.
+        n_critic: D updates per G update (the schedule of `gan_run.gan_steps`).
     """
 
-    def __init__(self, generator, discriminator, global_batch_size=16, num_soft_mask=None,
-                 lambda_adv=1.0, lambda_cls=1.0, lambda_rec=10.0, lambda_idc=5.0, lambda_bgs=5.0,
-                 lambda_sc=5.0, lambda_gp=10.0, n_critic=5, name="sbsgan", **kwargs):
+    def __init__(self, generator, discriminator, global_batch_size=16, num_soft_mask=None, loss_weights=None,
+                 n_critic=5, name="sbsgan", **kwargs):
         super().__init__(name=name, **kwargs)
         num_domains = generator.num_domains
         if discriminator.num_domains != num_domains:
@@ -101,13 +183,11 @@ class SBSGAN(keras.Model):
                 f"`num_soft_mask` must be in [1, global_batch_size). Received: num_soft_mask="
                 f"{num_soft_mask}, global_batch_size={global_batch_size}"
             )
-        weights = dict(lambda_adv=lambda_adv, lambda_cls=lambda_cls, lambda_rec=lambda_rec,
-                       lambda_idc=lambda_idc, lambda_bgs=lambda_bgs, lambda_sc=lambda_sc,
-                       lambda_gp=lambda_gp)
-        negative = {k: v for k, v in weights.items() if v < 0}
-        if negative or n_critic < 1:
-            raise ValueError(f"Loss weights must be >= 0 and n_critic >= 1. Received: {negative}, "
-                             f"n_critic={n_critic}")
+        loss_weights = losses.LossWeights() if loss_weights is None else loss_weights
+        if not isinstance(loss_weights, losses.LossWeights):
+            raise TypeError(f"`loss_weights` must be a losses.LossWeights. Received: loss_weights={loss_weights!r}")
+        if n_critic < 1:
+            raise ValueError(f"`n_critic` must be >= 1. Received: n_critic={n_critic}")
         # === Networks ===
         self.generator = generator
         self.discriminator = discriminator
@@ -115,16 +195,9 @@ class SBSGAN(keras.Model):
         self.num_domains = num_domains
         self.global_batch_size = int(global_batch_size)
         self.num_soft_mask = num_soft_mask
+        self.loss_weights = loss_weights
         self.n_critic = int(n_critic)
-        for key, value in weights.items():
-            setattr(self, key, float(value))
-        # === Loss trackers ===
-        self.trackers = {term: keras.metrics.Mean(name=term) for term in D_TERMS + G_TERMS}
         self.built = True
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
 
     def compile(self, g_optimizer, d_optimizer, **kwargs):
         """Attach the two optimizers and create their slots now (outside any tf.function / replica context)."""
@@ -142,19 +215,27 @@ class SBSGAN(keras.Model):
         """Per-example WGAN-GP term [B] on x_hat = alpha real + (1 - alpha) fake (alpha [B])."""
         return losses.gradient_penalty(lambda x: self.discriminator(x)[0], real, fake, alpha)
 
-    def _share(self, per_example, count):
-        """This replica's share of a global mean: sum over local examples / global count."""
-        return tf.reduce_sum(per_example) / tf.cast(count, per_example.dtype)
+    def _weighted_sum(self, terms, inputs, total_name):
+        """This replica's share of a loss (scalar) and of each of its `terms` (dict of scalars, with the total)."""
+        logs, loss = {}, tf.constant(0.0)
+        for weight_name, log_name, term in terms:
+            weight = getattr(self.loss_weights, weight_name)
+            logs[log_name] = tf.constant(0.0)
+            if weight:
+                per_example, count = term(self, inputs)
+                logs[log_name] = tf.reduce_sum(per_example) / tf.cast(count, per_example.dtype)
+                loss = loss + weight * logs[log_name]
+        return loss, {total_name: loss, **logs}
 
     def discriminator_step(self, batch):
         """One D update on this replica's part of a global batch; returns its share of each D term."""
         # 1. Per-replica share of L_D, under a tape (see `discriminator_losses`).
         # 2. Gradients w.r.t. D's variables only (the optimizer all-reduces them across replicas: SUM).
         # 3. One d_optimizer step.
-        # (With lambda_adv = lambda_cls = lambda_gp = 0 every term is skipped: D gets no update.)
+        # (With every D weight 0 every term is skipped: D gets no update.)
         with tf.GradientTape() as tape:
             loss, logs = self.discriminator_losses(batch)
-        if self.lambda_adv or self.lambda_cls or self.lambda_gp:
+        if any(getattr(self.loss_weights, weight) for weight, _, _ in D_TERMS):
             variables = self.discriminator.trainable_variables
             self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return logs
@@ -162,30 +243,10 @@ class SBSGAN(keras.Model):
     def discriminator_losses(self, batch):
         """This replica's share of L_D (scalar) and of each D term (dict of scalars)."""
         # 1. One fake per image, no gradient into G: G(I, D̄) for soft-mask slots, G(I, D_target) otherwise.
-        # 2. Critic maps and domain logits of reals and fakes.
-        # 3. Per-example terms: WGAN critic, real-image domain CE (source labels), GP on interpolates.
-        # 4. Weighted sum / global batch size.
-        # (A zero weight skips its term: no fakes without L_adv or GP, no D pass on reals without L_adv or L_cls.)
-        images, domain, slot = batch["image"], batch["domain"], batch["soft_mask_slot"]
-        if self.lambda_adv or self.lambda_gp:
-            fakes = tf.stop_gradient(self.generator.generate(images, batch["target_domain"], slot))
-        if self.lambda_adv or self.lambda_cls:
-            real_patch, real_domain = self.discriminator(images)
-        zero = tf.zeros([tf.shape(images)[0]])
-        adv = cls = gp = zero
-        if self.lambda_adv:
-            adv = losses.critic_loss(real_patch, self.discriminator(fakes)[0])
-        if self.lambda_cls:
-            cls = losses.domain_cross_entropy(real_domain, domain)
-        if self.lambda_gp:
-            alpha = batch.get("gp_alpha")
-            if alpha is None:
-                alpha = tf.random.uniform([tf.shape(images)[0]])
-            gp = self.gradient_penalty(images, fakes, alpha)
-        n = self.global_batch_size
-        loss = self._share(self.lambda_adv * adv + self.lambda_cls * cls + self.lambda_gp * gp, n)
-        return loss, {"d_loss": loss, "d_adv": self._share(adv, n), "d_cls": self._share(cls, n),
-                      "d_gp": self._share(gp, n)}
+        # 2. Critic maps and domain logits of reals and fakes, as the terms ask for them.
+        # 3. Per-example terms (D_TERMS): WGAN critic, real-image domain CE (source labels), GP on interpolates.
+        # 4. Weighted sum of each term / the global batch size.
+        return self._weighted_sum(D_TERMS, _LossInputs(self, batch, training=False), "d_loss")
 
     def generator_step(self, batch):
         """One G update on this replica's part of a global batch; returns its share of each G term."""
@@ -205,53 +266,20 @@ class SBSGAN(keras.Model):
         # 3. L_rec: every fake back to its source domain through the style branch.
         # 4. L_idc on style fakes; L_bgs on soft-mask fakes.
         # 5. L_sc on slot images: their style transfers to the K-1 other domains, masked by the source mask.
-        # 6. Each term / its global count (batch, style images or slots); weighted sum.
-        images, masks, domain = batch["image"], batch["mask"], batch["domain"]
-        target, slot = batch["target_domain"], tf.cast(batch["soft_mask_slot"], tf.float32)
-        size = tf.shape(images)[0]
-        zero = tf.zeros([size])
-        n, n_slot = self.global_batch_size, self.num_soft_mask
-        n_style = n - n_slot
-        fakes = self.generator.generate(images, target, slot, training=True)
-        adv = cls = rec = idc = bgs = zero
-        sc = tf.zeros([0])
-        if self.lambda_adv or self.lambda_cls:
-            fake_patch, fake_domain = self.discriminator(fakes)
-            if self.lambda_adv:
-                adv = losses.generator_adversarial_loss(fake_patch)
-            if self.lambda_cls:
-                targets = tf.where(
-                    slot[:, None] > 0,
-                    uniform_indicator(size, self.num_domains),
-                    onehot_indicator(target, self.num_domains),
-                )
-                cls = losses.soft_domain_cross_entropy(fake_domain, targets)
-        if self.lambda_rec:
-            rec = losses.reconstruction_loss(self.generator.style_transfer(fakes, domain, training=True), images)
-        if self.lambda_idc:
-            idc = losses.identity_loss(fakes, images) * (1.0 - slot)
-        if self.lambda_bgs:
-            bgs = losses.background_suppression_loss(fakes, images, masks) * slot
-        if self.lambda_sc:
-            sc = self._style_consistency(images, masks, domain, slot, fakes)
-        logs = {"g_adv": self._share(adv, n), "g_cls": self._share(cls, n), "g_rec": self._share(rec, n),
-                "g_idc": self._share(idc, n_style), "g_bgs": self._share(bgs, n_slot),
-                "g_sc": self._share(sc, n_slot)}
-        loss = (self.lambda_adv * logs["g_adv"] + self.lambda_cls * logs["g_cls"]
-                + self.lambda_rec * logs["g_rec"] + self.lambda_idc * logs["g_idc"]
-                + self.lambda_bgs * logs["g_bgs"] + self.lambda_sc * logs["g_sc"])
-        return loss, {"g_loss": loss, **logs}
+        # 6. Each term (G_TERMS) / its global count (batch, style images or slots); weighted sum.
+        return self._weighted_sum(G_TERMS, _LossInputs(self, batch, training=True), "g_loss")
 
-    def _style_consistency(self, images, masks, domain, slot, fakes):
+    def style_consistency(self, inputs):
         """L_sc per slot image, [n] with n = min(num_soft_mask, local batch); zero for non-slot fillers.
 
         Slot images are gathered first, a fixed number per replica, so no replica meets an empty batch
-        (a replica without slots computes n zero-weighted fillers).
+        (a replica without slots computes n zero-weighted fillers). `inputs`: a `_LossInputs`.
         """
+        images, slot = inputs.images, inputs.slot
         local = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
         count = min(self.num_soft_mask, local) if isinstance(local, int) else tf.minimum(self.num_soft_mask, local)
         index = tf.argsort(slot, direction="DESCENDING", stable=True)[:count]
-        sources = tf.cast(tf.gather(domain, index), tf.int64)
+        sources = tf.cast(tf.gather(inputs.domain, index), tf.int64)
         picked = tf.gather(images, index)
         others_k = self.num_domains - 1
         # Targets (s + j) mod K for j = 1..K-1: exactly the other domains, one batched pass.
@@ -260,27 +288,9 @@ class SBSGAN(keras.Model):
         others = self.generator.style_transfer(repeated, tf.reshape(targets, [-1]), training=True)
         others = tf.reshape(others, [others_k, -1, *images.shape[1:]])
         per_example = losses.style_consistency_loss(
-            tf.gather(fakes, index), picked, tf.gather(masks, index), others
+            tf.gather(inputs.fakes, index), picked, tf.gather(inputs.masks, index), others
         )
         return per_example * tf.gather(slot, index)
-
-    def train_step(self, data):
-        """Single-device `fit`: one D update per batch, one G update every n_critic-th D update."""
-        # 1. One critic update on this batch.
-        # 2. If the critic has now made a multiple of n_critic updates, one generator update (same batch).
-        # 3. Update the trackers of the terms that were computed; return every tracker's running mean.
-        self._track(self.discriminator_step(data))
-
-        def generator_update():
-            self._track(self.generator_step(data))
-            return tf.constant(True)
-
-        tf.cond(self.d_optimizer.iterations % self.n_critic == 0, generator_update, lambda: tf.constant(False))
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
-
-    def _track(self, logs):
-        for name, value in logs.items():
-            self.trackers[name].update_state(value)
 
     def get_config(self):
         return {
@@ -288,13 +298,7 @@ class SBSGAN(keras.Model):
             "discriminator": keras.saving.serialize_keras_object(self.discriminator),
             "global_batch_size": self.global_batch_size,
             "num_soft_mask": self.num_soft_mask,
-            "lambda_adv": self.lambda_adv,
-            "lambda_cls": self.lambda_cls,
-            "lambda_rec": self.lambda_rec,
-            "lambda_idc": self.lambda_idc,
-            "lambda_bgs": self.lambda_bgs,
-            "lambda_sc": self.lambda_sc,
-            "lambda_gp": self.lambda_gp,
+            "loss_weights": dataclasses.asdict(self.loss_weights),
             "n_critic": self.n_critic,
             "name": self.name,
         }
@@ -304,6 +308,7 @@ class SBSGAN(keras.Model):
         config = dict(config)
         config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
         config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        config["loss_weights"] = losses.LossWeights(**config["loss_weights"])
         return cls(**config)
 
 

@@ -3,7 +3,8 @@
 - `train_sbsgan(config) -> dict` trains on K TFRecord folders (one per domain, `domain_dirs`; the
   domain index is the folder's position) and returns the loop's run summary plus dataset facts.
   Keys and defaults: `DEFAULT_CONFIG` (paper settings: 256x128, batch 16, 5 epochs, lr 1e-4, betas
-  (0.5, 0.999), n_critic 5, paper loss weights and widths).
+  (0.5, 0.999), n_critic 5, paper widths, and the paper loss weights from `losses.LossWeights`).
+- `settings_not_from_paper(gan_config) -> list[str]`: the paper settings a config changes, for reports.
 - Each loop iteration draws one global batch: D updates every iteration, G every `n_critic`-th
   (`training.loop.ScheduledStep`), both from `training.gan.SBSGAN`.
 - Run directory: `config.json` = {"flags": config, "generator": Generator config, "discriminator":
@@ -16,6 +17,8 @@
   replayed; weights, optimizer state and the step count come from the checkpoint.
 """
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
@@ -25,6 +28,8 @@ from bgshift_tf.models.discriminator import Discriminator
 from bgshift_tf.models.generator import Generator
 from bgshift_tf.training import loop
 from bgshift_tf.training.gan import SBSGAN, add_gan_targets, checkpoint_trackables
+from bgshift_tf.training.losses import LossWeights
+from bgshift_tf.training.strategy import make_strategy
 
 DEFAULT_CONFIG = {
     "domain_dirs": [],  # TFRecord folders, one per domain, in domain-index order
@@ -37,13 +42,7 @@ DEFAULT_CONFIG = {
     "learning_rate": 1e-4,
     "beta1": 0.5,
     "beta2": 0.999,
-    "lambda_adv": 1.0,
-    "lambda_cls": 1.0,
-    "lambda_rec": 10.0,
-    "lambda_idc": 5.0,
-    "lambda_bgs": 5.0,
-    "lambda_sc": 5.0,
-    "lambda_gp": 10.0,
+    **dataclasses.asdict(LossWeights()),  # lambda_adv, lambda_cls, ...: the paper's weights
     "n_critic": 5,
     "num_soft_mask": 0,  # 0 = K + 1
     "base_filters": 64,
@@ -62,6 +61,30 @@ DEFAULT_CONFIG = {
     "seed": 0,
     "verbose": 1,
 }
+
+
+# The paper settings (this DEFAULT_CONFIG) that a run's report compares against: schedule, loss weights,
+# architecture. `max_steps` > 0 counts as a change of `epochs`.
+PAPER_KEYS = ("image_height", "image_width", "batch_size", "epochs", "learning_rate", "n_critic",
+              *LossWeights.names(), "num_soft_mask", "base_filters", "num_res_blocks", "d_base_filters",
+              "d_num_layers")
+
+
+def settings_not_from_paper(gan_config):
+    """["lambda_bgs 50 [5]", "max_steps 10 [epochs 5]", ...]: the paper settings a trainer config changes.
+
+    Args:
+        gan_config: a (partial) SBSGAN trainer config; keys it lacks count as the paper's.
+
+    Returns:
+        "<key> <value> [<paper value>]" for each of `PAPER_KEYS` that differs, in that order, then
+        "max_steps N [epochs E]" if `max_steps` > 0.
+    """
+    changed = [f"{key} {gan_config[key]:g} [{DEFAULT_CONFIG[key]:g}]" for key in PAPER_KEYS
+               if key in gan_config and gan_config[key] != DEFAULT_CONFIG[key]]
+    if gan_config.get("max_steps", 0) > 0:
+        changed.append(f"max_steps {gan_config['max_steps']} [epochs {DEFAULT_CONFIG['epochs']}]")
+    return changed
 
 
 def merge_config(config):
@@ -158,8 +181,7 @@ def build_sbsgan(config, num_domains):
                                   base_filters=config["d_base_filters"], num_layers=config["d_num_layers"])
     gan = SBSGAN(generator, discriminator, global_batch_size=config["batch_size"],
                  num_soft_mask=config["num_soft_mask"] or None, n_critic=config["n_critic"],
-                 **{k: config[k] for k in ("lambda_adv", "lambda_cls", "lambda_rec", "lambda_idc", "lambda_bgs",
-                                           "lambda_sc", "lambda_gp")})
+                 loss_weights=LossWeights.from_config(config, source="SBSGAN trainer config"))
 
     def adam(name):
         return keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"], beta_2=config["beta2"],
@@ -169,10 +191,10 @@ def build_sbsgan(config, num_domains):
     return gan
 
 
-def gan_steps(gan, n_critic):
-    """The loop schedule: a D update every iteration, a G update every `n_critic`-th (after n_critic D's)."""
+def gan_steps(gan):
+    """The loop schedule: a D update every iteration, a G update every `gan.n_critic`-th (after n_critic D's)."""
     return [loop.ScheduledStep("d", gan.discriminator_step),
-            loop.ScheduledStep("g", gan.generator_step, every_n=n_critic)]
+            loop.ScheduledStep("g", gan.generator_step, every_n=gan.n_critic)]
 
 
 def train_sbsgan(config):
@@ -183,7 +205,7 @@ def train_sbsgan(config):
     """
     # 1. The strategy first: splitting the CPU into logical devices must precede other TF work.
     config = merge_config(config)
-    strategy = loop.make_strategy(config["strategy"], config["cpu_replicas"])
+    strategy = make_strategy(config["strategy"], config["cpu_replicas"])
     # 2. Dataset facts and the schedule length.
     domain_names, num_examples = _domain_facts(config)
     num_domains = len(domain_names)
@@ -205,7 +227,7 @@ def train_sbsgan(config):
     summary = loop.train_loop(
         strategy=strategy,
         make_dataset=make_dataset_fn(config, num_domains, gan.num_soft_mask),
-        steps=gan_steps(gan, config["n_critic"]),
+        steps=gan_steps(gan),
         total_steps=total_steps, run_dir=config["run_dir"], trackables=checkpoint_trackables(gan),
         config=run_config, checkpoint_every=config["checkpoint_every"],
         keep_checkpoints=config["keep_checkpoints"], summary_every=config["summary_every"],

@@ -4,11 +4,58 @@ Callers weight, sum and divide by a GLOBAL constant (the global batch size, or t
 a term applies to), so the update does not depend on how many replicas share the batch (SPEC §5).
 Images are float32 NHWC in [-1, 1]; masks float32 [B,H,W,1] in {0, 1}; critic outputs are PatchGAN maps
 [B,h,w,1]; domain logits [B,K].
+
+`LossWeights` is the one definition of the loss weights (names, paper values, help texts): the SBSGAN
+model, its trainer config, the `train_gan` flags and the "differs from the paper" note all read it.
 """
+
+import dataclasses
 
 import tensorflow as tf
 
 from bgshift_tf.data.images import hard_mask
+
+
+def _weight(default, help_text):
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """The SBSGAN loss weights, defaulting to the paper's (SPEC §2); 0 disables a term (not computed)."""
+
+    lambda_adv: float = _weight(1.0, "Weight of L_adv (WGAN) in L_D and L_G; 0 disables it.")
+    lambda_cls: float = _weight(1.0, "Weight of L_cls^r (in L_D) and L_cls^f (in L_G).")
+    lambda_rec: float = _weight(10.0, "Weight of L_rec.")
+    lambda_idc: float = _weight(5.0, "Weight of L_idc.")
+    lambda_bgs: float = _weight(5.0, "Weight of L_bgs.")
+    lambda_sc: float = _weight(5.0, "Weight of L_sc (0 = the paper's 'w/o L_sc' ablation).")
+    lambda_gp: float = _weight(10.0, "Weight of the WGAN-GP gradient penalty.")
+
+    def __post_init__(self):
+        for name, value in dataclasses.asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"Loss weight `{name}` must be a number >= 0. Received: {name}={value!r}")
+            object.__setattr__(self, name, float(value))
+
+    @classmethod
+    def names(cls):
+        """The weight names, in declaration order (also the config keys and flag names)."""
+        return tuple(field.name for field in dataclasses.fields(cls))
+
+    @classmethod
+    def from_config(cls, config, source="config"):
+        """The weights of a flat trainer config: its `lambda_*` keys must be exactly `names()`.
+
+        A missing key raises (no silent default), and so does an unknown `lambda_*` key (a typo or a
+        weight this class does not define); `source` names the config in the message.
+        """
+        given = {key for key in config if key.startswith("lambda_")}
+        missing, unknown = sorted(set(cls.names()) - given), sorted(given - set(cls.names()))
+        if missing or unknown:
+            raise ValueError(f"{source}: the loss weights must be exactly {list(cls.names())}. "
+                             f"Missing: {missing}; unknown: {unknown}")
+        return cls(**{name: config[name] for name in cls.names()})
 
 
 def _mean_per_example(x):

@@ -27,6 +27,7 @@ from bgshift_tf.data import input as data_input
 from bgshift_tf.data import images, shards
 from bgshift_tf.models.reid import DA2S, IDE
 from bgshift_tf.training import loop
+from bgshift_tf.training.strategy import make_strategy
 
 MODEL_CLASSES = {"ide": IDE, "da2s": DA2S}
 
@@ -217,7 +218,7 @@ def train_reid(config):
     """
     # The strategy comes first: splitting the CPU into logical devices must precede other TF work.
     config = _merge_config(config)
-    strategy = loop.make_strategy(config["strategy"], config["cpu_replicas"])
+    strategy = make_strategy(config["strategy"], config["cpu_replicas"])
     facts, make_dataset = _training_data(config)
     steps_per_epoch = facts["num_examples"] // config["batch_size"]
     if steps_per_epoch < 1:
