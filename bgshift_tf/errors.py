@@ -15,6 +15,7 @@ Ctrl-C composes: `training.loop.exit_on_interrupt` inside `main` turns KeyboardI
 message and exit status 128+signum; `run` lets KeyboardInterrupt and SystemExit pass untouched.
 """
 
+import contextlib
 import os
 import sys
 
@@ -27,12 +28,29 @@ class UserError(Exception):
     """An error the user can fix (bad data, flag or folder); the message names the culprit and the fix."""
 
 
+class ArgumentError(UserError, ValueError):
+    """A flag or argument value out of its range; the message names the flag and echoes the value."""
+
+
 class DataError(UserError, ValueError):
     """An input file or folder whose contents cannot be used (undecodable image, inconsistent manifest)."""
 
 
 class MissingInputError(UserError, FileNotFoundError):
     """An input file or folder that does not exist."""
+
+
+@contextlib.contextmanager
+def user_errors(*types):
+    """Within the block, an exception of one of `types` is the user's: re-raised as a `UserError`.
+
+    For library code that raises plain ValueError / FileExistsError for bad settings: an entry point
+    wraps exactly the call that checks them, so a bug elsewhere still shows its traceback.
+    """
+    try:
+        yield
+    except types as error:
+        raise UserError(str(error)) from error
 
 
 def _show_traceback() -> bool:
