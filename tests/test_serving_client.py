@@ -196,7 +196,8 @@ _FAULTS = [  # (request bytes, expected status, text in the error)
     (_post_bytes(_PREDICT, b"{}", False), 411, "needs a Content-Length"),
     (_post_bytes(_PREDICT, b"{}", b"999999999999"), 413, "over the server's limit of 1048576 bytes"),
     (_post_bytes(_PREDICT, b"{}", b"100"), 408, "says 100 bytes but the body did not arrive within 1.0 s"),
-    (_post_bytes(_PREDICT, _jpeg_body(_png_header(20000, 20000)).encode()), 413, "too large to decode: Image size (400000000 pixels)"),
+    (_post_bytes(_PREDICT, _jpeg_body(_png_header(20000, 20000)).encode()), 413,
+     "too large to decode: Image size (400000000 pixels)"),
     (_post_bytes(_PREDICT, _jpeg_body(_png_header(65, 64)).encode()), 413, "over the server's limit of 4096"),
     (b"GET /nowhere HTTP/1.1\r\nConnection: close\r\n\r\n", 404, "Malformed request"),
 ]

@@ -72,7 +72,8 @@ def check_images(images, name="images"):
     if images.dtype != np.uint8:
         raise errors.ArgumentError(f"`{name}` must be uint8 pixels in [0, 255]. Received dtype={images.dtype}")
     if images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape:
-        raise errors.ArgumentError(f"`{name}` must have shape [N, H, W, 3] with N, H, W >= 1. Received shape={images.shape}")
+        raise errors.ArgumentError(
+            f"`{name}` must have shape [N, H, W, 3] with N, H, W >= 1. Received shape={images.shape}")
     return images
 
 
@@ -91,8 +92,8 @@ def load_images(paths, size=None):
             image = image.resize((size[1], size[0]), Image.BILINEAR)
         arrays.append(np.asarray(image, dtype=np.uint8))
     if len({a.shape for a in arrays}) > 1:
-        raise errors.ArgumentError(f"Images differ in size ({sorted({a.shape for a in arrays})}); pass a size to resize "
-                         "them, or send the encoded files with a *_jpeg signature.")
+        raise errors.ArgumentError(f"Images differ in size ({sorted({a.shape for a in arrays})}); pass a size to "
+                                   "resize them, or send the encoded files with a *_jpeg signature.")
     return np.stack(arrays)
 
 
@@ -116,16 +117,12 @@ def save_pngs(images, out_dir, names):
             for image, name in zip(images, names)]
 
 
-def _b64(data):
-    return {"b64": base64.b64encode(bytes(data)).decode("ascii")}
-
-
 def _json_inputs(inputs):
     """{name: np.ndarray | list of bytes} -> {name: JSON-able column}."""
     columns = {}
     for key, value in inputs.items():
         if isinstance(value, (list, tuple)) and value and isinstance(value[0], (bytes, bytearray)):
-            columns[key] = [_b64(v) for v in value]
+            columns[key] = [{"b64": base64.b64encode(bytes(v)).decode("ascii")} for v in value]
         else:
             columns[key] = np.asarray(value).tolist()
     return columns
@@ -377,7 +374,8 @@ def run_client(server, model_name, signature, image_patterns, out_dir, *, protoc
         The written paths.
     """
     if signature not in SIGNATURES:
-        raise errors.ArgumentError(f"`signature` must be one of {sorted(SIGNATURES)}. Received: signature={signature!r}")
+        raise errors.ArgumentError(
+            f"`signature` must be one of {sorted(SIGNATURES)}. Received: signature={signature!r}")
     if protocol not in ("rest", "grpc"):
         raise errors.ArgumentError(f"`protocol` must be 'rest' or 'grpc'. Received: protocol={protocol!r}")
     client = (RestClient(server, model_name, version, timeout) if protocol == "rest"

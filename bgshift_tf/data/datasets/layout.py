@@ -62,7 +62,9 @@ def load_folders(
     if not os.path.isdir(data_dir):
         raise errors.MissingInputError(f"{dataset}: dataset folder {data_dir!r} does not exist (flag --data_dir).")
     if mask_dir is not None and not os.path.isdir(mask_dir):
-        raise errors.MissingInputError(f"{dataset}: mask folder {os.fspath(mask_dir)!r} does not exist (flag --mask_dir).")
+        raise errors.MissingInputError(
+            f"{dataset}: mask folder {os.fspath(mask_dir)!r} does not exist (flag --mask_dir)."
+        )
     splits = {}
     skipped = {"junk": 0, "distractor_outside_gallery": 0, "bad_name": 0}
     for split, folder in SPLIT_FOLDERS.items():
