@@ -11,7 +11,7 @@ bug and keeps its traceback. `--verbose` shows the traceback of a `UserError` to
 boolean unless the entry point already has an integer `--verbose` (train_gan, train_reid: progress level),
 where `--verbose=2` shows tracebacks.
 
-Ctrl-C composes: `training.loop.exit_on_interrupt` inside `main` turns KeyboardInterrupt into its own
+Ctrl-C composes: `training.interrupts.exit_on_interrupt` inside `main` turns KeyboardInterrupt into its own
 message and exit status 128+signum; `run` lets KeyboardInterrupt and SystemExit pass untouched.
 """
 
