@@ -13,8 +13,9 @@ Usage:
 Re-running resumes (complete shards are kept); --overwrite rebuilds them.
 """
 
-from absl import app, flags
+from absl import flags
 
+from bgshift_tf import errors
 from bgshift_tf.data.build import DATASETS, build_dataset_tfrecords
 
 _DATASET = flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset layout to read.")
@@ -60,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "build_tfrecords")

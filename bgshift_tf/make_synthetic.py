@@ -9,9 +9,10 @@ masks_exact/, contact_sheet.png and world.json (last). Re-running with the same 
 See the bgshift_tf/data/synthetic/ package for the world itself.
 """
 
-from absl import app, flags
+from absl import flags
 
-from bgshift_tf.data.synthetic import PRESETS, make_world
+from bgshift_tf import errors
+from bgshift_tf.data.synthetic import PRESETS, make_world, resolve_config
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder to write the world into.", required=True)
 _PRESET = flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Size preset: tiny (tests) or demo.")
@@ -25,18 +26,18 @@ _DOMAINS = flags.DEFINE_list("domains", None, "Subset of synmarket,synduke,syncu
 
 def main(argv):
     del argv
-    make_world(
-        _OUT_DIR.value,
-        preset=_PRESET.value,
-        seed=_SEED.value,
-        verbose=True,
-        num_ids=_NUM_IDS.value,
-        images_per_id=_IMAGES_PER_ID.value,
-        image_height=_IMAGE_HEIGHT.value,
-        image_width=_IMAGE_WIDTH.value,
-        domains=_DOMAINS.value,
-    )
+    overrides = {
+        "num_ids": _NUM_IDS.value,
+        "images_per_id": _IMAGES_PER_ID.value,
+        "image_height": _IMAGE_HEIGHT.value,
+        "image_width": _IMAGE_WIDTH.value,
+        "domains": _DOMAINS.value,
+    }
+    with errors.user_errors(ValueError):  # the settings check: a bad flag value
+        resolve_config(_PRESET.value, **overrides)
+    with errors.user_errors(FileExistsError):  # --out_dir holds something that is not a world
+        make_world(_OUT_DIR.value, preset=_PRESET.value, seed=_SEED.value, verbose=True, **overrides)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "make_synthetic")

@@ -11,8 +11,9 @@ Usage (server started as in README "Serving"):
 Generator signatures write one PNG per image; embed signatures write features.npy (+ features_files.txt).
 """
 
-from absl import app, flags
+from absl import flags
 
+from bgshift_tf import errors
 from bgshift_tf.export import client
 
 _SERVER = flags.DEFINE_string("server", "http://localhost:8501", "REST base URL, or host:port for gRPC.")
@@ -38,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "serving_client")

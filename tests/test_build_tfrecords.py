@@ -1,10 +1,13 @@
 import os
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
 
 from data_fixtures import MARKET_NAMES, make_cuhk03_mat, make_cuhk03_np, make_layout
 
+from bgshift_tf import errors
 from bgshift_tf.data import schema, shards
 from bgshift_tf.data.build import build_dataset_tfrecords
 from bgshift_tf.data.masks import MaskError
@@ -102,3 +105,58 @@ def test_entry_point_flags_drive_the_build(tmp_path, capsys):
     assert len(shards.shard_files(out, "train")) == 2
     manifest = shards.read_manifest(out)
     assert manifest["domain"] == 2 and manifest["build_args"]["domain_name"] == "synmarket"
+
+
+def _truncate(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+
+
+def test_truncated_jpeg_is_an_error_naming_the_file(tmp_path):
+    root = make_layout(str(tmp_path / "m"), MARKET_NAMES)
+    _truncate(os.path.join(root, "query", "0011_c2s1_001151_00.jpg"))  # the header still opens
+    out = str(tmp_path / "tf")
+    with pytest.raises(errors.DataError, match="0011_c2s1_001151_00.jpg' cannot be decoded: Truncated"):
+        build_dataset_tfrecords("market1501", root, out, num_shards=2, progress=False)
+    with pytest.raises(shards.ManifestError, match="incomplete or missing"):
+        shards.shard_files(out, "query")  # nothing marked complete for the bad split
+
+
+def test_empty_split_and_bad_shard_count_are_errors(tmp_path):
+    root = make_layout(str(tmp_path / "m"), {**MARKET_NAMES, "query": []})
+    os.makedirs(os.path.join(root, "query"), exist_ok=True)
+    out = str(tmp_path / "tf")
+    with pytest.raises(errors.DataError, match=f"split 'query' of '{root}' has no images"):
+        build_dataset_tfrecords("market1501", root, out, num_shards=2, progress=False)
+    assert not [name for name in os.listdir(out) if name.startswith("market1501-query")]  # no 0-byte shard
+    for bad in (0, -3):
+        with pytest.raises(errors.ArgumentError, match=f"--num_shards.*Received: num_shards={bad}"):
+            build_dataset_tfrecords("market1501", root, out, num_shards=bad, progress=False)
+
+
+def test_overwrite_rebuilds_a_folder_whose_manifest_is_not_json(tmp_path):
+    root = make_layout(str(tmp_path / "m"), MARKET_NAMES)
+    out = str(tmp_path / "tf")
+    build_dataset_tfrecords("market1501", root, out, num_shards=2, progress=False)
+    open(os.path.join(out, "manifest.json"), "w").write("{broken")
+    with pytest.raises(shards.ManifestError, match="manifest.json' is not valid JSON"):
+        build_dataset_tfrecords("market1501", root, out, num_shards=2, progress=False)
+    manifest = build_dataset_tfrecords("market1501", root, out, num_shards=2, overwrite=True, progress=False)
+    assert {s: e["num_examples"] for s, e in manifest["splits"].items()} == {"train": 4, "query": 2, "gallery": 3}
+    assert manifest["build_args"]["dataset"] == "market1501" and len(shards.shard_files(out, "gallery")) == 2
+
+
+def test_entry_point_user_error_is_one_line_with_exit_status_2(tmp_path):
+    """Subprocess on purpose: the exit status and stderr of the real command are what is tested."""
+    root = make_layout(str(tmp_path / "m"), MARKET_NAMES)
+    _truncate(os.path.join(root, "bounding_box_train", "0005_c1s2_000021_01.jpg"))
+    command = [sys.executable, "-m", "bgshift_tf.build_tfrecords", "--dataset=market1501", f"--data_dir={root}",
+               f"--out_dir={tmp_path / 'tf'}", "--num_shards=1"]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("build_tfrecords:")]
+    assert len(lines) == 1 and "0005_c1s2_000021_01.jpg' cannot be decoded" in lines[0]
+    assert "Traceback" not in result.stderr
+    verbose = subprocess.run(command + ["--verbose"], capture_output=True, text=True, timeout=300, env=env)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "DataError" in verbose.stderr

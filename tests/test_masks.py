@@ -82,3 +82,43 @@ def test_collect_masks_optional_for_eval_splits(tmp_path):
     kept, mask_bytes, counts = collect_masks(records, required=False, skip_bad_masks=False, progress=False)
     assert len(kept) == 2 and len(mask_bytes) == 1
     assert counts == {"bad_mask": 0, "missing_mask": 1}
+
+
+def _body_box():
+    body = np.zeros((32, 16), bool)
+    body[8:24, 4:12] = True
+    return body
+
+
+def test_rgb_label_map_with_the_body_in_one_channel_is_body(tmp_path):
+    rgb = np.zeros((32, 16, 3), np.uint8)
+    rgb[..., 2][_body_box()] = 2  # blue = label 2: greyscale conversion made this all background
+    Image.fromarray(rgb, "RGB").save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(_decoded(masks.load_mask_png(str(tmp_path / "rgb.png"), (32, 16))), _body_box() * 255)
+
+
+def test_rgba_mask_reads_the_alpha_when_the_colour_is_constant(tmp_path):
+    rgba = np.full((32, 16, 4), 200, np.uint8)
+    rgba[..., 3] = _body_box() * 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
+    np.testing.assert_array_equal(
+        _decoded(masks.load_mask_png(str(tmp_path / "cutout.png"), (32, 16))), _body_box() * 255
+    )
+    rgba[..., :3] = 0
+    rgba[..., 0][_body_box()] = 9  # colours vary: the colour rule, alpha ignored
+    rgba[..., 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "colour.png")
+    np.testing.assert_array_equal(
+        _decoded(masks.load_mask_png(str(tmp_path / "colour.png"), (32, 16))), _body_box() * 255
+    )
+
+
+def test_unsupported_or_truncated_masks_are_refused_naming_the_file(tmp_path):
+    Image.fromarray(np.zeros((32, 16), np.float32), "F").save(tmp_path / "float.tiff")
+    with pytest.raises(masks.MaskError, match="float.tiff.*mode 'F'"):
+        masks.load_mask_png(str(tmp_path / "float.tiff"), (32, 16))
+    write_mask(str(tmp_path / "whole.png"))
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(masks.MaskError, match="cut.png.*cannot be read"):
+        masks.load_mask_png(str(tmp_path / "cut.png"), (32, 16))

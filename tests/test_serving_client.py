@@ -6,10 +6,12 @@ import http.server
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import urllib.request
+import zlib
 
 import numpy as np
 import pytest
@@ -30,9 +32,9 @@ def served(tmp_path_factory):
     export_dir = str(tmp_path_factory.mktemp("saved_models"))
     generator_dir = saved_model_lib.export_generator(tiny_generator(), export_dir, version=1)
     embedder_dir = saved_model_lib.export_embedder(tiny_ide(), export_dir, model_name="ide_embedder", version=2)
-    server = StandInServer({"sbsgan_generator": os.path.dirname(generator_dir),
-                            "ide_embedder": os.path.dirname(embedder_dir)}).start()
-    yield {"url": server.url, "generator": tf.saved_model.load(generator_dir),
+    base_paths = {"sbsgan_generator": os.path.dirname(generator_dir), "ide_embedder": os.path.dirname(embedder_dir)}
+    server = StandInServer(base_paths).start()
+    yield {"url": server.url, "base_paths": base_paths, "generator": tf.saved_model.load(generator_dir),
            "embedder": tf.saved_model.load(embedder_dir)}
     server.stop()
 
@@ -148,6 +150,69 @@ def test_unknown_model_gives_http_404_with_tf_serving_error_text(served):
     assert raised.value.status == 404
     with pytest.raises(client.ServingHTTPError, match=r"version 9 \(available: \[1\]\)"):
         client.RestClient(served["url"], "sbsgan_generator", version=9).status()
+
+
+def _raw_request(url, request: bytes, timeout=20.0):
+    """Sends raw bytes on a loopback socket; returns (HTTP status, parsed JSON body). Bounded by `timeout`."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def _post_bytes(path, body: bytes, content_length=None):
+    length = b"" if content_length is False else b"Content-Length: %b\r\n" % (
+        str(len(body)).encode() if content_length is None else content_length)
+    return b"POST %b HTTP/1.1\r\nHost: x\r\n%bConnection: close\r\n\r\n%b" % (path.encode(), length, body)
+
+
+def _png_header(width, height):
+    """A PNG claiming `width` x `height` with no pixel data: a 1 kB file a full decode would expand hugely."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(
+        b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def _jpeg_body(data):
+    return json.dumps({"signature_name": "soft_mask_jpeg", "instances": [{"b64": base64.b64encode(data).decode()}]})
+
+
+_PREDICT = "/v1/models/sbsgan_generator:predict"
+_FAULTS = [  # (request bytes, expected status, text in the error)
+    (_post_bytes(_PREDICT, b"\xff\xfe\x00 not utf-8"), 400, "not valid UTF-8 JSON"),
+    (_post_bytes(_PREDICT, _jpeg_body(b"\xff\xfe\x80\x81 non-UTF-8 bytes").encode()), 400,
+     "'image_bytes'[0] holds bytes that are not an encoded JPEG or PNG"),
+    (_post_bytes(_PREDICT, b"[" * 100_000 + b"]" * 100_000), 400, "nested too deeply"),
+    (_post_bytes(_PREDICT, ('{"instances": ' + "[" * 100_000 + "]" * 100_000 + "}").encode()), 400, "nested"),
+    (_post_bytes(_PREDICT, b"{}", b"abc"), 400, "Content-Length must be a non-negative integer. Received: 'abc'"),
+    (_post_bytes(_PREDICT, b"{}", b"-5"), 400, "Received: '-5'"),
+    (_post_bytes(_PREDICT, b"{}", False), 411, "needs a Content-Length"),
+    (_post_bytes(_PREDICT, b"{}", b"999999999999"), 413, "over the server's limit of 1048576 bytes"),
+    (_post_bytes(_PREDICT, b"{}", b"100"), 408, "says 100 bytes but the body did not arrive within 1.0 s"),
+    (_post_bytes(_PREDICT, _jpeg_body(_png_header(20000, 20000)).encode()), 413,
+     "too large to decode: Image size (400000000 pixels)"),
+    (_post_bytes(_PREDICT, _jpeg_body(_png_header(65, 64)).encode()), 413, "over the server's limit of 4096"),
+    (b"GET /nowhere HTTP/1.1\r\nConnection: close\r\n\r\n", 404, "Malformed request"),
+]
+
+
+def test_fault_injection_every_bad_request_gets_an_http_answer(served):
+    limits = {"max_body_bytes": 2**20, "max_image_pixels": 64 * 64, "request_timeout": 1.0}
+    with StandInServer(served["base_paths"], **limits) as server:
+        for request, status, message in _FAULTS:
+            answer = _raw_request(server.url, request)
+            assert answer[0] == status and message in answer[1]["error"], (request[:80], answer)
+        jpegs = [tf.io.encode_jpeg(image).numpy() for image in random_images(GENERATOR_SIZE, 1, seed=3)]
+        masks = client.RestClient(server.url, "sbsgan_generator").soft_mask_jpeg(jpegs)
+    expected = _local(served["generator"], "soft_mask_jpeg", image_bytes=np.array(jpegs, dtype=object))
+    np.testing.assert_array_equal(masks, expected["images_uint8"])
 
 
 def _free_port():

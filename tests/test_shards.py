@@ -119,3 +119,51 @@ def test_corrupt_shard_is_named_or_skipped_and_counted(tmp_path, mode):
     assert report["num_records"] == 6 + readable
     assert report["num_skipped"] == 6 - readable
     assert list(report["corrupt_shards"]) == [paths[1]]
+
+
+def _edit_manifest(out, edit):
+    path = os.path.join(out, "manifest.json")
+    manifest = json.load(open(path))
+    edit(manifest["splits"]["train"])
+    open(path, "w").write(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda train: train["shards"].pop(), "lists 1 shards but num_shards=2"),
+        (lambda train: train.update(num_shards=1, shards=train["shards"][:1], num_examples=6),
+         "toy-train-00001-of-00002.tfrecord' is on disk but not in the manifest"),
+        (lambda train: train["shards"][0].update(num_examples=2), "add up to 8 but num_examples=12"),
+    ],
+)
+def test_inconsistent_manifest_is_refused_naming_the_folder(tmp_path, edit, problem):
+    out = str(tmp_path / "out")
+    shards.write_shards([_example(i) for i in range(12)], out, "toy", "train", 2)
+    _edit_manifest(out, edit)
+    with pytest.raises(shards.ManifestError, match=f"{out}.*{problem}"):
+        shards.shard_files(out, "train")
+
+
+def test_invalid_manifest_json_names_the_path_and_overwrite_rebuilds(tmp_path):
+    out = str(tmp_path / "out")
+    shards.write_shards([_example(i) for i in range(4)], out, "toy", "train", 2)
+    open(os.path.join(out, "manifest.json"), "w").write('{"schema_version": 1, "spl')
+    with pytest.raises(shards.ManifestError, match="manifest.json' is not valid JSON.*--overwrite"):
+        shards.shard_files(out, "train")
+    with pytest.raises(shards.ManifestError, match="not valid JSON"):
+        shards.write_shards([_example(i) for i in range(4)], out, "toy", "train", 2)
+    paths = shards.write_shards([_example(i) for i in range(4)], out, "toy", "train", 2, overwrite=True)
+    assert shards.shard_files(out, "train") == paths and [_pids(p) for p in paths] == [[0, 1], [2, 3]]
+
+
+def test_naming_corrupt_shards_turns_a_bare_data_loss_into_the_shard_name(tmp_path):
+    out = str(tmp_path / "out")
+    paths = shards.write_shards([_example(i) for i in range(12)], out, "toy", "train", 2)
+    _corrupt(paths[1], "garble")
+    with pytest.raises(tf.errors.DataLossError) as bare:
+        list(tf.data.TFRecordDataset(paths))
+    assert "toy-train" not in bare.value.message
+    with pytest.raises(shards.CorruptShardError, match="toy-train-00001-of-00002.tfrecord"):
+        with shards.naming_corrupt_shards(paths):
+            list(tf.data.TFRecordDataset(paths))

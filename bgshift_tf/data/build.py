@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from bgshift_tf import errors
 from bgshift_tf.data import masks, schema, shards
 from bgshift_tf.data.datasets import cuhk03, dukemtmc, market1501
 from bgshift_tf.data.records import SPLITS, DatasetSplits, ImageRecord, encode_jpeg, relabel
@@ -51,8 +52,11 @@ def load_dataset(
 def read_image(record: ImageRecord) -> tuple[bytes, int, int]:
     """Returns (JPEG bytes, height, width): the file's own bytes when it is a JPEG, else re-encoded.
 
+    Every pixel is decoded (not only the header), so a truncated or garbled file fails here, at build
+    time, naming the file, rather than later inside training as a bare `jpeg::Uncompress failed`.
+
     Raises:
-        ValueError naming the file when it cannot be read as an image.
+        errors.DataError naming the file when it cannot be decoded as an image.
     """
     data = record.image_bytes
     if data is None:
@@ -60,11 +64,14 @@ def read_image(record: ImageRecord) -> tuple[bytes, int, int]:
             data = f.read()
     try:
         with Image.open(io.BytesIO(data)) as image:
+            image.load()
             width, height = image.size
             if image.format != "JPEG":
                 data = encode_jpeg(np.asarray(image.convert("RGB")))
-    except OSError as error:
-        raise ValueError(f"image {record.path!r} cannot be read: {error}") from None
+    except (OSError, SyntaxError) as error:
+        raise errors.DataError(
+            f"image {record.path!r} cannot be decoded: {error} (replace or delete the file, then re-run)"
+        ) from None
     return data, height, width
 
 
@@ -166,7 +173,15 @@ def build_dataset_tfrecords(
 
     CUHK03 classic with `cuhk03_split="all"`: the images are decoded once and each of the 20 splits is
     written to `cuhk03.classic_split_dir(out_dir, s)`; returns {split folder name: its manifest}.
+
+    Raises:
+        errors.ArgumentError for `num_shards` < 1; errors.DataError naming the split when one has no
+        images, or naming the image or mask file that cannot be read.
     """
+    if num_shards < 1:
+        raise errors.ArgumentError(
+            f"`num_shards` (flag --num_shards) must be >= 1. Received: num_shards={num_shards}"
+        )
     build_args = {key: value for key, value in locals().items() if key != "progress"}
     build_args = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in build_args.items()}
     write = dict(num_shards=num_shards, overwrite=overwrite, skip_bad_masks=skip_bad_masks, seed=seed,
@@ -208,6 +223,12 @@ def _write_dataset(
         )
         skipped[f"{split}_bad_mask"] = counts["bad_mask"]
         skipped[f"{split}_missing_mask"] = counts["missing_mask"]
+        if not records:
+            left_out = f" ({counts['bad_mask']} left out for bad masks)" if counts["bad_mask"] else ""
+            raise errors.DataError(
+                f"{build_args['dataset']}: split {split!r} of {build_args['data_dir']!r} has no images{left_out}; "
+                "every split needs at least one (check --data_dir)"
+            )
         if split == "train":
             # Relabel again: skipped masks may have removed every image of an id.
             records = relabel(records)
@@ -218,7 +239,7 @@ def _write_dataset(
                 out_dir,
                 name,
                 split,
-                max(1, min(num_shards, len(records))),
+                min(num_shards, len(records)),
                 overwrite=overwrite,
                 progress=bar.update,
             )

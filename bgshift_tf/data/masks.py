@@ -4,6 +4,14 @@ A mask folder mirrors the image folder: `<mask_dir>/<split folder>/<image stem>.
 format becomes the same thing: a single-channel uint8 PNG with values {0, 255} (0 = background), the
 same height and width as its image. Label maps: 0 = background, any other label = body (LIP's 19
 part labels all count as body, since SBSGAN only needs foreground vs background).
+
+How a PNG's pixels are read, by PIL mode (`mask_array`):
+    1, L, P, I, I;16   one value per pixel: the value itself (P: the palette INDEX, not its colour),
+                       so a LIP label map saved with a palette keeps its labels.
+    RGB                a colour label map: body where ANY channel is non-zero (body in blue = 2 counts).
+    RGBA, LA           the alpha is the mask when the colour channels are constant over the image (a
+                       cut-out saved with transparency); otherwise the colour rule above, alpha ignored.
+    anything else      (CMYK, float, 16-bit colour, ...) rejected with a MaskError naming the file.
 """
 
 import io
@@ -12,8 +20,10 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from bgshift_tf import errors
 
-class MaskError(ValueError):
+
+class MaskError(errors.DataError):
     """A mask file that is missing, unreadable or the wrong size; the message names the file."""
 
 
@@ -30,6 +40,30 @@ def binarize(mask: np.ndarray) -> np.ndarray:
     if mask.ndim == 3:
         mask = mask.any(axis=-1)
     return np.where(mask != 0, 255, 0).astype(np.uint8)
+
+
+_SINGLE_CHANNEL_MODES = ("1", "L", "P", "I", "I;16")
+_COLOUR_MODES = {"RGB": 3, "RGBA": 3, "LA": 1}  # mode -> number of colour channels before any alpha
+
+
+def mask_array(image: Image.Image, mask_path: str) -> np.ndarray:
+    """The label array of an opened mask PNG following the module docstring's rule: [H, W] or [H, W, C].
+
+    Raises:
+        MaskError naming `mask_path` when the mode has no rule.
+    """
+    if image.mode in _SINGLE_CHANNEL_MODES:
+        return np.asarray(image)
+    if image.mode not in _COLOUR_MODES:
+        raise MaskError(
+            f"mask file {mask_path!r} has PIL mode {image.mode!r}; masks must be one of "
+            f"{[*_SINGLE_CHANNEL_MODES, *_COLOUR_MODES]} (save it as a grayscale 0/255 PNG)"
+        )
+    array = np.asarray(image)
+    colours = array[..., : _COLOUR_MODES[image.mode]]
+    if array.shape[-1] > colours.shape[-1] and (colours == colours.reshape(-1, colours.shape[-1])[0]).all():
+        return array[..., -1]
+    return colours
 
 
 def encode_png(mask: np.ndarray) -> bytes:
@@ -55,8 +89,8 @@ def load_mask_png(mask_path, image_size: tuple[int, int]) -> bytes:
         )
     try:
         with Image.open(mask_path) as image:
-            # Palette ("P") label maps must keep their indices, not be converted to colours.
-            array = np.asarray(image if image.mode in ("L", "P", "1", "I", "I;16") else image.convert("L"))
+            image.load()  # decode every pixel now: a truncated file fails here, naming the file
+            array = mask_array(image, mask_path)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise MaskError(f"mask file {mask_path!r} cannot be read as an image: {error}") from None
     if array.shape[:2] != tuple(image_size):

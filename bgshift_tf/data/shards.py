@@ -10,22 +10,35 @@ Shards: `<out_dir>/<dataset>-<split>-00000-of-00008.tfrecord`; manifest: `<out_d
 Each shard is written to `<name>.tmp-<pid>` and renamed with `os.replace` once complete, then marked
 complete in the manifest (itself replaced atomically). A re-run skips shards already complete with the
 same planned size unless `overwrite=True`; a crash leaves no partial shard under its final name.
+
+Every reader goes through `read_manifest`, which checks the manifest against itself (each split lists
+`num_shards` shards whose counts add up to `num_examples`) and against the folder (no shard file of the
+split's count on disk that the manifest does not list); `shard_files` adds that every listed shard is
+complete and present. A manifest failing these checks is a `ManifestError` naming the folder, and
+`write_shards(overwrite=True)` (`build_tfrecords --overwrite`) replaces it.
 """
 
+import contextlib
 import json
 import logging
 import os
+import re
 
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf import atomic_io, errors
 from bgshift_tf.data import schema
 
 MANIFEST_NAME = "manifest.json"
+_SHARD_FILE = re.compile(r"(?P<prefix>.+)-\d{5}-of-(?P<count>\d{5})\.tfrecord")
 
 
-class CorruptShardError(RuntimeError):
+class CorruptShardError(errors.DataError, RuntimeError):
     """A TFRecord shard that cannot be read to its end; the message names the shard."""
+
+
+class ManifestError(errors.DataError):
+    """A manifest that is not JSON, of another schema version, or disagrees with itself or its folder."""
 
 
 def shard_name(dataset: str, split: str, index: int, num_shards: int) -> str:
@@ -33,29 +46,73 @@ def shard_name(dataset: str, split: str, index: int, num_shards: int) -> str:
 
 
 def read_manifest(out_dir) -> dict:
-    """Returns the manifest of a shard folder.
+    """Returns the manifest of a shard folder, checked (see the module docstring).
 
     Raises:
-        FileNotFoundError naming the manifest path; ValueError when its schema version is not ours.
+        errors.MissingInputError naming the manifest path when there is none; ManifestError naming the
+        folder when it is not JSON, of another schema version, or inconsistent.
     """
-    path = os.path.join(os.fspath(out_dir), MANIFEST_NAME)
+    out_dir = os.fspath(out_dir)
+    path = os.path.join(out_dir, MANIFEST_NAME)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise errors.MissingInputError(
             f"no TFRecord manifest {path!r}; build the folder with `python -m bgshift_tf.build_tfrecords`"
         )
-    with open(path) as f:
-        manifest = json.load(f)
-    if manifest.get("schema_version") != schema.SCHEMA_VERSION:
-        raise ValueError(
-            f"{path!r} has schema_version={manifest.get('schema_version')!r} but this code reads "
-            f"{schema.SCHEMA_VERSION}; rebuild the shards with --overwrite"
+    rebuild = "rebuild the folder with `build_tfrecords --overwrite`"
+    try:
+        with open(path, "rb") as f:
+            manifest = json.loads(f.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ManifestError(f"TFRecord manifest {path!r} is not valid JSON ({error}); {rebuild}") from None
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != schema.SCHEMA_VERSION:
+        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        raise ManifestError(
+            f"{path!r} has schema_version={version!r} but this code reads {schema.SCHEMA_VERSION}; {rebuild}"
         )
+    problems = _manifest_problems(manifest, out_dir)
+    if problems:
+        raise ManifestError(f"TFRecord manifest {path!r} does not match its folder: {'; '.join(problems)}; {rebuild}")
     return manifest
 
 
-def _read_or_new_manifest(out_dir):
+def _manifest_problems(manifest, out_dir) -> list:
+    """What is wrong with a parsed manifest: shard lists, counts and the shard files on disk."""
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict):
+        return [f"'splits' must be an object, found {type(splits).__name__}"]
+    problems, listed = [], set()
+    for split, entry in sorted(splits.items()):
+        try:
+            files = [shard["file"] for shard in entry["shards"]]
+            counts = [int(shard["num_examples"]) for shard in entry["shards"]]
+            num_shards, num_examples = int(entry["num_shards"]), int(entry["num_examples"])
+        except (KeyError, TypeError, ValueError) as error:
+            problems.append(f"split {split!r} lacks a field or has a wrong type ({error!r})")
+            continue
+        listed.update(files)
+        if len(files) != num_shards:
+            problems.append(f"split {split!r} lists {len(files)} shards but num_shards={num_shards}")
+        if sum(counts) != num_examples:
+            problems.append(f"split {split!r} shard counts add up to {sum(counts)} but num_examples={num_examples}")
+    counts_in_use = {(m["prefix"], m["count"]) for m in map(_SHARD_FILE.fullmatch, listed) if m}
+    for name in sorted(os.listdir(out_dir)):
+        match = _SHARD_FILE.fullmatch(name)
+        if match and (match["prefix"], match["count"]) in counts_in_use and name not in listed:
+            problems.append(f"shard file {name!r} is on disk but not in the manifest")
+    return problems
+
+
+def _read_or_new_manifest(out_dir, overwrite=False):
+    """The folder's manifest, or a new empty one when there is none (or, with `overwrite`, a broken one)."""
     path = os.path.join(os.fspath(out_dir), MANIFEST_NAME)
-    return read_manifest(out_dir) if os.path.isfile(path) else {"schema_version": schema.SCHEMA_VERSION, "splits": {}}
+    if os.path.isfile(path):
+        try:
+            return read_manifest(out_dir)
+        except ManifestError as error:
+            if not overwrite:
+                raise
+            logging.warning("replacing the TFRecord manifest: %s", error)
+    return {"schema_version": schema.SCHEMA_VERSION, "splits": {}}
 
 
 def update_manifest(out_dir, updates: dict) -> dict:
@@ -71,19 +128,20 @@ def shard_files(out_dir, split: str) -> list:
     """Full paths of the complete shards of `split` in `out_dir`, in shard order.
 
     Raises:
-        ValueError naming the folder when the split has no shards or some are incomplete/missing.
+        ManifestError naming the folder when the split has no shards or some are incomplete/missing
+        (and whatever `read_manifest` raises).
     """
     manifest = read_manifest(out_dir)
     entry = manifest["splits"].get(split)
     if entry is None:
-        raise ValueError(
+        raise ManifestError(
             f"TFRecord folder {os.fspath(out_dir)!r} has no split {split!r}; it has {sorted(manifest['splits'])}"
         )
     files = []
     for shard in entry["shards"]:
         path = os.path.join(os.fspath(out_dir), shard["file"])
         if not shard["complete"] or not os.path.isfile(path):
-            raise ValueError(
+            raise ManifestError(
                 f"shard {path!r} is incomplete or missing; re-run build_tfrecords on {os.fspath(out_dir)!r}"
             )
         files.append(path)
@@ -118,7 +176,7 @@ def write_shards(
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     manifest_path = os.path.join(out_dir, MANIFEST_NAME)
-    manifest = _read_or_new_manifest(out_dir)
+    manifest = _read_or_new_manifest(out_dir, overwrite=overwrite)
     previous = manifest["splits"].get(split, {})
     done = {
         s["file"]: s["num_examples"]
@@ -219,3 +277,20 @@ def verify_shards(files, *, skip_corrupt: bool = False) -> dict:
             result["num_skipped"] += lost
         result["num_records"] += readable
     return result
+
+
+@contextlib.contextmanager
+def naming_corrupt_shards(files):
+    """Turns a bare DataLossError raised while reading `files` into a CorruptShardError naming the shard.
+
+    For readers that skip the up-front `verify_shards` (a resumed run, a one-pass record scan): the
+    verification runs only when a read has failed, to find which shard it was.
+    """
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        verify_shards(files)  # raises CorruptShardError naming the first bad shard
+        raise CorruptShardError(
+            f"reading TFRecord shards {[os.fspath(f) for f in files]} failed but each reads to its end now: "
+            f"{error.message.strip()}"
+        ) from error

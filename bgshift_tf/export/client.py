@@ -13,18 +13,23 @@ gRPC (`GrpcClient`) uses `tensorflow_serving.apis` PredictionService when `grpc`
 
 Errors are specific: `ServerUnreachableError` (connection refused, DNS, timeout), `ServingHTTPError`
 (HTTP status + TF Serving's {"error": ...} text), `BadResponseError` (missing outputs, wrong shapes or
-types); client-side input checks raise ValueError naming the input.
+types); client-side input checks raise `errors.ArgumentError` (a ValueError) naming the input. All of
+them are `errors.UserError`s, so `serving_client` reports them in one line.
 """
 
 import base64
 import glob
+import io
 import json
 import os
+import pathlib
 import socket
 import urllib.error
 import urllib.request
 
 import numpy as np
+
+from bgshift_tf import atomic_io, errors
 
 GENERATOR_OUTPUT = "images_uint8"
 EMBEDDER_OUTPUT = "features"
@@ -38,7 +43,7 @@ SIGNATURES = {
 }
 
 
-class ServingError(RuntimeError):
+class ServingError(errors.UserError, RuntimeError):
     """Base class of the client's errors."""
 
 
@@ -65,9 +70,10 @@ def check_images(images, name="images"):
     """Returns `images` as uint8 [N, H, W, 3], or raises ValueError naming `name` and echoing shape/dtype."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
-        raise ValueError(f"`{name}` must be uint8 pixels in [0, 255]. Received dtype={images.dtype}")
+        raise errors.ArgumentError(f"`{name}` must be uint8 pixels in [0, 255]. Received dtype={images.dtype}")
     if images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape:
-        raise ValueError(f"`{name}` must have shape [N, H, W, 3] with N, H, W >= 1. Received shape={images.shape}")
+        raise errors.ArgumentError(
+            f"`{name}` must have shape [N, H, W, 3] with N, H, W >= 1. Received shape={images.shape}")
     return images
 
 
@@ -77,14 +83,17 @@ def load_images(paths, size=None):
 
     arrays = []
     for path in paths:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if size is not None:
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-            arrays.append(np.asarray(image, dtype=np.uint8))
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except OSError as error:
+            raise errors.DataError(f"image {path!r} cannot be decoded: {error}") from None
+        if size is not None:
+            image = image.resize((size[1], size[0]), Image.BILINEAR)
+        arrays.append(np.asarray(image, dtype=np.uint8))
     if len({a.shape for a in arrays}) > 1:
-        raise ValueError(f"Images differ in size ({sorted({a.shape for a in arrays})}); pass a size to resize "
-                         "them, or send the encoded files with a *_jpeg signature.")
+        raise errors.ArgumentError(f"Images differ in size ({sorted({a.shape for a in arrays})}); pass a size to "
+                                   "resize them, or send the encoded files with a *_jpeg signature.")
     return np.stack(arrays)
 
 
@@ -95,7 +104,7 @@ def expand_image_paths(patterns):
     paths = sorted({path for pattern in patterns for path in (glob.glob(pattern) or [pattern])})
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing or not paths:
-        raise ValueError(f"No image files found for {patterns!r} (missing: {missing})")
+        raise errors.ArgumentError(f"No image files found for {patterns!r} (missing: {missing})")
     return paths
 
 
@@ -103,19 +112,9 @@ def save_pngs(images, out_dir, names):
     """Writes uint8 [N, H, W, 3] as `<out_dir>/<name>.png` (atomically); returns the paths."""
     from PIL import Image
 
-    os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    for image, name in zip(images, names):
-        path = os.path.join(out_dir, f"{name}.png")
-        tmp = os.path.join(out_dir, f".{name}.png.tmp")
-        Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, path)
-        paths.append(path)
-    return paths
-
-
-def _b64(data):
-    return {"b64": base64.b64encode(bytes(data)).decode("ascii")}
+    return [atomic_io.atomic_write(os.path.join(out_dir, f"{name}.png"),
+                                   lambda tmp, image=image: Image.fromarray(image).save(tmp, format="PNG"))
+            for image, name in zip(images, names)]
 
 
 def _json_inputs(inputs):
@@ -123,7 +122,7 @@ def _json_inputs(inputs):
     columns = {}
     for key, value in inputs.items():
         if isinstance(value, (list, tuple)) and value and isinstance(value[0], (bytes, bytearray)):
-            columns[key] = [_b64(v) for v in value]
+            columns[key] = [{"b64": base64.b64encode(bytes(v)).decode("ascii")} for v in value]
         else:
             columns[key] = np.asarray(value).tolist()
     return columns
@@ -160,8 +159,8 @@ class _TypedCalls:
         images = check_images(images) if validate else np.asarray(images)
         target_domain = np.asarray(target_domain)
         if validate and (target_domain.ndim != 1 or len(target_domain) != len(images)):
-            raise ValueError(f"`target_domain` must be [N] with N = {len(images)} images. "
-                             f"Received shape={target_domain.shape}")
+            raise errors.ArgumentError(f"`target_domain` must be [N] with N = {len(images)} images. "
+                                       f"Received shape={target_domain.shape}")
         outputs = self.predict({"images": images, "target_domain": target_domain.astype(np.int32)}, "style_transfer")
         return _check_output(outputs, GENERATOR_OUTPUT, len(images), 4, np.uint8, (0, 255))
 
@@ -194,12 +193,10 @@ class RestClient(_TypedCalls):
 
     def __init__(self, server, model_name, version=None, timeout=30.0, request_format="instances"):
         if request_format not in ("instances", "inputs"):
-            raise ValueError(f"`request_format` must be 'instances' or 'inputs'. Received: {request_format!r}")
-        self.server = server.rstrip("/")
-        self.model_name = model_name
-        self.version = version
-        self.timeout = timeout
-        self.request_format = request_format
+            raise errors.ArgumentError(
+                f"`request_format` must be 'instances' or 'inputs'. Received: {request_format!r}")
+        self.server, self.model_name, self.version = server.rstrip("/"), model_name, version
+        self.timeout, self.request_format = timeout, request_format
 
     @property
     def model_url(self):
@@ -377,22 +374,19 @@ def run_client(server, model_name, signature, image_patterns, out_dir, *, protoc
         The written paths.
     """
     if signature not in SIGNATURES:
-        raise ValueError(f"`signature` must be one of {sorted(SIGNATURES)}. Received: signature={signature!r}")
+        raise errors.ArgumentError(
+            f"`signature` must be one of {sorted(SIGNATURES)}. Received: signature={signature!r}")
     if protocol not in ("rest", "grpc"):
-        raise ValueError(f"`protocol` must be 'rest' or 'grpc'. Received: protocol={protocol!r}")
+        raise errors.ArgumentError(f"`protocol` must be 'rest' or 'grpc'. Received: protocol={protocol!r}")
     client = (RestClient(server, model_name, version, timeout) if protocol == "rest"
               else GrpcClient(server, model_name, version, timeout))
     paths = expand_image_paths(image_patterns)
     kind, output = SIGNATURES[signature]
     if kind == "bytes":
-        payload = []
-        for path in paths:
-            with open(path, "rb") as f:
-                payload.append(f.read())
-        result = getattr(client, signature)(payload)
+        result = getattr(client, signature)([pathlib.Path(path).read_bytes() for path in paths])
     elif signature == "style_transfer":
         if target_domain is None:
-            raise ValueError("signature 'style_transfer' needs --target_domain.")
+            raise errors.ArgumentError("signature 'style_transfer' needs --target_domain.")
         images = load_images(paths, image_size)
         result = client.style_transfer(images, np.full([len(images)], target_domain, np.int32))
     else:
@@ -400,14 +394,12 @@ def run_client(server, model_name, signature, image_patterns, out_dir, *, protoc
     stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     if output == GENERATOR_OUTPUT:
         return save_pngs(result, out_dir, stems)
-    os.makedirs(out_dir, exist_ok=True)
     features_path = os.path.join(out_dir, "features.npy")
-    tmp = os.path.join(out_dir, ".features.npy.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, result)
-    os.replace(tmp, features_path)
-    list_path = os.path.join(out_dir, "features_files.txt")
-    with open(list_path + ".tmp", "w") as f:
-        f.write("\n".join(paths) + "\n")
-    os.replace(list_path + ".tmp", list_path)
-    return [features_path, list_path]
+    atomic_io.write_bytes(features_path, _npy_bytes(result))
+    return [features_path, atomic_io.write_text(os.path.join(out_dir, "features_files.txt"), "\n".join(paths) + "\n")]
+
+
+def _npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()

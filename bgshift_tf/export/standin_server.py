@@ -10,14 +10,24 @@ with `tf.saved_model.load` and answers the subset of TF Serving's documented RES
 
 Row requests get {"predictions": ...}, columnar ones {"outputs": ...}; a single-output signature answers
 with bare values, a multi-output one with {output_name: value} objects; {"b64": "..."} objects become
-bytes for string inputs; bad input answers HTTP 400 {"error": "<message>"}, an unknown model or version 404.
+bytes for string inputs. Every request gets an HTTP answer with {"error": "<message>"} when it fails:
+    400  bad JSON (also non-UTF-8 or nested deeper than Python can parse), bad Content-Length, bad inputs,
+         bytes that are not a JPEG or PNG image, an in-graph assertion of the signature
+    404  unknown model, version or path          408  the body did not arrive within `request_timeout`
+    411  no Content-Length                       413  body over `max_body_bytes`, or an image whose
+    500  anything else (a bug; the message says what)     header says more than `max_image_pixels` pixels
 It serves one thread per request on 127.0.0.1 and an ephemeral port by default. Production serving is
 `tensorflow/serving` (see BUILD_NOTES.md, Deployment): it does batching, versions policies, gRPC,
 monitoring, none of which is here.
+
+Usage (a local demo server; limits as flags):
+    python -m bgshift_tf.export.standin_server --port=8501 --max_body_bytes=33554432 \
+        --max_image_pixels=4194304 --models=sbsgan_generator=saved_models/sbsgan_generator
 """
 
 import base64
 import http.server
+import io
 import json
 import os
 import re
@@ -25,6 +35,9 @@ import threading
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
+
+from bgshift_tf import errors
 
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<verb>:predict)?$")
 
@@ -35,6 +48,19 @@ class BadRequest(ValueError):
 
 class NotFound(LookupError):
     """Unknown model or version: answered with HTTP 404 and {"error": message}."""
+
+
+class HTTPFailure(Exception):
+    """A request answered with `status` (411, 413, 408) and {"error": message}."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+MAX_BODY_BYTES = 32 * 2**20  # a batch of 32 [256, 128, 3] images as JSON numbers is ~15 MB
+MAX_IMAGE_PIXELS = 4096 * 4096  # per encoded image; a decoded image of this size is 48 MB of uint8 RGB
+REQUEST_TIMEOUT = 30.0  # seconds to wait for a body that is slow to arrive
 
 
 class ModelStore:
@@ -86,13 +112,32 @@ def _decode_b64(value):
     return value
 
 
-def _to_tensor(name, value, spec):
+def _check_encoded_image(name, index, data, max_pixels):
+    """Reads only the header of one encoded image: BadRequest unless JPEG/PNG, HTTPFailure 413 if too large."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image_format, (width, height) = image.format, image.size
+    except Image.DecompressionBombError as error:  # PIL's own limit, far above ours: still too large
+        raise HTTPFailure(413, f"Input {name!r}[{index}] is too large to decode: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        image_format, width, height = None, 0, 0
+    if image_format not in ("JPEG", "PNG"):
+        raise BadRequest(f"Input {name!r}[{index}] holds bytes that are not an encoded JPEG or PNG image; "
+                         f"their first bytes: {data[:16]!r}")
+    if width * height > max_pixels:
+        raise HTTPFailure(413, f"Input {name!r}[{index}] is a {width}x{height} image: {width * height} pixels is "
+                               f"over the server's limit of {max_pixels} (--max_image_pixels)")
+
+
+def _to_tensor(name, value, spec, max_pixels):
     """JSON value -> tf.Tensor of the signature's dtype, or BadRequest naming the input."""
     value = _decode_b64(value)
     if spec.dtype == tf.string:
         array = np.array(value, dtype=object)
         if array.size and not all(isinstance(v, bytes) for v in array.ravel()):
             raise BadRequest(f"Input {name!r} is a string (bytes) tensor: send {{\"b64\": ...}} objects.")
+        for index, data in enumerate(array.ravel()):
+            _check_encoded_image(name, index, data, max_pixels)
         return tf.constant(array, dtype=tf.string)
     try:
         array = np.array(value)
@@ -114,7 +159,7 @@ def _signature_inputs(signature):
     return signature.structured_input_signature[1]
 
 
-def _parse_request(body, signature):
+def _parse_request(body, signature, max_pixels):
     """Request JSON -> ({input_name: tf.Tensor}, row_format: bool)."""
     specs = _signature_inputs(signature)
     if ("instances" in body) == ("inputs" in body):
@@ -142,7 +187,7 @@ def _parse_request(body, signature):
     if missing or unknown or any(v is None for col in columns.values() if isinstance(col, list) for v in col):
         raise BadRequest(f"The signature takes inputs {sorted(specs)}; missing {missing}, unknown {unknown} "
                          "(or an instance without every input).")
-    return {key: _to_tensor(key, columns[key], specs[key]) for key in specs}, row_format
+    return {key: _to_tensor(key, columns[key], specs[key], max_pixels) for key in specs}, row_format
 
 
 def _json_value(array):
@@ -163,8 +208,8 @@ def _format_response(outputs, row_format):
     return {"outputs": {key: _json_value(a) for key, a in arrays.items()}}
 
 
-def predict(store, name, version, body):
-    """Answers one predict request body (parsed JSON); raises BadRequest / NotFound."""
+def predict(store, name, version, body, max_pixels=MAX_IMAGE_PIXELS):
+    """Answers one predict request body (parsed JSON); raises BadRequest / NotFound / HTTPFailure."""
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     _, model = store.get(name, version)
@@ -173,7 +218,7 @@ def predict(store, name, version, body):
         raise BadRequest(f"Serving signature name: {signature_name!r} not found in signature def "
                          f"(available: {sorted(model.signatures)})")
     signature = model.signatures[signature_name]
-    inputs, row_format = _parse_request(body, signature)
+    inputs, row_format = _parse_request(body, signature, max_pixels)
     try:
         outputs = signature(**inputs)
     except tf.errors.InvalidArgumentError as error:
@@ -190,7 +235,9 @@ def _assertion_message(message):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    store = None  # set per server class in StandInServer
+    # Set per server class in StandInServer. `timeout` is StreamRequestHandler's socket timeout: a client
+    # that promises more body than it sends gets 408 instead of holding a thread forever.
+    store, max_body_bytes, max_pixels, timeout = None, MAX_BODY_BYTES, MAX_IMAGE_PIXELS, REQUEST_TIMEOUT
 
     def log_message(self, format, *args):  # noqa: A002 (BaseHTTPRequestHandler's name); quiet in tests
         pass
@@ -200,6 +247,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -210,12 +259,44 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return match["name"], match["version"]
 
     def _handle(self, work):
+        """Runs `work` and answers every outcome with an HTTP status (see the module docstring)."""
         try:
-            self._answer(200, work())
+            status, payload = 200, work()
         except BadRequest as error:
-            self._answer(400, {"error": str(error)})
+            status, payload = 400, {"error": str(error)}
         except NotFound as error:
-            self._answer(404, {"error": str(error)})
+            status, payload = 404, {"error": str(error)}
+        except HTTPFailure as error:
+            status, payload = error.status, {"error": str(error)}
+        except RecursionError:
+            status, payload = 400, {"error": "The request JSON is nested too deeply to parse."}
+        except Exception as error:  # noqa: BLE001 (the server must answer; the message says what failed)
+            status, payload = 500, {"error": f"Internal error of the stand-in server: {type(error).__name__}: {error}"}
+        self._answer(status, payload)
+
+    def _read_body(self):
+        """The request body, after checking Content-Length against the limit (HTTPFailure / BadRequest)."""
+        length = self.headers.get("Content-Length")
+        if length is None:
+            self.close_connection = True
+            raise HTTPFailure(411, "A predict request needs a Content-Length header.")
+        if not length.strip().isdigit():
+            self.close_connection = True  # the body's end is unknown: do not read it as the next request
+            raise BadRequest(f"Content-Length must be a non-negative integer. Received: {length!r}")
+        if int(length) > self.max_body_bytes:
+            self.close_connection = True
+            raise HTTPFailure(413, f"The request body of {int(length)} bytes is over the server's limit of "
+                                   f"{self.max_body_bytes} bytes (--max_body_bytes)")
+        try:
+            data = self.rfile.read(int(length))
+        except TimeoutError:
+            self.close_connection = True
+            raise HTTPFailure(408, f"Content-Length says {length} bytes but the body did not arrive within "
+                                   f"{self.timeout} s") from None
+        if len(data) != int(length):  # the client half-closed early
+            self.close_connection = True
+            raise BadRequest(f"Content-Length says {length} bytes but the connection ended after {len(data)}")
+        return data
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         self._handle(lambda: self.store.status(*self._route(want_predict=False)))
@@ -223,12 +304,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         def work():
             name, version = self._route(want_predict=True)
-            length = int(self.headers.get("Content-Length", 0))
             try:
-                body = json.loads(self.rfile.read(length) or b"null")
-            except json.JSONDecodeError as error:
-                raise BadRequest(f"The request body is not valid JSON: {error}") from None
-            return predict(self.store, name, version, body)
+                body = json.loads(self._read_body() or b"null")
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise BadRequest(f"The request body is not valid UTF-8 JSON: {error}") from None
+            return predict(self.store, name, version, body, self.max_pixels)
 
         self._handle(work)
 
@@ -239,12 +319,19 @@ class StandInServer:
     Args:
         model_base_paths: {model_name: "<export_dir>/<model_name>"}.
         host, port: bind address; port 0 picks a free ephemeral port (see `.url`).
+        max_body_bytes: larger request bodies are answered 413 without being read.
+        max_image_pixels: an encoded image whose header gives more pixels is answered 413 undecoded.
+        request_timeout: seconds a request's body may take to arrive (then 408).
 
     Use as a context manager: `with StandInServer({...}) as server: RestClient(server.url, ...)`.
     """
 
-    def __init__(self, model_base_paths, host="127.0.0.1", port=0):
-        handler = type("Handler", (_Handler,), {"store": ModelStore(model_base_paths)})
+    def __init__(self, model_base_paths, host="127.0.0.1", port=0, *, max_body_bytes=MAX_BODY_BYTES,
+                 max_image_pixels=MAX_IMAGE_PIXELS, request_timeout=REQUEST_TIMEOUT):
+        handler = type("Handler", (_Handler,), {
+            "store": ModelStore(model_base_paths), "max_body_bytes": int(max_body_bytes),
+            "max_pixels": int(max_image_pixels), "timeout": float(request_timeout),
+        })
         self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="standin-serving", daemon=True)
@@ -268,3 +355,36 @@ class StandInServer:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+def main(argv):
+    """Serves `--models` until Ctrl-C (the usage line in the module docstring)."""
+    from absl import flags
+
+    del argv
+    values = flags.FLAGS
+    bad = [item for item in values.models if "=" not in item]
+    if bad:
+        raise errors.ArgumentError(f"--models entries must be name=base_path. Received: {bad}")
+    models = dict(item.split("=", 1) for item in values.models)
+    with errors.user_errors(OSError):  # a missing model folder, a port in use
+        server = StandInServer(models, values.host, values.port, max_body_bytes=values.max_body_bytes,
+                               max_image_pixels=values.max_image_pixels, request_timeout=values.request_timeout)
+    print(f"stand-in REST server (NOT TF Serving) on {server.url} serving {sorted(models)}", flush=True)
+    try:
+        server.httpd.serve_forever()
+    except KeyboardInterrupt:
+        server.httpd.server_close()
+
+
+if __name__ == "__main__":
+    from absl import flags
+
+    flags.DEFINE_list("models", None, "name=base_path pairs, e.g. sbsgan_generator=saved_models/sbsgan_generator.",
+                      required=True)
+    flags.DEFINE_string("host", "127.0.0.1", "Address to bind.")
+    flags.DEFINE_integer("port", 8501, "Port to bind (0: any free port).")
+    flags.DEFINE_integer("max_body_bytes", MAX_BODY_BYTES, "Larger request bodies are answered HTTP 413.")
+    flags.DEFINE_integer("max_image_pixels", MAX_IMAGE_PIXELS, "Encoded images with more pixels: HTTP 413.")
+    flags.DEFINE_float("request_timeout", REQUEST_TIMEOUT, "Seconds a request body may take to arrive (then 408).")
+    errors.run(main, "standin_server")

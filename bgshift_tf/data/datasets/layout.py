@@ -16,6 +16,7 @@ Each dataset module supplies only its file-name pattern. Rules applied to every 
 import os
 import re
 
+from bgshift_tf import errors
 from bgshift_tf.data.images import SPLIT_FOLDERS
 from bgshift_tf.data.records import DatasetSplits, ImageRecord, relabel
 
@@ -32,7 +33,7 @@ def parse_file_name(filename: str, pattern: re.Pattern, dataset: str) -> tuple[i
     """
     match = pattern.fullmatch(filename)
     if match is None:
-        raise ValueError(
+        raise errors.DataError(
             f"{dataset}: image file name {filename!r} does not follow the {dataset} naming convention "
             f"(pattern {pattern.pattern!r}). Pass skip_bad_names=True to skip and count such files."
         )
@@ -59,15 +60,17 @@ def load_folders(
     data_dir = os.fspath(data_dir)
     domain_name = dataset if domain_name is None else domain_name
     if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"{dataset}: dataset folder {data_dir!r} does not exist (flag --data_dir).")
+        raise errors.MissingInputError(f"{dataset}: dataset folder {data_dir!r} does not exist (flag --data_dir).")
     if mask_dir is not None and not os.path.isdir(mask_dir):
-        raise FileNotFoundError(f"{dataset}: mask folder {os.fspath(mask_dir)!r} does not exist (flag --mask_dir).")
+        raise errors.MissingInputError(
+            f"{dataset}: mask folder {os.fspath(mask_dir)!r} does not exist (flag --mask_dir)."
+        )
     splits = {}
     skipped = {"junk": 0, "distractor_outside_gallery": 0, "bad_name": 0}
     for split, folder in SPLIT_FOLDERS.items():
         folder_path = os.path.join(data_dir, folder)
         if not os.path.isdir(folder_path):
-            raise FileNotFoundError(
+            raise errors.MissingInputError(
                 f"{dataset}: expected folder {folder_path!r} is missing; the layout needs "
                 f"{sorted(SPLIT_FOLDERS.values())} under {data_dir!r}."
             )
@@ -79,7 +82,7 @@ def load_folders(
                 pid, camera = parse_file_name(filename, pattern, dataset)
             except ValueError as error:
                 if not skip_bad_names:
-                    raise ValueError(f"{error} File: {os.path.join(folder_path, filename)!r}") from None
+                    raise errors.DataError(f"{error} File: {os.path.join(folder_path, filename)!r}") from None
                 skipped["bad_name"] += 1
                 continue
             if pid == JUNK_PID:
