@@ -7,8 +7,9 @@ Usage:
 Each area's benchmark lives in `bgshift_tf/benchmarks/<area>.py` as `run(quick: bool) -> dict`.
 """
 
-from absl import app, flags
+from absl import flags
 
+from bgshift_tf import errors
 from bgshift_tf.benchmarks.suite import run_suite
 
 _OUT = flags.DEFINE_string("out", "runs/bench/bench.json", "Where to write the JSON results.")
@@ -22,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "bench")

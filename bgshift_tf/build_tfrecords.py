@@ -13,6 +13,8 @@ Usage:
 Re-running resumes (complete shards are kept); --overwrite rebuilds them.
 """
 
+import os
+
 from absl import flags
 
 from bgshift_tf import errors
@@ -34,7 +36,9 @@ _DOMAIN_NAME = flags.DEFINE_string(
     "domain_name", None, "Domain name (default: the dataset name); also names the shards."
 )
 _CUHK03_VARIANT = flags.DEFINE_enum("cuhk03_variant", "detected", ["detected", "labeled"], "CUHK03 boxes.")
-_CUHK03_SPLIT = flags.DEFINE_integer("cuhk03_split", 0, "CUHK03 classic split, 0..19.")
+_CUHK03_SPLIT = flags.DEFINE_string(
+    "cuhk03_split", "0", "CUHK03 classic split, 0..19, or `all`: the 20 splits (images decoded once) in "
+    "<out_dir>/split_00 .. split_19.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the train-split shuffle across shards.")
 flags.mark_flags_as_required(["dataset", "data_dir", "out_dir"])
 
@@ -53,11 +57,23 @@ def main(argv):
         domain_index=_DOMAIN_INDEX.value,
         domain_name=_DOMAIN_NAME.value,
         cuhk03_variant=_CUHK03_VARIANT.value,
-        cuhk03_split=_CUHK03_SPLIT.value,
+        cuhk03_split=_cuhk03_split(_CUHK03_SPLIT.value),
         seed=_SEED.value,
     )
-    counts = {split: entry["num_examples"] for split, entry in manifest["splits"].items()}
-    print(f"wrote {_OUT_DIR.value}: {counts}, skipped {manifest['skipped']}")
+    for folder, one in ({_OUT_DIR.value: manifest} if "splits" in manifest else
+                        {os.path.join(_OUT_DIR.value, name): m for name, m in manifest.items()}).items():
+        counts = {split: entry["num_examples"] for split, entry in one["splits"].items()}
+        print(f"wrote {folder}: {counts}, skipped {one['skipped']}")
+
+
+def _cuhk03_split(text):
+    """The --cuhk03_split value: "all" or an int (checked against 0..19 by the dataset loader)."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise errors.ArgumentError(f"--cuhk03_split must be an integer 0..19 or `all`. Received: {text!r}") from None
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ conventions in `bgshift_tf/evaluation/rerank.py`.
 
 from absl import app, flags
 
+from bgshift_tf import errors
 from bgshift_tf.evaluation.rank import MODES
 from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.run import evaluate_cuhk03_classic, evaluate_run
@@ -86,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "evaluate")

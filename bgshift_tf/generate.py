@@ -13,8 +13,9 @@ Writes <out_root>/<dataset>_soft_mask/, <out_root>/<dataset>_style_transfer_to_<
 complete.
 """
 
-from absl import app, flags
+from absl import flags
 
+from bgshift_tf import errors
 from bgshift_tf.data import variants
 from bgshift_tf.generation import translate
 
@@ -41,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "generate")

@@ -14,8 +14,9 @@ contact_sheet.png (image | mask). Re-running resumes (masks on disk are kept); -
 See bgshift_tf/data/segment.py.
 """
 
-from absl import app, flags
+from absl import flags
 
+from bgshift_tf import errors
 from bgshift_tf.data.build import DATASETS
 from bgshift_tf.data.segment import DEFAULT_SEGMENTER, PASCAL_VOC_PERSON, make_masks
 
@@ -86,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "make_masks")

@@ -13,8 +13,9 @@ Writes <run_dir>/config.json, checkpoints/ and logs/ (TensorBoard: `tensorboard 
 
 import dataclasses
 
-from absl import app, flags
+from absl import flags
 
+from bgshift_tf import errors
 from bgshift_tf.training import gan_run, interrupts
 from bgshift_tf.training.losses import LossWeights
 
@@ -62,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "train_gan")

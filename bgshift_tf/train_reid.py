@@ -16,8 +16,9 @@ Re-running with the same --run_dir resumes from its latest checkpoint. The run d
 config.json, checkpoints/ and TensorBoard logs/ (`bgshift_tf.training.reid.load_reid_model` reloads it).
 """
 
-from absl import app, flags
+from absl import flags
 
+from bgshift_tf import errors
 from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.training.reid import DEFAULT_CONFIG, train_reid
 
@@ -63,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "train_reid")

@@ -13,6 +13,7 @@ Usage:
 
 from absl import app, flags
 
+from bgshift_tf import errors
 from bgshift_tf.data import variants
 from bgshift_tf.report import domain_analysis
 
@@ -68,4 +69,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "visualize")

@@ -160,3 +160,26 @@ def test_entry_point_user_error_is_one_line_with_exit_status_2(tmp_path):
     assert "Traceback" not in result.stderr
     verbose = subprocess.run(command + ["--verbose"], capture_output=True, text=True, timeout=300, env=env)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "DataError" in verbose.stderr
+
+
+def test_entry_point_builds_all_cuhk03_splits_and_rejects_a_bad_split(tmp_path, capsys):
+    from absl import flags
+
+    from bgshift_tf import build_tfrecords
+
+    mat_path = str(tmp_path / "cuhk-03.mat")
+    make_cuhk03_mat(mat_path)
+    out = str(tmp_path / "tf")
+    argv = ["build_tfrecords", "--dataset=cuhk03_classic", f"--data_dir={mat_path}", f"--out_dir={out}",
+            "--num_shards=1", "--cuhk03_split=all"]
+    try:
+        build_tfrecords.main(flags.FLAGS(argv))
+        printed = capsys.readouterr().out
+        assert printed.count("wrote ") == 20 and os.path.join(out, "split_19") in printed
+        assert shards.read_manifest(os.path.join(out, "split_07"))["build_args"]["cuhk03_split"] == 7
+        flags.FLAGS.unparse_flags()
+        with pytest.raises(errors.ArgumentError, match="--cuhk03_split must be an integer 0..19 or `all`. "
+                                                       "Received: 'every'"):
+            build_tfrecords.main(flags.FLAGS(argv[:-1] + ["--cuhk03_split=every"]))
+    finally:
+        flags.FLAGS.unparse_flags()

@@ -151,11 +151,16 @@ def test_bad_domains_fail_with_named_assertion(loaded_generator, domains, messag
             images=tf.constant(random_images(GENERATOR_SIZE, 2)), target_domain=tf.constant(domains, tf.int32))
 
 
-def test_undecodable_bytes_fail_with_named_assertion(loaded_generator):
+@pytest.mark.parametrize("bad, echoed", [
+    (b"not an image at all", "bm90IGFuIGltYWdl"),  # web-safe base64 of the first 12 bytes, "not an image"
+    (bytes(range(200, 256)), "yMnKy8zNzs_Q0dLT"),  # not UTF-8: used to raise UnicodeDecodeError instead
+])
+def test_undecodable_bytes_fail_with_named_assertion(loaded_generator, bad, echoed):
     good = tf.io.encode_png(random_images(GENERATOR_SIZE, 1)[0]).numpy()
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"`image_bytes` holds bytes that are not an encoded "
-                                                             r"JPEG or PNG image; their first bytes:\] \[not an image"):
-        loaded_generator.signatures["soft_mask_jpeg"](image_bytes=tf.constant([good, b"not an image at all"]))
+                                                             r"JPEG or PNG image; their first 12 bytes, base64:\] "
+                                                             rf"\[{echoed}\]"):
+        loaded_generator.signatures["soft_mask_jpeg"](image_bytes=tf.constant([good, bad]))
 
 
 def test_jpeg_signature_accepts_mixed_sizes_and_png(loaded_generator):

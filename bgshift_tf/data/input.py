@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from bgshift_tf.data import images, schema
+from bgshift_tf.data import shards
 from bgshift_tf.data.shards import read_manifest, shard_files, verify_shards
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -265,9 +266,10 @@ def scan_records(files):
     spec = {key: schema.FEATURE_SPEC[key] for key in ("filename", "label")}
     records = tf.data.TFRecordDataset(list(files)).batch(4096)
     filenames, labels = [], []
-    for batch in records.map(lambda r: tf.io.parse_example(r, spec)):
-        filenames.extend(name.decode("utf-8") for name in batch["filename"].numpy())
-        labels.append(batch["label"].numpy())
+    with shards.naming_corrupt_shards(files):
+        for batch in records.map(lambda r: tf.io.parse_example(r, spec)):
+            filenames.extend(name.decode("utf-8") for name in batch["filename"].numpy())
+            labels.append(batch["label"].numpy())
     return filenames, (np.concatenate(labels) if labels else np.zeros([0], np.int64))
 
 

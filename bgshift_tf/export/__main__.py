@@ -20,8 +20,9 @@ Serve with `tensorflow/serving` (see README / BUILD_NOTES.md, Deployment).
 
 import json
 
-from absl import app, flags
+from absl import flags
 
+from bgshift_tf import errors
 from bgshift_tf.export import job, runtime
 
 FLAGS = flags.FLAGS
@@ -67,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "export")

@@ -80,7 +80,7 @@ def decode_image_bytes(image_bytes, image_size, name="image_bytes"):
     """string [N] of encoded JPEG/PNG images (any sizes) -> float32 [N, h, w, 3] pixels in [0, 255].
 
     Each image is decoded to RGB and resized on its own (the images may differ in size); bytes that are
-    neither JPEG nor PNG fail an assertion naming `name` and echoing the first bytes.
+    neither JPEG nor PNG fail an assertion naming `name` and echoing the first bytes (base64).
     """
     shape = tf.shape(image_bytes)
     image_bytes = _checked(image_bytes, [
@@ -95,8 +95,9 @@ def decode_image_bytes(image_bytes, image_size, name="image_bytes"):
         with tf.control_dependencies([
             tf.debugging.Assert(
                 is_image,
-                [f"`{name}` holds bytes that are not an encoded JPEG or PNG image; their first bytes:",
-                 tf.strings.substr(encoded, 0, 16)],
+                # Echoed as base64: raw non-UTF-8 bytes in an error message break its decoding upstream.
+                [f"`{name}` holds bytes that are not an encoded JPEG or PNG image; their first 12 bytes, base64:",
+                 tf.io.encode_base64(tf.strings.substr(encoded, 0, 12))],
             )
         ]):
             image = tf.io.decode_image(encoded, channels=3, expand_animations=False)

@@ -128,7 +128,7 @@ def make_dataset_fn(config, num_domains, num_soft_mask):
         batches = data_input.make_multi_domain_dataset(
             config["domain_dirs"], split=config["split"], image_size=image_size,
             batch_size=config["batch_size"], shuffle_buffer=config["shuffle_buffer"], seed=seed,
-            require_mask=True, verify=start_step == 0)
+            require_mask=True, verify=True)
         batches = batches.map(lambda b: {k: b[k] for k in ("image", "mask", "domain")})
         return add_gan_targets(batches, num_domains, num_soft_mask, seed=seed).prefetch(2)
 
