@@ -16,7 +16,7 @@ import dataclasses
 from absl import flags
 
 from bgshift_tf import errors
-from bgshift_tf.training import gan_run, interrupts
+from bgshift_tf.training import gan_run, interrupts, precision
 from bgshift_tf.training.losses import LossWeights
 
 _D = gan_run.DEFAULT_CONFIG
@@ -40,6 +40,7 @@ flags.DEFINE_integer("num_res_blocks", _D["num_res_blocks"], "Generator residual
 flags.DEFINE_integer("d_base_filters", _D["d_base_filters"], "Discriminator width (64 in the paper).")
 flags.DEFINE_integer("d_num_layers", _D["d_num_layers"], "Discriminator stride-2 convs (6 in the paper).")
 flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Shuffle buffer per domain.")
+flags.DEFINE_enum("precision", _D["precision"], list(precision.PRECISIONS), precision.FLAG_HELP)
 flags.DEFINE_enum("strategy", _D["strategy"], ["default", "mirrored", "multi_worker"], "Distribution strategy.")
 flags.DEFINE_integer("cpu_replicas", _D["cpu_replicas"], "Split the CPU into this many logical devices (0 = no).")
 flags.DEFINE_string("run_dir", _D["run_dir"], "Run directory (config.json, checkpoints/, logs/).")

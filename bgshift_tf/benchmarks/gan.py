@@ -1,4 +1,5 @@
-"""SBSGAN speed: TensorFlow (graph and XLA) against the same networks and steps written in PyTorch.
+"""SBSGAN speed: TensorFlow float32 and mixed_bfloat16 against the same networks and steps in PyTorch
+float32 and bf16 autocast.
 
 For two settings, "demo" (the issue's demo size, 128x64 images and batch 16, with narrow networks: base_filters
 16, 2 residual blocks, D width 16 with 5 layers; configs/gan_demo.flags itself now trains at 64x32 with
@@ -7,11 +8,15 @@ base_filters 32) and "paper" (256x128, batch 4 to keep it short, base_filters
   * d_step: one SBSGAN discriminator update (fakes, WGAN critic, real-domain CE, gradient penalty, Adam);
   * g_step: one SBSGAN generator update (mixed soft-mask/style fakes, L_adv, L_cls^f, L_rec, L_idc, L_bgs,
     L_sc with the style transfers of the slot images to the other domains, Adam);
-  * inference: the soft-mask branch G(I, D̄) alone (graph, and XLA-compiled).
+  * inference: the soft-mask branch G(I, D̄) alone.
+in four modes: TF "float32" and "mixed_bfloat16" (`training.precision` policies, tf.function graphs; XLA
+re-measured for inference in both and for the bf16 training steps, kept only where it is faster), PyTorch
+"float32" and "bf16_autocast" (`torch.autocast("cpu", dtype=torch.bfloat16)`).
 The PyTorch twin (`_torch_networks`, `_torch_steps`) mirrors layer for layer and loss for loss what
 `bgshift_tf.models` and `bgshift_tf.training.gan.SBSGAN` do; its columns are skipped with a note when
-torch is not installed. Also reports the generator's inference FLOP/s (multiply-adds counted from the
-layer shapes, x2) as a fraction of a measured float32 GEMM peak (tf.matmul).
+torch is not installed. FLOPs per image of each step are counted by TF's profiler on the float32 graph
+(forward, backward and the gradient penalty's double backprop: every conv, transposed conv and matmul);
+achieved FLOP/s of TF's best mode are reported against measured bf16 matmul and conv peaks (`peaks`).
 
 `run(quick=True)` uses tiny sizes and one timed iteration: a smoke test, not a measurement.
 """
@@ -22,9 +27,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tensorflow.python.profiler import model_analyzer, option_builder
+
 from bgshift_tf.models.discriminator import Discriminator
 from bgshift_tf.models.generator import Generator
 from bgshift_tf.training.gan import SBSGAN
+from bgshift_tf.training.precision import policy_scope
+
+TF_MODES = ("float32", "mixed_bfloat16")
+TORCH_MODES = ("float32", "bf16_autocast")
+STEPS = ("d_step", "g_step", "inference")
 
 NUM_DOMAINS = 3
 SETTINGS = {
@@ -53,26 +65,32 @@ def _seconds_per_call(fn, iterations, warmup=1):
     return min(times)
 
 
-def generator_inference_flops(generator):
-    """FLOPs (2 x multiply-adds) of one soft-mask forward pass of one image: encoder + one branch."""
-    macs = 0
-    for layer in generator.encoder.layers + generator.soft_mask_branch.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            _, height, width, _ = layer.input.shape  # each input pixel scatters a full kernel
-            macs += height * width * int(np.prod(layer.kernel.shape))
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, height, width, _ = layer.output.shape
-            macs += height * width * int(np.prod(layer.kernel.shape))
-    return 2 * macs
+def graph_flops(concrete_function):
+    """FLOPs of one call of a traced tf.function, as TF's profiler counts them (convs, their gradients,
+    transposed convs, matmuls and elementwise ops with registered statistics)."""
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return model_analyzer.profile(concrete_function.graph, options=options).total_float_ops
 
 
-def gemm_flops_per_second(size, repeats=3):
-    """Measured float32 tf.matmul FLOP/s on [size, size] x [size, size] (best of `repeats`)."""
-    a = tf.random.normal([size, size])
-    b = tf.random.normal([size, size])
-    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    matmul()
-    return 2.0 * size**3 / _seconds_per_call(lambda: float(matmul()), repeats)
+def peaks(quick=False, repeats=3):
+    """Measured FLOP/s peaks of this machine: {"matmul_<dtype>", "conv_<dtype>"} for float32 and bfloat16.
+
+    matmul: [n, n] x [n, n], n = 4096 (512 when quick). conv: 3x3, 256 -> 256 channels at 64x32, batch 16
+    (the generator trunk's shape at the paper size; 32 channels at 16x8 when quick). Best of `repeats`.
+    """
+    n, channels, height, width = (512, 32, 16, 8) if quick else (4096, 256, 64, 32)
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        a = tf.cast(tf.random.normal([n, n]), dtype)
+        images = tf.cast(tf.random.normal([16, height, width, channels]), dtype)
+        kernel = tf.cast(tf.random.normal([3, 3, channels, channels]), dtype)
+        ops = {"matmul": (tf.function(lambda: tf.reduce_sum(tf.matmul(a, a))), 2.0 * n**3),
+               "conv": (tf.function(lambda: tf.reduce_sum(tf.nn.conv2d(images, kernel, 1, "SAME"))),
+                        2.0 * 16 * height * width * 9 * channels * channels)}
+        for name, (fn, flops) in ops.items():
+            results[f"{name}_{dtype}"] = flops / _seconds_per_call(lambda: float(fn()), repeats)
+    return results
 
 
 def _batch(setting, seed=0):
@@ -91,30 +109,39 @@ def _batch(setting, seed=0):
     }, slots
 
 
-def _tf_rates(setting, batch, slots, jit_compile):
-    """Images/second of TF d_step, g_step (tf.function graphs) and inference (graph, or XLA if jit_compile).
-
-    XLA is tried on inference only: compiling the training steps (double backprop of the gradient penalty,
-    L_sc's extra passes) took minutes and over 6 GB here, more than a benchmark should spend.
-    """
+def _tf_model(setting, slots, policy):
+    """SBSGAN of `setting` built under the dtype policy `policy`, with the benchmark's Adam optimizers."""
     keras.utils.set_random_seed(0)
-    generator = Generator(NUM_DOMAINS, setting["image_size"], setting["base_filters"], setting["num_res_blocks"])
-    size = setting["batch_size"]
-    images = tf.constant(batch["image"])
-    infer = tf.function(generator.soft_mask, jit_compile=jit_compile)
-    rates = {"inference": size / _seconds_per_call(lambda: infer(images).numpy(), setting["inference_steps"])}
-    if jit_compile:
-        return rates, generator
-    discriminator = Discriminator(NUM_DOMAINS, setting["image_size"], setting["d_base_filters"], setting["d_layers"])
-    model = SBSGAN(generator, discriminator, global_batch_size=size, num_soft_mask=slots)
+    with policy_scope(policy):
+        generator = Generator(NUM_DOMAINS, setting["image_size"], setting["base_filters"],
+                              setting["num_res_blocks"])
+        discriminator = Discriminator(NUM_DOMAINS, setting["image_size"], setting["d_base_filters"],
+                                      setting["d_layers"])
+    model = SBSGAN(generator, discriminator, global_batch_size=setting["batch_size"], num_soft_mask=slots)
     model.compile(g_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5),
                   d_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5))
+    return model
+
+
+def _tf_rates(setting, batch, slots, policy, jit_compile, steps=STEPS):
+    """Images/second of TF `steps` (tf.function graphs, XLA-compiled if jit_compile) under `policy`, and the
+    FLOPs per image of each (counted on the traced graph)."""
+    model = _tf_model(setting, slots, policy)
+    size = setting["batch_size"]
     tensors = {k: tf.constant(v) for k, v in batch.items()}
-    d_step = tf.function(model.discriminator_step)
-    g_step = tf.function(model.generator_step)
-    rates["d_step"] = size / _seconds_per_call(lambda: float(d_step(tensors)["d_loss"]), setting["steps"])
-    rates["g_step"] = size / _seconds_per_call(lambda: float(g_step(tensors)["g_loss"]), setting["steps"])
-    return rates, generator
+    functions = {
+        "d_step": (tf.function(model.discriminator_step, jit_compile=jit_compile), (tensors,), "d_loss"),
+        "g_step": (tf.function(model.generator_step, jit_compile=jit_compile), (tensors,), "g_loss"),
+        "inference": (tf.function(model.generator.soft_mask, jit_compile=jit_compile), (tensors["image"],), None),
+    }
+    rates, flops = {}, {}
+    for name in steps:
+        fn, args, key = functions[name]
+        iterations = setting["inference_steps" if key is None else "steps"]
+        rates[name] = size / _seconds_per_call(lambda: (fn(*args) if key is None else fn(*args)[key]).numpy(),
+                                                iterations)
+        flops[name] = graph_flops(fn.get_concrete_function(*args)) / size
+    return rates, flops
 
 
 def _torch_networks(torch, setting):
@@ -195,8 +222,9 @@ def _torch_networks(torch, setting):
     return TorchGenerator(), TorchDiscriminator()
 
 
-def _torch_rates(torch, setting, batch, slots):
-    """Images/second of the PyTorch twin's d_step, g_step and inference (same losses and normalisers)."""
+def _torch_rates(torch, setting, batch, slots, autocast):
+    """Images/second of the PyTorch twin's d_step, g_step and inference (same losses and normalisers);
+    autocast=True runs the forward passes and losses under `torch.autocast("cpu", dtype=torch.bfloat16)`."""
     torch.manual_seed(0)
     generator, discriminator = _torch_networks(torch, setting)
     g_opt = torch.optim.Adam(generator.parameters(), 1e-4, betas=(0.5, 0.999))
@@ -215,6 +243,13 @@ def _torch_rates(torch, setting, batch, slots):
     def hard_mask(images, masks):
         return (images + 1) * masks - 1
 
+    def in_precision(step):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                return step()
+        return run
+
+    @in_precision
     def d_step():
         with torch.no_grad():
             fakes = generator.generate(x, t, slot)
@@ -229,6 +264,7 @@ def _torch_rates(torch, setting, batch, slots):
         loss.backward()
         d_opt.step()
 
+    @in_precision
     def g_step():
         fakes = generator.generate(x, t, slot)
         patch, domain_logits = discriminator(fakes)
@@ -250,6 +286,7 @@ def _torch_rates(torch, setting, batch, slots):
         loss.backward()
         g_opt.step()
 
+    @in_precision
     def inference():
         with torch.no_grad():
             generator.soft_mask(x)
@@ -265,21 +302,33 @@ def _rounded(rates):
     return {k: round(v, 2) for k, v in rates.items()}
 
 
-def run(quick=False):
-    """Returns {"settings": {name: {"tf": ..., "tf_xla": ..., "torch": ..., ...}}, "gemm_gflops": ..., ...}.
+def _best(columns):
+    """Per step, the fastest of several {mode: {step: images/s}} columns: ({step: rate}, {step: mode})."""
+    best, modes = {}, {}
+    for mode, rates in columns.items():
+        for step, rate in rates.items():
+            if rate > best.get(step, 0.0):
+                best[step], modes[step] = rate, mode
+    return best, modes
 
-    Rates are images/second. "tf_xla" is inference compiled with XLA (skipped when quick); "tf_best" takes
-    the faster of graph and XLA; "tf_vs_torch" is tf_best / torch (>= 1 means TF is at least as fast).
+
+def run(quick=False):
+    """Returns {"peaks_gflops": ..., "settings": {name: {"tf": {mode: rates}, "torch": {mode: rates}, ...}}}.
+
+    Rates are images/second. "tf" holds the graph modes, "tf_xla" the XLA-compiled ones (inference in both
+    precisions, training steps in mixed_bfloat16; skipped when quick); "tf_best"/"torch_best" the fastest
+    mode per step and "tf_best_mode"/"torch_best_mode" which one; "bf16_vs_float32" TF mixed_bfloat16 (best
+    of graph and XLA) / TF float32; "tf_vs_torch" tf_best / torch_best (>= 1 means TF is at least as fast);
+    "gflops_per_image" each step's FLOPs; "tf_best_gflops_per_second" and its fraction of each bf16 peak.
     """
     try:
         import torch
     except ImportError:
         torch = None
     settings = {"quick": QUICK_SETTING} if quick else SETTINGS
-    gemm = gemm_flops_per_second(512 if quick else 4096, repeats=1 if quick else 3)
+    measured_peaks = peaks(quick, repeats=1 if quick else 3)
     results = {
-        "gemm_gflops": round(gemm / 1e9, 1),
-        "gemm_size": 512 if quick else 4096,
+        "peaks_gflops": {k: round(v / 1e9, 1) for k, v in measured_peaks.items()},
         "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
         "settings": {},
@@ -290,32 +339,44 @@ def run(quick=False):
         results["torch_version"] = torch.__version__
         results["torch_threads"] = torch.get_num_threads()
     for name, setting in settings.items():
-        print(f"[bench gan] {name}: TensorFlow graph, XLA, then PyTorch ...", flush=True)
         batch, slots = _batch(setting)
         row = {"image_size": list(setting["image_size"]), "batch_size": setting["batch_size"],
                "base_filters": setting["base_filters"], "num_res_blocks": setting["num_res_blocks"],
                "d_base_filters": setting["d_base_filters"], "d_layers": setting["d_layers"],
-               "num_soft_mask": slots}
-        graph, generator = _tf_rates(setting, batch, slots, jit_compile=False)
-        row["tf"] = _rounded(graph)
-        best = dict(graph)
-        if not quick:  # XLA compiles for tens of seconds: not part of the smoke run
-            xla, _ = _tf_rates(setting, batch, slots, jit_compile=True)
-            best["inference"] = max(graph["inference"], xla["inference"])
-            row["tf_xla"] = _rounded(xla)
-        row["tf_best"] = _rounded(best)
+               "num_soft_mask": slots, "tf": {}}
+        columns, counted = {}, {}
+        for policy in TF_MODES:
+            print(f"[bench gan] {name}: TensorFlow {policy} ...", flush=True)
+            columns[policy], counted[policy] = _tf_rates(setting, batch, slots, policy, jit_compile=False)
+            row["tf"][policy] = _rounded(columns[policy])
+        if not quick:  # XLA compiles for tens of seconds to minutes: not part of the smoke run
+            row["tf_xla"] = {}
+            for policy, steps in (("float32", ("inference",)), ("mixed_bfloat16", STEPS)):
+                print(f"[bench gan] {name}: TensorFlow {policy} XLA {steps} ...", flush=True)
+                rates, _ = _tf_rates(setting, batch, slots, policy, jit_compile=True, steps=steps)
+                columns[f"{policy}_xla"] = rates
+                row["tf_xla"][policy] = _rounded(rates)
+        tf_best, row["tf_best_mode"] = _best(columns)
+        row["tf_best"] = _rounded(tf_best)
+        bf16_best, _ = _best({k: v for k, v in columns.items() if k.startswith("mixed_bfloat16")})
+        row["bf16_vs_float32"] = {k: round(bf16_best[k] / columns["float32"][k], 2) for k in STEPS}
         print(f"[bench gan] {name}: tf {row['tf']} xla {row.get('tf_xla')}", flush=True)
         if torch is not None:
-            torch_rates = _torch_rates(torch, setting, batch, slots)
-            row["torch"] = _rounded(torch_rates)
-            row["tf_vs_torch"] = {k: round(best[k] / torch_rates[k], 2) for k in best}
+            torch_columns = {}
+            for mode in TORCH_MODES:
+                print(f"[bench gan] {name}: PyTorch {mode} ...", flush=True)
+                torch_columns[mode] = _torch_rates(torch, setting, batch, slots, autocast=mode != "float32")
+            row["torch"] = {mode: _rounded(rates) for mode, rates in torch_columns.items()}
+            torch_best, row["torch_best_mode"] = _best(torch_columns)
+            row["torch_best"] = _rounded(torch_best)
+            row["tf_vs_torch"] = {k: round(tf_best[k] / torch_best[k], 2) for k in STEPS}
             print(f"[bench gan] {name}: torch {row['torch']}", flush=True)
-        flops = generator_inference_flops(generator)
-        achieved = flops * best["inference"]
-        row.update(
-            inference_gflops_per_image=round(flops / 1e9, 3),
-            inference_gflops_per_second=round(achieved / 1e9, 1),
-            inference_fraction_of_gemm_peak=round(achieved / gemm, 3),
-        )
+        flops = counted["float32"]  # the bf16 graph adds only casts
+        row["gflops_per_image"] = {k: round(v / 1e9, 3) for k, v in flops.items()}
+        achieved = {k: flops[k] * tf_best[k] for k in STEPS}
+        row["tf_best_gflops_per_second"] = {k: round(v / 1e9, 1) for k, v in achieved.items()}
+        row["tf_best_fraction_of_peak"] = {
+            peak: {k: round(v / measured_peaks[peak], 3) for k, v in achieved.items()}
+            for peak in ("matmul_bfloat16", "conv_bfloat16")}
         results["settings"][name] = row
     return results

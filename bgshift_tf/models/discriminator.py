@@ -52,12 +52,16 @@ class Discriminator(keras.Model):
                 base_filters * 2**i, 4, strides=2, padding="same", name=f"down{i + 1}_conv"
             )(x)
             x = keras.layers.LeakyReLU(negative_slope=0.01, name=f"down{i + 1}_lrelu")(x)
-        patch_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False, name="patch_head")(x)
+        # The heads compute in float32 under any precision policy: the WGAN critic, its gradient penalty
+        # and the domain softmax read float32 logits (the heads are < 1% of D's FLOPs).
+        patch_logits = keras.layers.Conv2D(
+            1, 3, padding="same", use_bias=False, dtype="float32", name="patch_head"
+        )(x)
         domain_map = keras.layers.Conv2D(
             num_domains, (image_size[0] // scale, image_size[1] // scale), padding="valid",
-            use_bias=False, name="domain_head",
+            use_bias=False, dtype="float32", name="domain_head",
         )(x)
-        domain_logits = keras.layers.Flatten(name="domain_logits")(domain_map)
+        domain_logits = keras.layers.Flatten(dtype="float32", name="domain_logits")(domain_map)
         self.network = keras.Model(inputs, [patch_logits, domain_logits], name="patch_gan")
         self.built = True
 

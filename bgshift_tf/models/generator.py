@@ -6,7 +6,9 @@
       -> style_branch:     same structure, its own weights                           (one-hot indicator)
 
 F = base_filters (64 in the paper), N = num_res_blocks (6). Instance norm everywhere except the output
-conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-1, 1].
+conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-1, 1]. Under a mixed
+precision policy (`training.precision`) the layers compute in bf16/fp16, instance-norm statistics and the
+final tanh in float32.
 """
 
 import keras
@@ -46,7 +48,8 @@ def _build_decoder(feature_shape, base_filters, name):
     x = apply_upsample_norm_relu(inputs, base_filters * 2, name=f"{name}_up1")
     x = apply_upsample_norm_relu(x, base_filters, name=f"{name}_up2")
     x = keras.layers.Conv2D(3, 7, padding="same", name=f"{name}_out_conv")(x)
-    outputs = keras.layers.Activation("tanh", name=f"{name}_tanh")(x)
+    # The image leaves in float32 whatever the compute precision (losses and saved images read it).
+    outputs = keras.layers.Activation("tanh", dtype="float32", name=f"{name}_tanh")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -19,7 +19,9 @@ the width of the concatenated final maps), which gives 256/512/1024/2048 for Den
 set for the small DenseNet.
 
 Inputs are float32 images in [-1, 1], [B, H, W, 3]; the models convert them to the ImageNet
-mean/std standardisation the Keras DenseNet weights expect.
+mean/std standardisation the Keras DenseNet weights expect. Under a mixed precision policy
+(`training.precision`) the trunks compute in bf16/fp16; batch-norm statistics, the GAP feature and the
+logits stay float32.
 """
 
 import keras
@@ -32,9 +34,10 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def imagenet_standardize(images):
-    """[-1, 1] float32 [B, H, W, 3] -> ImageNet ("torch" mode) standardised float32 [B, H, W, 3]."""
+    """[-1, 1] [B, H, W, 3] -> ImageNet ("torch" mode) standardised [B, H, W, 3], in the images' dtype."""
     unit = (images + 1.0) * 0.5
-    return (unit - ops.convert_to_tensor(_IMAGENET_MEAN)) / ops.convert_to_tensor(_IMAGENET_STD)
+    mean, std = (ops.convert_to_tensor(c, dtype=unit.dtype) for c in (_IMAGENET_MEAN, _IMAGENET_STD))
+    return (unit - mean) / std
 
 
 @keras.saving.register_keras_serializable(package="bgshift_tf")
@@ -53,7 +56,8 @@ class ClassifierHead(keras.layers.Layer):
         self.bn = keras.layers.BatchNormalization(name=f"{self.name}_bn")
         self.relu = keras.layers.ReLU(name=f"{self.name}_relu")
         self.drop = keras.layers.Dropout(self.dropout, name=f"{self.name}_dropout")
-        self.fc2 = keras.layers.Dense(self.num_classes, name=f"{self.name}_fc2")
+        # Logits in float32 under any precision policy: the softmax cross-entropy reads them.
+        self.fc2 = keras.layers.Dense(self.num_classes, dtype="float32", name=f"{self.name}_fc2")
 
     def call(self, features, training=False):
         x = self.relu(self.bn(self.fc1(features), training=training))
@@ -135,7 +139,7 @@ class _ReIDNetwork(keras.Model):
         self.weights_source = weights
 
     def _add_head(self, feature_dim):
-        self.pool = keras.layers.GlobalAveragePooling2D(name=f"{self.name}_gap")
+        self.pool = keras.layers.GlobalAveragePooling2D(dtype="float32", name=f"{self.name}_gap")  # float32 feature
         self.head = ClassifierHead(self.num_classes, name=f"{self.name}_head")
         self.feature_dim = int(feature_dim)
 

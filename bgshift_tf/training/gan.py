@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from bgshift_tf.models.generator import Generator, onehot_indicator, uniform_indicator
 from bgshift_tf.training import losses
+from bgshift_tf.training.precision import policy_scope
 
 
 def add_gan_targets(dataset, num_domains, num_soft_mask, seed=0):
@@ -230,14 +231,16 @@ class SBSGAN(keras.Model):
     def discriminator_step(self, batch):
         """One D update on this replica's part of a global batch; returns its share of each D term."""
         # 1. Per-replica share of L_D, under a tape (see `discriminator_losses`).
-        # 2. Gradients w.r.t. D's variables only (the optimizer all-reduces them across replicas: SUM).
+        # 2. Gradients of the (loss-scaled, under mixed_float16) loss w.r.t. D's variables only (the optimizer
+        #    unscales them and all-reduces them across replicas: SUM).
         # 3. One d_optimizer step.
         # (With every D weight 0 every term is skipped: D gets no update.)
         with tf.GradientTape() as tape:
             loss, logs = self.discriminator_losses(batch)
+            scaled = self.d_optimizer.scale_loss(loss)
         if any(getattr(self.loss_weights, weight) for weight, _, _ in D_TERMS):
             variables = self.discriminator.trainable_variables
-            self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            self.d_optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return logs
 
     def discriminator_losses(self, batch):
@@ -251,12 +254,13 @@ class SBSGAN(keras.Model):
     def generator_step(self, batch):
         """One G update on this replica's part of a global batch; returns its share of each G term."""
         # 1. Per-replica share of L_G, under a tape (see `generator_losses`).
-        # 2. Gradients w.r.t. G's variables only (D's are read, not updated).
+        # 2. Gradients of the (loss-scaled, under mixed_float16) loss w.r.t. G's variables only (D's are read).
         # 3. One g_optimizer step.
         with tf.GradientTape() as tape:
             loss, logs = self.generator_losses(batch)
+            scaled = self.g_optimizer.scale_loss(loss)
         variables = self.generator.trainable_variables
-        self.g_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.g_optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return logs
 
     def generator_losses(self, batch):
@@ -323,12 +327,14 @@ def checkpoint_trackables(model):
     }
 
 
-def load_generator(run_dir):
+def load_generator(run_dir, precision="float32"):
     """Rebuild the generator of a training run and restore its latest checkpoint.
 
     Args:
         run_dir: a run directory with `config.json` (key "generator": Generator.get_config(), or its
             keras serialisation) and `checkpoints/` (tf.train.Checkpoint with attribute `generator`).
+        precision: the compute precision to rebuild it in (a `training.precision` setting), whatever
+            the run trained in (checkpoints hold float32 variables); its output stays float32.
 
     Returns:
         Generator with the trained weights.
@@ -343,7 +349,8 @@ def load_generator(run_dir):
     generator_config = config["generator"]
     if "class_name" in generator_config and "config" in generator_config:
         generator_config = generator_config["config"]
-    generator = Generator.from_config(generator_config)
+    with policy_scope(precision):
+        generator = Generator.from_config(generator_config)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if latest is None:

@@ -26,7 +26,7 @@ from bgshift_tf.data import input as data_input
 from bgshift_tf.data import shards
 from bgshift_tf.models.discriminator import Discriminator
 from bgshift_tf.models.generator import Generator
-from bgshift_tf.training import loop
+from bgshift_tf.training import loop, precision
 from bgshift_tf.training.gan import SBSGAN, add_gan_targets, checkpoint_trackables
 from bgshift_tf.training.losses import LossWeights
 from bgshift_tf.training.strategy import make_strategy
@@ -50,6 +50,7 @@ DEFAULT_CONFIG = {
     "d_base_filters": 64,
     "d_num_layers": 6,
     "shuffle_buffer": 2048,
+    "precision": "float32",  # auto | float32 | mixed_bfloat16 | mixed_float16 (training.precision)
     "strategy": "default",
     "cpu_replicas": 0,
     "run_dir": "runs/sbsgan",
@@ -173,19 +174,21 @@ def make_image_fn(generator, images, masks, domains, domain_names):
 
 
 def build_sbsgan(config, num_domains):
-    """SBSGAN with its two Adam optimizers, built in the current (strategy) scope."""
+    """SBSGAN with its two Adam optimizers, built in the current (strategy) scope under `config["precision"]`
+    (G and D keep that dtype policy; Adam is loss-scaled under mixed_float16)."""
     image_size = (config["image_height"], config["image_width"])
-    generator = Generator(num_domains=num_domains, image_size=image_size, base_filters=config["base_filters"],
-                          num_res_blocks=config["num_res_blocks"])
-    discriminator = Discriminator(num_domains=num_domains, image_size=image_size,
-                                  base_filters=config["d_base_filters"], num_layers=config["d_num_layers"])
+    with precision.policy_scope(config["precision"]) as policy:
+        generator = Generator(num_domains=num_domains, image_size=image_size,
+                              base_filters=config["base_filters"], num_res_blocks=config["num_res_blocks"])
+        discriminator = Discriminator(num_domains=num_domains, image_size=image_size,
+                                      base_filters=config["d_base_filters"], num_layers=config["d_num_layers"])
     gan = SBSGAN(generator, discriminator, global_batch_size=config["batch_size"],
                  num_soft_mask=config["num_soft_mask"] or None, n_critic=config["n_critic"],
                  loss_weights=LossWeights.from_config(config, source="SBSGAN trainer config"))
 
     def adam(name):
-        return keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"], beta_2=config["beta2"],
-                                     name=name)
+        return precision.wrap_optimizer(keras.optimizers.Adam(
+            config["learning_rate"], beta_1=config["beta1"], beta_2=config["beta2"], name=name), policy)
 
     gan.compile(g_optimizer=adam("g_adam"), d_optimizer=adam("d_adam"))
     return gan
@@ -218,7 +221,8 @@ def train_sbsgan(config):
     gan_config = {k: v for k, v in gan.get_config().items() if k not in ("generator", "discriminator")}
     facts = {"domains": domain_names, "num_train_examples": num_examples, "steps_per_epoch": steps_per_epoch,
              "total_steps": total_steps}
-    run_config = {"flags": config, "generator": gan.generator.get_config(),
+    run_config = {"flags": config, "precision": gan.generator.dtype_policy.name,
+                  "generator": gan.generator.get_config(),
                   "discriminator": gan.discriminator.get_config(), "sbsgan": gan_config, **facts}
     image_fn = None
     if config["image_every"] > 0:

@@ -3,7 +3,8 @@
 Callers weight, sum and divide by a GLOBAL constant (the global batch size, or the global number of images
 a term applies to), so the update does not depend on how many replicas share the batch (SPEC §5).
 Images are float32 NHWC in [-1, 1]; masks float32 [B,H,W,1] in {0, 1}; critic outputs are PatchGAN maps
-[B,h,w,1]; domain logits [B,K].
+[B,h,w,1]; domain logits [B,K]. Every loss is computed and returned in float32 whatever its inputs' dtype
+(bf16/fp16 under a mixed precision policy, see `training.precision`).
 
 `LossWeights` is the one definition of the loss weights (names, paper values, help texts): the SBSGAN
 model, its trainer config, the `train_gan` flags and the "differs from the paper" note all read it.
@@ -59,18 +60,18 @@ class LossWeights:
 
 
 def _mean_per_example(x):
-    """Mean over every axis but the first: [B, ...] -> [B]."""
-    return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+    """Mean over every axis but the first, in float32: [B, ...] -> float32 [B]."""
+    return tf.reduce_mean(tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1]), axis=1)
 
 
 def l1_per_example(a, b):
-    """Mean absolute difference per example: [B, ...] x2 -> [B]."""
-    return _mean_per_example(tf.abs(a - b))
+    """Mean absolute difference per example, in float32: [B, ...] x2 -> [B]."""
+    return _mean_per_example(tf.abs(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
 
 
 def mse_per_example(a, b):
-    """Mean squared difference per example: [B, ...] x2 -> [B]."""
-    return _mean_per_example(tf.square(a - b))
+    """Mean squared difference per example, in float32: [B, ...] x2 -> [B]."""
+    return _mean_per_example(tf.square(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
 
 
 def critic_loss(real_logits, fake_logits):
@@ -88,25 +89,27 @@ def gradient_penalty(critic_fn, real, fake, alpha):
 
     Args:
         critic_fn: callable [B,H,W,C] -> critic map [B, ...]; examples must not interact (no batch norm).
-        real, fake: float32 [B,H,W,C].
+        real, fake: [B,H,W,C], any float dtype (the interpolates and the gradient norm are float32; the
+            critic may compute in bf16/fp16 inside, its double backprop then runs in that precision).
         alpha: float32 [B] in [0, 1], one interpolation weight per example: x_hat = alpha real + (1-alpha) fake.
 
     Returns:
         float32 [B]. Differentiable w.r.t. the critic's variables when called under an outer tape.
     """
-    alpha = tf.reshape(tf.cast(alpha, real.dtype), [-1, 1, 1, 1])
-    interpolates = alpha * real + (1.0 - alpha) * fake
+    alpha = tf.reshape(tf.cast(alpha, tf.float32), [-1, 1, 1, 1])
+    interpolates = alpha * tf.cast(real, tf.float32) + (1.0 - alpha) * tf.cast(fake, tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(interpolates)
-        total = tf.reduce_sum(critic_fn(interpolates))
-    grads = tape.gradient(total, interpolates)
+        total = tf.reduce_sum(tf.cast(critic_fn(interpolates), tf.float32))
+    grads = tf.cast(tape.gradient(total, interpolates), tf.float32)
     norms = tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(grads, [tf.shape(grads)[0], -1])), axis=1))
     return tf.square(norms - 1.0)
 
 
 def domain_cross_entropy(logits, labels):
     """Softmax cross-entropy with hard labels: logits [B,K], int labels [B] -> [B]."""
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
 
 
 def soft_domain_cross_entropy(logits, target_probs):
@@ -114,7 +117,8 @@ def soft_domain_cross_entropy(logits, target_probs):
 
     With the uniform target 1/K (soft-mask fakes), the loss is minimal when D cannot tell the domain.
     """
-    return -tf.reduce_sum(tf.cast(target_probs, logits.dtype) * tf.nn.log_softmax(logits), axis=-1)
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+    return -tf.reduce_sum(tf.cast(target_probs, tf.float32) * log_probs, axis=-1)
 
 
 def identity_loss(style_transferred, images):
@@ -141,6 +145,6 @@ def style_consistency_loss(soft_mask_images, images, masks, other_domain_images)
         other_domain_images: G(I, D_k) for the K-1 domains k != s, [K-1, B, H, W, 3].
     """
     loss = l1_per_example(soft_mask_images, hard_mask(images, masks))
-    masked_others = hard_mask(other_domain_images, masks[None])
-    per_domain = tf.reduce_mean(tf.abs(soft_mask_images[None] - masked_others), axis=[2, 3, 4])
+    masked_others = hard_mask(tf.cast(other_domain_images, tf.float32), masks[None])
+    per_domain = tf.reduce_mean(tf.abs(tf.cast(soft_mask_images, tf.float32)[None] - masked_others), axis=[2, 3, 4])
     return loss + tf.reduce_sum(per_domain, axis=0)

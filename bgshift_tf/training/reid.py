@@ -27,6 +27,7 @@ from bgshift_tf.data import input as data_input
 from bgshift_tf.data import images, shards
 from bgshift_tf.models.reid import DA2S, IDE
 from bgshift_tf.training import loop
+from bgshift_tf.training.precision import policy_scope, wrap_optimizer
 from bgshift_tf.training.strategy import make_strategy
 
 MODEL_CLASSES = {"ide": IDE, "da2s": DA2S}
@@ -54,6 +55,7 @@ DEFAULT_CONFIG = {
     "shuffle_buffer": 2048,
     "seed": 0,
     "run_dir": "",  # "" -> runs/reid_<model>
+    "precision": "float32",  # auto | float32 | mixed_bfloat16 | mixed_float16 (training.precision)
     "strategy": "default",  # "default" | "mirrored" | "multi_worker"
     "cpu_replicas": 0,
     "checkpoint_every": 500,
@@ -87,7 +89,8 @@ def apply_hard_mask(batch):
 
 
 def build_reid_model(config, num_classes):
-    """IDE or DA2S from the config keys (model, backbone, backbone_weights, image size, ablation)."""
+    """IDE or DA2S from the config keys (model, backbone, backbone_weights, image size, ablation), built
+    under `config["precision"]` (the model keeps that dtype policy: `model.dtype_policy.name`)."""
     kind = config["model"]
     if kind not in MODEL_CLASSES:
         raise ValueError(f'`model` must be "ide" or "da2s". Received: model={kind!r}')
@@ -99,7 +102,16 @@ def build_reid_model(config, num_classes):
     }
     if kind == "da2s":
         kwargs.update(use_se=config["use_se"], use_isdc=config["use_isdc"])
-    return MODEL_CLASSES[kind](**kwargs)
+    with policy_scope(config["precision"]):
+        return _built(MODEL_CLASSES[kind](**kwargs))
+
+
+def _built(model):
+    """Calls `model` once on zeros so every layer (also those made in `build`) exists, under the current policy."""
+    height, width, _ = model.image_shape
+    dummy = tf.zeros([1, height, width, 3])
+    model((dummy, dummy) if isinstance(model, DA2S) else dummy)
+    return model
 
 
 def model_inputs(model, batch):
@@ -126,13 +138,15 @@ def make_train_step(model, optimizer, global_batch_size):
     def train_step(batch):
         # 1. Pick the model's inputs (one image or a stream pair) and the identity labels.
         inputs, labels = model_inputs(model, batch), batch["label"]
-        # 2. Forward in training mode; per-example cross-entropy summed / GLOBAL batch size.
+        # 2. Forward in training mode; per-example float32 cross-entropy summed / GLOBAL batch size.
         with tf.GradientTape() as tape:
-            logits = model(inputs, training=True)
+            logits = tf.cast(model(inputs, training=True), tf.float32)
             per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             loss = tf.reduce_sum(per_example) / global_batch_size
-        # 3. Gradients and the SGD update (the optimizer all-reduces across replicas).
-        grads = tape.gradient(loss, model.trainable_variables)
+            scaled = optimizer.scale_loss(loss)
+        # 3. Gradients (of the loss-scaled loss under mixed_float16) and the SGD update (the optimizer
+        #    unscales them and all-reduces across replicas).
+        grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         # 4. Report the loss and the batch accuracy on the same scale.
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1), tf.cast(labels, tf.int64)), tf.float32)
@@ -226,18 +240,16 @@ def train_reid(config):
             f"`batch_size`={config['batch_size']} exceeds the {facts['num_examples']} training records"
         )
     total_steps = config["max_steps"] or config["epochs"] * steps_per_epoch
-    height, width = config["image_height"], config["image_width"]
     with strategy.scope():
         model = build_reid_model(config, facts["num_classes"])
-        dummy = tf.zeros([1, height, width, 3])
-        model((dummy, dummy) if isinstance(model, DA2S) else dummy)
-        optimizer = make_optimizer(
+        optimizer = wrap_optimizer(make_optimizer(
             config["learning_rate"], config["decayed_learning_rate"],
             decay_step=config["lr_decay_epoch"] * steps_per_epoch, momentum=config["momentum"],
-        )
+        ), model.dtype_policy.name)
     run_config = {
         "flags": config,
         "model_class": config["model"],
+        "precision": model.dtype_policy.name,
         "model": {**model.get_config(), "weights": None},  # the checkpoint holds all weights
         "optimizer": keras.optimizers.serialize(optimizer),
         **facts,
@@ -259,9 +271,10 @@ def train_reid(config):
     return {**summary, **facts, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps}
 
 
-def load_reid_model(run_dir):
-    """Rebuilds the IDE or DA2S of a training run from `<run_dir>/config.json` and restores its latest
-    checkpoint (`<run_dir>/checkpoints/`, attribute `model`)."""
+def load_reid_model(run_dir, precision="float32"):
+    """Rebuilds the IDE or DA2S of a training run from `<run_dir>/config.json` under `precision` (any
+    setting of `training.precision`, whatever the run trained in: checkpoints hold float32 variables) and
+    restores its latest checkpoint (`<run_dir>/checkpoints/`, attribute `model`)."""
     config_path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"No re-ID run config at {config_path!r} (run_dir={run_dir!r}).")
@@ -272,10 +285,8 @@ def load_reid_model(run_dir):
         raise ValueError(
             f"{config_path!r} is not a re-ID run config (model_class={kind!r}, keys {sorted(config)})"
         )
-    model = MODEL_CLASSES[kind].from_config(config["model"])
-    height, width, _ = model.image_shape
-    dummy = tf.zeros([1, height, width, 3])
-    model((dummy, dummy) if kind == "da2s" else dummy)
+    with policy_scope(precision):
+        model = _built(MODEL_CLASSES[kind].from_config(config["model"]))
     latest = tf.train.latest_checkpoint(loop.checkpoint_dir(run_dir))
     if latest is None:
         raise FileNotFoundError(f"No checkpoint in {loop.checkpoint_dir(run_dir)!r} (run_dir={run_dir!r}).")
