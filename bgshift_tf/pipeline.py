@@ -9,7 +9,7 @@ Usage:
 
 Everything goes to <runs_root>/<name>/ (report.html, stages/, timings.json, ...). Re-running skips the
 stages that are complete with the same settings and resumes an interrupted one; see
-bgshift_tf/workflow/stages.py and bgshift_tf/workflow/main_job.py.
+bgshift_tf/workflow/stages.py, main_job.py (the stages) and run_layout.py (the run folder).
 """
 
 from absl import app

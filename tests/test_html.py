@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgshift_tf.report import figures, grids, html, paper_results, tsne
+from bgshift_tf.report import figures, grids, html, html_blocks, html_sections, paper_results, tsne
 
 DOMAINS = {"synmarket": (70, 110, 160), "synduke": (150, 140, 100), "syncuhk": (90, 150, 90)}
 
@@ -151,9 +151,9 @@ def test_missing_sections_are_omitted_with_a_note(tmp_path):
 def test_paper_numbers_appear_labelled_beside_ours(report_data):
     folder, data = report_data
     page = html.render_report(data, base_dir=str(folder))
-    assert html.PAPER_LABEL in page and html.OURS_LABEL in page
+    assert html_sections.PAPER_LABEL in page and html_sections.OURS_LABEL in page
     for row in paper_results.TABLE2["rows"] + paper_results.TABLE3["rows"]:
-        assert html.esc(row["name"]) in page
+        assert html_blocks.esc(row["name"]) in page
     # Paper "Soft-mask" row: paper 22.3 / 43.3 then ours 28.0 / 45.0 on the same table row.
     soft = re.search(r"<tr><td class=\"left\">Soft-mask</td>(.*?)</tr>", page).group(1)
     numbers = re.findall(r">(?:<strong>)?([\d.]+)(?:</strong>)?</td>", soft)
@@ -184,10 +184,10 @@ def test_write_report_is_atomic_and_overwrites(tmp_path):
 
 
 def test_number_formatting():
-    assert html.fmt_number(1234) == "1,234"
-    assert html.fmt_number(0.08412) == "0.08412"
-    assert html.fmt_number(2.1e-5) == "2.10e-05"
-    assert html.fmt_number(1534.0) == "1,534.0"
+    assert html_blocks.fmt_number(1234) == "1,234"
+    assert html_blocks.fmt_number(0.08412) == "0.08412"
+    assert html_blocks.fmt_number(2.1e-5) == "2.10e-05"
+    assert html_blocks.fmt_number(1534.0) == "1,534.0"
 
 
 def test_timings_table_totals_and_status_column():

@@ -7,7 +7,9 @@ import re
 import pytest
 from PIL import Image
 
-from bgshift_tf.workflow import main_job
+from bgshift_tf.training import gan_run
+from bgshift_tf.workflow import config as config_lib
+from bgshift_tf.workflow import experiments, main_job, model_table, report_data
 from bgshift_tf.workflow import stages as stages_lib
 
 TINY_FLAGS = os.path.join(os.path.dirname(__file__), "..", "bgshift_tf", "configs", "tiny.flags")
@@ -17,7 +19,7 @@ MODELS = ["ide_original", "ide_softmask", "da2s"]
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """Runs the tiny pipeline once: (config, run_dir, stage results, log lines)."""
-    config = {**main_job.config_from_flagfile(TINY_FLAGS), "runs_root": str(tmp_path_factory.mktemp("runs"))}
+    config = {**config_lib.config_from_flagfile(TINY_FLAGS), "runs_root": str(tmp_path_factory.mktemp("runs"))}
     lines = []
     result = main_job.run_main_job(config, log=lines.append)
     return config, result["run_dir"], result["stages"], lines
@@ -27,7 +29,7 @@ def tiny_run(tmp_path_factory):
 def test_tiny_pipeline_runs_every_stage_and_writes_timings(tiny_run):
     _, run_dir, stages, _ = tiny_run
     expected = (["world", "tfrecords", "train_gan", "generate"] + [f"train_{m}" for m in MODELS]
-                + [f"eval_{m}" for m in MODELS] + ["quality", "domain_distance", "export", "report"])
+                + [f"eval_{m}" for m in MODELS] + ["quality", "domain_distance", "export", "figures", "report"])
     assert list(stages) == expected
     rows = stages_lib.read_timings(run_dir)
     assert [row["stage"] for row in rows] == expected
@@ -90,50 +92,102 @@ def test_tiny_pipeline_resumes_at_a_removed_stage_and_its_dependents_only(tiny_r
     assert sum("skipped: complete with the same config" in line for line in lines) == len(result["stages"]) - 2
 
 
-def test_read_flagfile_nested_bool_and_override(tmp_path):
+def test_trainer_flagfile_nested_bool_and_override_parsed_by_absl(tmp_path):
     base = tmp_path / "base.flags"
     base.write_text("# comment\n--epochs=5\n--use_se\n--batch_size=8\n")
     top = tmp_path / "top.flags"
     top.write_text(f"--flagfile={base}\n--batch_size=16\n--nouse_isdc\n")
-    assert main_job.read_flagfile(str(top)) == {"epochs": "5", "use_se": "true", "batch_size": "16",
-                                                "use_isdc": "false"}
-    defaults = {"epochs": 1, "use_se": False, "use_isdc": True, "batch_size": 2, "learning_rate": 0.1}
-    config = main_job.trainer_config(str(top), ["learning_rate=0.5", "epochs=7"], defaults, "reid")
-    assert config == {"epochs": 7, "use_se": True, "use_isdc": False, "batch_size": 16, "learning_rate": 0.5}
-    with pytest.raises(ValueError, match=r"reid settings \['bogus'\]"):
-        main_job.trainer_config(str(top), ["bogus=1"], defaults, "reid")
-    with pytest.raises(ValueError, match=r"`epochs` must be a int. Received: epochs='x'"):
-        main_job.trainer_config(str(top), ["epochs=x"], defaults, "reid")
+    defaults = {"epochs": 1, "use_se": False, "use_isdc": True, "batch_size": 2, "learning_rate": 0.1,
+                "dirs": []}
+    assert config_lib.trainer_config(str(top), [], defaults, "reid") == {
+        "epochs": 5, "use_se": True, "batch_size": 16, "use_isdc": False}
+    config = config_lib.trainer_config(str(top), ["learning_rate=0.5", "epochs=7", "dirs=a,b"], defaults, "reid")
+    assert config == {"epochs": 7, "use_se": True, "use_isdc": False, "batch_size": 16, "learning_rate": 0.5,
+                      "dirs": ["a", "b"]}
+    with pytest.raises(ValueError, match=r"`reid_overrides` sets \['bogus'\]"):
+        config_lib.trainer_config(str(top), ["bogus=1"], defaults, "reid")
+    with pytest.raises(ValueError, match=r"flag --epochs=x: invalid literal"):
+        config_lib.trainer_config(str(top), ["epochs=x"], defaults, "reid")
     with pytest.raises(ValueError, match="must be key=value"):
-        main_job.trainer_config("", ["epochs"], defaults, "reid")
+        config_lib.trainer_config("", ["epochs"], defaults, "reid")
+
+
+def test_trainer_flagfile_with_an_unknown_key_names_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.flags"
+    bad.write_text("--epochs=5\n--lambda_typo=3\n")
+    with pytest.raises(ValueError, match=rf"gan flagfile '{bad}' \(or one it includes\) sets 'lambda_typo'"):
+        config_lib.trainer_config(str(bad), [], gan_run.DEFAULT_CONFIG, "gan")
+    top = tmp_path / "top.flags"
+    top.write_text(f"--flagfile={bad}\n")
+    with pytest.raises(ValueError, match=r"sets 'lambda_typo', which is not one of its keys"):
+        config_lib.trainer_config(str(top), [], gan_run.DEFAULT_CONFIG, "gan")
+    with pytest.raises(ValueError, match=r"pipeline flagfile .* sets 'epochs'"):
+        config_lib.config_from_flagfile(str(bad))
 
 
 def test_report_lists_the_gan_settings_that_differ_from_the_paper(monkeypatch):
-    from bgshift_tf.training.gan_run import DEFAULT_CONFIG
-
     configs = os.path.abspath(os.path.dirname(TINY_FLAGS))
     monkeypatch.chdir(os.path.dirname(os.path.dirname(configs)))  # nested flagfile paths are repo-relative
-    paper = main_job.trainer_config(os.path.join(configs, "gan_paper.flags"), [], DEFAULT_CONFIG, "gan")
-    assert main_job.gan_settings_not_from_paper(paper) == []
-    demo = main_job.trainer_config(os.path.join(configs, "gan_demo.flags"), [], DEFAULT_CONFIG, "gan")
-    changed = main_job.gan_settings_not_from_paper(demo)
+    defaults = gan_run.DEFAULT_CONFIG
+    paper = config_lib.trainer_config(os.path.join(configs, "gan_paper.flags"), [], defaults, "gan")
+    assert report_data.gan_settings_not_from_paper(paper) == []
+    demo = config_lib.trainer_config(os.path.join(configs, "gan_demo.flags"), [], defaults, "gan")
+    changed = report_data.gan_settings_not_from_paper(demo)
     assert "lambda_bgs 50 [5]" in changed and "image_height 64 [256]" in changed and "n_critic 1 [5]" in changed
     assert not any(item.startswith(("lambda_rec", "lambda_sc", "batch_size", "max_steps")) for item in changed)
-    tiny = main_job.trainer_config(os.path.join(configs, "gan_tiny.flags"), [], DEFAULT_CONFIG, "gan")
-    assert "max_steps 4 [epochs 5]" in main_job.gan_settings_not_from_paper(tiny)
+    tiny = config_lib.trainer_config(os.path.join(configs, "gan_tiny.flags"), [], defaults, "gan")
+    assert "max_steps 4 [epochs 5]" in report_data.gan_settings_not_from_paper(tiny)
 
 
 def test_bad_pipeline_settings_name_the_flag():
-    tiny = main_job.config_from_flagfile(TINY_FLAGS)
-    assert tiny["ide_variants"] == ["original", "softmask"] and tiny["export_tflite"] == []
+    tiny = config_lib.config_from_flagfile(TINY_FLAGS)
+    assert tiny["ide_variants"] == ["original", "soft_mask"] and tiny["export_tflite"] == []
     with pytest.raises(ValueError, match="`source` must be one of the domains"):
-        main_job.Context(main_job.merge_config({**tiny, "source": "market"}))
+        main_job.layout({**tiny, "source": "market"})
     with pytest.raises(ValueError, match="`targets` must be domains other than the source"):
-        main_job.Context(main_job.merge_config({**tiny, "targets": ["synmarket"]}))
-    with pytest.raises(ValueError, match="`ide_variants` must be among"):
-        main_job.merge_config({**tiny, "ide_variants": ["sketch"]})
+        main_job.layout({**tiny, "targets": ["synmarket"]})
+    with pytest.raises(ValueError, match="`ide_variants` .* must be among"):
+        config_lib.merge_config({**tiny, "ide_variants": ["sketch"]})
+    with pytest.raises(ValueError, match=r"`ide_variants` .* Received: \['softmask'\]"):
+        config_lib.merge_config({**tiny, "ide_variants": ["softmask"]})  # the old spelling is gone
     with pytest.raises(ValueError, match=r"unknown pipeline settings \['nope'\]"):
-        main_job.merge_config({"nope": 1})
+        config_lib.merge_config({"nope": 1})
+
+
+def test_model_table_drives_training_and_evaluation_inputs_and_rejects_unknown_keys(tmp_path):
+    tiny = config_lib.config_from_flagfile(TINY_FLAGS)
+    ctx = main_job.layout({**tiny, "runs_root": str(tmp_path)})
+    generated = os.path.join(ctx.run_dir, "generated")
+    da2s = main_job.reid_train_config(ctx, "da2s")
+    assert da2s["stream1_dir"] == os.path.join(generated, "synmarket_soft_mask")
+    assert da2s["stream2_dir"] == os.path.join(generated, "synmarket_style_transfer_to_synduke")
+    assert (da2s["use_se"], da2s["use_isdc"], da2s["train_dir"]) == (True, True, "")
+    hard = main_job.reid_train_config(ctx, "ide_hardmask")
+    assert hard["hard_mask"] is True and hard["train_dir"] == ctx.tfrecords("synmarket")
+    nosc = main_job.reid_train_config(ctx, "ide_softmask_nosc")
+    assert nosc["train_dir"] == os.path.join(ctx.run_dir, "generated_nosc", "synmarket_soft_mask")
+    assert main_job.eval_inputs(ctx, "da2s", "synduke") == (
+        ctx.tfrecords("synduke"), os.path.join(generated, "synduke_soft_mask"), False, "")
+    assert main_job.eval_inputs(ctx, "da2s_2soft", "synduke") == (
+        os.path.join(generated, "synduke_soft_mask"), None, True, "")
+    folder, _, _, note = main_job.eval_inputs(ctx, "ide_hardmask", "synduke")  # nothing generated yet
+    assert folder == ctx.tfrecords("synduke") and "no masks on query/gallery" in note
+    assert model_table.main_model_keys(["original", "soft_mask"], True) == ["ide_original", "ide_softmask", "da2s"]
+    assert experiments.experiment_keys()[:2] == ["ide_original", "ide_hardmask"]
+    for bad in (lambda: model_table.model("ide_sketch"), lambda: main_job.reid_stage(ctx, "ide_sketch"),
+                lambda: main_job.main_job_stages(ctx, extra_models=["da2s_typo"])):
+        with pytest.raises(ValueError, match=r"unknown re-ID model key 'ide_sketch'|'da2s_typo'"):
+            bad()
+
+
+def test_a_stage_whose_dependency_is_missing_fails_before_anything_runs(tmp_path):
+    tiny = config_lib.config_from_flagfile(TINY_FLAGS)
+    ctx = main_job.layout({**tiny, "runs_root": str(tmp_path)})
+    stages = main_job.main_job_stages(ctx)
+    orphan = stages_lib.Stage("sketch", dict, deps=["train_gan_sketch"])
+    with pytest.raises(ValueError, match=r"stage 'sketch' depends on \['train_gan_sketch'\]"):
+        stages_lib.run_stages(ctx.run_dir, stages[:-1] + [orphan])
+    assert not os.path.exists(os.path.join(ctx.run_dir, "timings.json"))  # nothing ran
 
 
 def _row(key, name, mAP, r1):
@@ -142,8 +196,6 @@ def _row(key, name, mAP, r1):
 
 
 def test_experiment_tables_ordering_checks_and_markdown():
-    from bgshift_tf.workflow import experiments
-
     tables = {"setting": "a → b", "table2": [
         _row("ide_original", "Original", 10.0, 20.0), _row("ide_hardmask", "Hard mask", 12.0, 19.0),
         _row("ide_style", "Style", 11.0, 21.0), _row("ide_softmask_nosc", "Soft w/o", 13.0, 22.0),

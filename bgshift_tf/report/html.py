@@ -1,4 +1,5 @@
-"""Self-contained HTML report of a run (`runs/<name>/report.html`).
+"""Self-contained HTML report of a run (`runs/<name>/report.html`): the page shell (this module), its
+sections (`html_sections`) and their building blocks (`html_blocks`).
 
 The page opens offline: images are embedded as base64 data URIs, CSS is inline, there are no scripts,
 fonts or external URLs. All text is escaped. A section whose data is missing is replaced by a short note.
@@ -48,17 +49,14 @@ Relative image paths are resolved against `base_dir` (default: the folder of the
 Image arrays: uint8 `[H, W, 3]` or float `[H, W, 3]` in [-1, 1] (see `figures.to_uint8_rgb`).
 """
 
-import base64
 import datetime
-import html
-import io
 import os
-from collections.abc import Mapping, Sequence
-
-import numpy as np
+from collections.abc import Mapping
 
 from bgshift_tf import atomic_io
-from bgshift_tf.report import figures, paper_results
+from bgshift_tf.report import html_blocks as blocks
+from bgshift_tf.report import html_sections as sections
+from bgshift_tf.report.html_blocks import esc
 
 # (anchor, title, data key); the order of the page.
 SECTIONS = (
@@ -74,404 +72,6 @@ SECTIONS = (
     ("notes", "Notes", "notes"),
 )
 
-PAPER_LABEL = "paper, real data (Market/Duke/CUHK03)"
-OURS_LABEL = "ours, synthetic world"
-
-
-def esc(value) -> str:
-    """HTML-escapes any value's text (quotes included, so it is safe in attributes too)."""
-    return html.escape(str(value), quote=True)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Images and numbers
-# ----------------------------------------------------------------------------------------------------
-
-
-def _image_bytes(image, base_dir: str) -> tuple[bytes, str] | str:
-    """Encoded bytes and MIME type of an image, or a str saying why it is unavailable."""
-    from PIL import Image, UnidentifiedImageError
-
-    if hasattr(image, "savefig"):
-        buffer = io.BytesIO()
-        image.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-        return buffer.getvalue(), "image/png"
-    if isinstance(image, np.ndarray):
-        buffer = io.BytesIO()
-        Image.fromarray(figures.to_uint8_rgb(image)).save(buffer, format="PNG")
-        return buffer.getvalue(), "image/png"
-    if isinstance(image, (bytes, bytearray)):
-        data, label = bytes(image), "image bytes"
-    elif isinstance(image, (str, os.PathLike)):
-        path = os.path.join(base_dir, os.fspath(image))
-        if not os.path.isfile(path):
-            return f"image file not found: {path}"
-        with open(path, "rb") as f:
-            data, label = f.read(), path
-    else:
-        return f"unsupported image value of type {type(image).__name__}"
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            kind = opened.format
-            if kind in ("PNG", "JPEG", "GIF", "WEBP"):
-                opened.verify()
-                return data, f"image/{kind.lower()}"
-            buffer = io.BytesIO()
-            opened.convert("RGB").save(buffer, format="PNG")
-            return buffer.getvalue(), "image/png"
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        return f"{label} is not a readable image ({error})"
-
-
-def _img(image, alt: str, base_dir: str) -> str:
-    encoded = _image_bytes(image, base_dir)
-    if isinstance(encoded, str):
-        return _note(encoded)
-    data, mime = encoded
-    return f'<img src="data:{mime};base64,{base64.b64encode(data).decode("ascii")}" alt="{esc(alt)}">'
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def fmt_number(value) -> str:
-    """Compact number text: integers as is, floats with 4 significant digits, tiny/huge in e-notation."""
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
-    value = float(value)
-    if value != value:
-        return "NaN"
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.1f}"
-    return f"{value:.2e}"
-
-
-def _cell(value, tag: str = "td") -> str:
-    if value is None:
-        return f'<{tag} class="num muted">—</{tag}>'
-    if _is_number(value):
-        return f'<{tag} class="num">{esc(fmt_number(value))}</{tag}>'
-    short = ' class="nw"' if len(str(value)) <= 32 else ""
-    return f"<{tag}{short}>{esc(value)}</{tag}>"
-
-
-def _seconds(value) -> str:
-    value = float(value)
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, seconds = divmod(round(value), 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-# ----------------------------------------------------------------------------------------------------
-# Building blocks
-# ----------------------------------------------------------------------------------------------------
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{esc(text)}</p>'
-
-
-def _missing(key: str) -> str:
-    return _note(f"Not available: the report data has no “{key}” entry (stage not run or skipped).")
-
-
-def _figure(entry, base_dir: str, wide: bool = False) -> str:
-    if not isinstance(entry, Mapping) or "image" not in entry:
-        return _note("A figure entry without an image was skipped.")
-    title, caption = entry.get("title", ""), entry.get("caption", "")
-    parts = [f'<figure class="card{" wide" if wide else ""}">']
-    if title:
-        parts.append(f"<h3>{esc(title)}</h3>")
-    parts.append(f'<div class="frame">{_img(entry["image"], title or caption or "figure", base_dir)}</div>')
-    if caption:
-        parts.append(f"<figcaption>{esc(caption)}</figcaption>")
-    parts.append("</figure>")
-    return "".join(parts)
-
-
-def _figures(entries, base_dir: str, wide: bool = False) -> str:
-    if isinstance(entries, Mapping):
-        entries = [entries]
-    cards = "".join(_figure(e, base_dir, wide) for e in entries)
-    return f'<div class="grid{" grid-wide" if wide else ""}">{cards}</div>'
-
-
-def _table(table: Mapping) -> str:
-    columns, rows = list(table.get("columns", [])), list(table.get("rows", []))
-    if not rows:
-        return _note(f"Table “{table.get('title', '')}” has no rows.")
-    parts = ['<div class="card">']
-    if table.get("title"):
-        parts.append(f"<h3>{esc(table['title'])}</h3>")
-    parts.append('<div class="scroll"><table><thead><tr>')
-    for i, column in enumerate(columns):
-        values = [row.get(column) if isinstance(row, Mapping) else (row[i] if i < len(row) else None)
-                  for row in rows]
-        numeric = all(_is_number(v) or v is None for v in values)
-        parts.append(f'<th{" class=num" if numeric else ""}>{esc(column)}</th>')
-    parts.append("</tr></thead><tbody>")
-    for row in rows:
-        cells = [row.get(c) for c in columns] if isinstance(row, Mapping) else list(row)
-        parts.append("<tr>" + "".join(_cell(v) for v in cells) + "</tr>")
-    parts.append("</tbody></table></div>")
-    if table.get("caption"):
-        parts.append(f'<p class="caption">{esc(table["caption"])}</p>')
-    parts.append("</div>")
-    return "".join(parts)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Sections
-# ----------------------------------------------------------------------------------------------------
-
-
-def _run_section(data: Mapping, base_dir: str) -> str:
-    parts = []
-    timings = data.get("timings")
-    if timings:
-        rows = (
-            [{"stage": k, "seconds": v} for k, v in timings.items()] if isinstance(timings, Mapping)
-            else list(timings)
-        )
-        longest = max((float(r.get("seconds") or 0) for r in rows), default=0) or 1.0
-        total = sum(float(r.get("seconds") or 0) for r in rows)
-        with_status = any(r.get("status") for r in rows)
-        body = []
-        for r in rows:
-            seconds = r.get("seconds")
-            width = 0 if seconds is None else 100 * float(seconds) / longest
-            status = f'<td class="status">{esc(r.get("status", ""))}</td>' if with_status else ""
-            body.append(
-                f"<tr><td>{esc(r.get('stage', '?'))}</td>"
-                f'<td class="num">{esc(_seconds(seconds)) if seconds is not None else "—"}</td>'
-                f'<td class="barcell"><span class="bar" style="width:{width:.1f}%"></span></td>{status}</tr>'
-            )
-        parts.append(
-            '<div class="card"><h3>Stage timings</h3><div class="scroll"><table class="timings"><thead><tr>'
-            '<th>Stage</th><th class="num">Wall time</th><th></th>'
-            + ("<th>Status</th>" if with_status else "")
-            + "</tr></thead><tbody>"
-            + "".join(body)
-            + f'</tbody><tfoot><tr><td>Total</td><td class="num">{esc(_seconds(total))}</td><td></td>'
-            + ("<td></td>" if with_status else "")
-            + "</tr></tfoot></table></div></div>"
-        )
-    else:
-        parts.append(_missing("timings"))
-    flags = data.get("flags")
-    if flags:
-        rows = "".join(
-            f"<tr><td><code>--{esc(k)}</code></td><td><code>{esc(_flag_value(v))}</code></td></tr>"
-            for k, v in sorted(flags.items())
-        )
-        parts.append(
-            f'<div class="card"><details open><summary>Flags ({len(flags)})</summary>'
-            f'<div class="scroll"><table class="flags"><tbody>{rows}</tbody></table></div></details></div>'
-        )
-    else:
-        parts.append(_missing("flags"))
-    return '<div class="grid grid-run">' + "".join(parts) + "</div>"
-
-
-def _flag_value(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def _domain_distance_section(entry: Mapping, base_dir: str) -> str:
-    parts = []
-    if entry.get("figures"):
-        parts.append(_figures(entry["figures"], base_dir, wide=True))
-    summary = entry.get("summary")
-    if not summary or not summary.get("variants"):
-        parts.append(_missing("domain_distance.summary"))
-        return "".join(parts)
-    paper = paper_results.FIG6_DOMAIN_DISTANCE
-    rows = []
-    for variant, values in summary["variants"].items():
-        for pair in summary.get("pairs", list(values.get("l1_2d", {}))):
-            rows.append([
-                variant, pair, values["l1_feature"].get(pair), values["separation"].get(pair),
-                values["l1_2d"].get(pair), paper["values"].get(variant),
-            ])
-    features = summary.get("features", "not recorded")
-    parts.append(_table({
-        "title": "Distance between domain centres",
-        "columns": ["Variant", "Domains", "Feature L1 / dim (ours)", "Separation (ours)",
-                    "2-D t-SNE L1 (ours)", "2-D t-SNE L1 (paper, real data)"],
-        "rows": rows,
-        "caption": (
-            f"Ours, synthetic world; features: {features}. Feature-space columns are the trustworthy "
-            "ones: the L1 distance between domain centres per feature dimension, and the same distance "
-            "divided by the mean L1 spread of each domain around its centre (scale-free; ~0 = same "
-            "distribution). The 2-D t-SNE L1 is the paper's measure (Fig. 6); t-SNE keeps neighbourhoods, "
-            "not distances, so compare it only between variants of one run. Paper values: "
-            f"{paper['source']}, {paper['setting']}, real data. Lower = smaller domain gap."
-        ),
-    }))
-    return "".join(parts)
-
-
-def _percent(value):
-    if value is None:
-        return None
-    if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(
-            f"re-ID metrics in the report data must be fractions in [0, 1] (as evaluate_rank returns). "
-            f"Received: {value!r}"
-        )
-    return 100.0 * float(value)
-
-
-def _comparison_table(paper: Mapping, ours: Mapping | None, title: str) -> str:
-    """Paper rows (in paper order, ours matched by `paper_key`) then our rows without a paper match."""
-    columns = list(paper["columns"])
-    ours_rows = list((ours or {}).get("rows", []))
-    by_key = {}
-    for row in ours_rows:
-        if row.get("paper_key"):
-            by_key.setdefault(row["paper_key"], row)
-    setting = (ours or {}).get("setting", "")
-    lines = [{"group": p["group"], "name": p["name"], "paper": p, "ours": by_key.get(p["key"])}
-             for p in paper["rows"]]
-    known = {p["key"] for p in paper["rows"]}
-    lines += [{"group": "Ours only (no paper counterpart)", "name": r.get("name", "?"), "paper": None, "ours": r}
-              for r in ours_rows if r.get("paper_key") not in known]
-    ours_values = {id(line): {c: _percent(line["ours"].get(c)) for c in columns}
-                   for line in lines if line["ours"] is not None}
-    best_paper = {c: max(p[c] for p in paper["rows"]) for c in columns}
-    best_ours = {c: max((v[c] for v in ours_values.values() if v[c] is not None), default=None) for c in columns}
-    ncols = 1 + 2 * len(columns)
-    head = (
-        f'<thead><tr><th rowspan="2" class="left">Training data</th>'
-        f'<th colspan="{len(columns)}" class="paper">{esc(PAPER_LABEL)}<br><span>{esc(paper["setting"])}</span></th>'
-        f'<th colspan="{len(columns)}" class="ours">{esc(OURS_LABEL)}<br><span>{esc(setting or "—")}</span></th>'
-        "</tr><tr>"
-        + "".join(f'<th class="paper">{esc(c)}</th>' for c in columns)
-        + "".join(f'<th class="ours">{esc(c)}</th>' for c in columns)
-        + "</tr></thead>"
-    )
-    body, group = [], None
-    for line in lines:
-        if line["group"] != group:
-            group = line["group"]
-            body.append(f'<tr class="group"><td colspan="{ncols}">{esc(group)}</td></tr>')
-        cells = [f'<td class="left">{esc(line["name"])}</td>']
-        for c in columns:
-            value = None if line["paper"] is None else line["paper"][c]
-            cells.append(_metric_cell(value, best_paper[c], "paper"))
-        for c in columns:
-            value = ours_values[id(line)][c] if id(line) in ours_values else None
-            cells.append(_metric_cell(value, best_ours[c], "ours"))
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    caption = (
-        f"Left: {paper['source']} ({paper['setting']}), published numbers on real data, in %. "
-        f"Right: this run on the synthetic world ({setting or 'setting not given'}), in %"
-        + (f"; {ours.get('convention')}" if ours and ours.get("convention") else "")
-        + ". Absolute values are not comparable across the two; the row ordering is. Bold = best column."
-    )
-    return (
-        f'<div class="card wide"><h3>{esc(title)}</h3><div class="scroll"><table class="compare">'
-        f"{head}<tbody>{''.join(body)}</tbody></table></div><p class=\"caption\">{esc(caption)}</p></div>"
-    )
-
-
-def _metric_cell(value, best, side: str) -> str:
-    if value is None:
-        return f'<td class="num muted {side}">—</td>'
-    strong = best is not None and abs(value - best) < 1e-9
-    text = f"{value:.1f}"
-    return f'<td class="num {side}">{"<strong>" + text + "</strong>" if strong else text}</td>'
-
-
-def _reid_section(entry: Mapping, base_dir: str) -> str:
-    parts = [
-        _comparison_table(paper_results.TABLE2, entry.get("table2"),
-                          "Table 2 analogue: image types for cross-domain re-ID (IDE)"),
-        _comparison_table(paper_results.TABLE3, entry.get("table3"), "Table 3 analogue: DA-2S ablation"),
-    ]
-    if not entry.get("table2"):
-        parts.insert(1, _note("Ours: no “reid.table2” rows in the report data; paper numbers shown alone."))
-    if not entry.get("table3"):
-        parts.append(_note("Ours: no “reid.table3” rows in the report data; paper numbers shown alone."))
-    parts += [_table(t) for t in entry.get("extra_tables", [])]
-    return "".join(parts)
-
-
-def _exports_section(entries: Sequence[Mapping], base_dir: str) -> str:
-    cards = []
-    for model in entries:
-        parts = [f'<div class="card wide"><h3>{esc(model.get("name", "model"))}</h3>']
-        facts = []
-        if model.get("path"):
-            facts.append(f"<dt>Path</dt><dd><code>{esc(model['path'])}</code></dd>")
-        if model.get("formats"):
-            facts.append("<dt>Formats</dt><dd>" + " ".join(
-                f'<span class="pill">{esc(f)}</span>' for f in model["formats"]) + "</dd>")
-        if facts:
-            parts.append(f'<dl class="facts">{"".join(facts)}</dl>')
-        signatures = model.get("signatures") or {}
-        if signatures:
-            rows = []
-            for name, sig in signatures.items():
-                for direction in ("inputs", "outputs"):
-                    for tensor, spec in (sig.get(direction) or {}).items():
-                        rows.append(f"<tr><td><code>{esc(name)}</code></td><td>{direction[:-1]}</td>"
-                                    f"<td><code>{esc(tensor)}</code></td><td><code>{esc(spec)}</code></td></tr>")
-            parts.append('<h4>Serving signatures</h4><div class="scroll"><table><thead><tr>'
-                         '<th>Signature</th><th>Kind</th><th>Name</th>'
-                         f'<th>dtype / shape</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
-        else:
-            parts.append(_note("No signatures recorded."))
-        parity = model.get("parity") or {}
-        if parity:
-            tolerance = model.get("tolerance")
-            rows = []
-            for fmt, diff in parity.items():
-                ok = "" if tolerance is None else ("pass" if float(diff) <= float(tolerance) else "FAIL")
-                rows.append(f"<tr><td>{esc(fmt)}</td>{_cell(diff)}"
-                            f"{_cell(tolerance)}<td class=\"status {ok.lower()}\">{esc(ok)}</td></tr>")
-            parts.append('<h4>Numerical parity</h4><div class="scroll"><table class="parity"><thead><tr>'
-                         '<th>Runtime</th>'
-                         "<th class=num>max |diff| vs Keras</th><th class=num>Tolerance</th><th></th></tr></thead>"
-                         f'<tbody>{"".join(rows)}</tbody></table></div>')
-        if model.get("figures"):
-            parts.append(_figures(model["figures"], base_dir))
-        parts.append("</div>")
-        cards.append("".join(parts))
-    return '<div class="grid grid-wide">' + "".join(cards) + "</div>"
-
-
-def _notes_section(notes, base_dir: str) -> str:
-    if isinstance(notes, str):
-        notes = [notes]
-    return '<div class="card"><ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul></div>"
-
-
-def _render_section(key: str, value, base_dir: str) -> str:
-    """HTML body of the section holding `data[key]`."""
-    if key == "domain_distance":
-        return _domain_distance_section(value, base_dir)
-    if key == "suppression_quality":
-        return "".join(_table(t) for t in ([value] if isinstance(value, Mapping) else value))
-    if key == "reid":
-        return _reid_section(value, base_dir)
-    if key == "exports":
-        return _exports_section(value, base_dir)
-    if key == "notes":
-        return _notes_section(value, base_dir)
-    return _figures(value, base_dir, wide=True)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Page
-# ----------------------------------------------------------------------------------------------------
 
 _CSS = """
 :root{--bg:#f4f6fa;--card:#fff;--ink:#1f2937;--muted:#6b7280;--line:#e5e7eb;--accent:#2563eb;
@@ -558,19 +158,19 @@ def render_report(data: Mapping, *, base_dir: str = ".") -> str:
                          f"Received keys: {sorted(data) if isinstance(data, Mapping) else type(data).__name__}")
     run_name = str(data["run_name"])
     created = data.get("created") or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    toc, sections = [], []
+    toc, bodies = [], []
     for anchor, title, key in SECTIONS:
         present = (bool(data.get("flags") or data.get("timings")) if key is None else bool(data.get(key)))
         if key == "notes" and not present:
             continue
         if key is None:
-            body = _run_section(data, base_dir)
+            body = sections.run_section(data, base_dir)
         elif present:
-            body = _render_section(key, data[key], base_dir)
+            body = sections.render_section(key, data[key], base_dir)
         else:
-            body = _missing(key)
+            body = blocks.missing(key)
         toc.append(f'<li{"" if present else " class=absent"}><a href="#{anchor}">{esc(title)}</a></li>')
-        sections.append(f'<section id="{anchor}"><h2>{esc(title)}</h2>{body}</section>')
+        bodies.append(f'<section id="{anchor}"><h2>{esc(title)}</h2>{body}</section>')
     summary = f'<p class="summary">{esc(data["summary"])}</p>' if data.get("summary") else ""
     return (
         "<!DOCTYPE html>\n"
@@ -582,7 +182,7 @@ def render_report(data: Mapping, *, base_dir: str = ".") -> str:
         '<main class="wrap"><nav class="toc"><h2>Contents</h2><ol>'
         + "".join(toc)
         + "</ol></nav>"
-        + "".join(sections)
+        + "".join(bodies)
         + "</main><footer>Self-contained report: every image is embedded; no network access needed. "
         "Paper numbers are published real-data results; ours come from this run.</footer></body></html>\n"
     )

@@ -5,28 +5,27 @@ style branch, source -> target), soft-mask, and soft-mask from an SBSGAN trained
 Table 3 (two-stream network): baseline without SE and ISDC, + SE, + SE + ISDC (= DA-2S), and DA-2S fed two
 style-transferred or two soft-mask images.
 
-The job is the main job's stage list (`workflow.main_job`) with the extra models and one extra SBSGAN
-(`train_gan_nosc`, `generate_nosc`), plus a `tables` stage writing `<run_dir>/experiments/table2.md`,
-`table3.md` and `tables.json`, and the report with every row. It runs in the main job's run folder with
+The job is the main job's stage list (`main_job.main_job_stages`) with the extra models (rows of
+`workflow.model_table`) and the SBSGAN they need (`train_gan_nosc`, `generate_nosc`), plus a `tables`
+stage writing `<run_dir>/experiments/table2.md`, `table3.md` and `tables.json`, and the report with every row. It runs in the main job's run folder with
 the main job's settings (the experiments flagfile includes the main one), so every stage the main job has
 completed with the same settings (data, SBSGAN, shared re-ID models, evaluations) is skipped.
-Each model is tested on the target domain with the inputs of its kind (see `main_job.eval_inputs`).
+Each model is tested on the target domain with its `eval_variants` (`workflow.model_table`).
 """
 
 import os
 
 from bgshift_tf import atomic_io
 from bgshift_tf.report import paper_results
-from bgshift_tf.workflow import main_job
+from bgshift_tf.workflow import main_job, model_table, report_data
 from bgshift_tf.workflow import stages as stages_lib
 
-TABLE2_KEYS = ("ide_original", "ide_hardmask", "ide_style", "ide_softmask_nosc", "ide_softmask")
-TABLE3_KEYS = ("da2s_base", "da2s_se", "da2s", "da2s_2style", "da2s_2soft")
-NOSC = "_nosc"
+TABLES = {"table2": paper_results.TABLE2, "table3": paper_results.TABLE3}
 
 
-def _paper_rows(table):
-    return {row["key"]: row for row in table["rows"]}
+def experiment_keys():
+    """Every model of Tables 2 and 3, in row order."""
+    return [key for table in TABLES for key in model_table.table_keys(table)]
 
 
 def build_tables(ctx) -> dict:
@@ -35,17 +34,15 @@ def build_tables(ctx) -> dict:
     Rows: {"key", "name", "paper_key", "mAP", "R-1", "R-5", "R-10" (percent, ours), "paper": {...}}.
     """
     tables = {"setting": f"{ctx.source} → {ctx.target}", "table2": [], "table3": []}
-    for table_name, keys, names, paper in (("table2", TABLE2_KEYS, main_job.TABLE2_ROWS, paper_results.TABLE2),
-                                           ("table3", TABLE3_KEYS, main_job.TABLE3_ROWS, paper_results.TABLE3)):
-        paper_rows = _paper_rows(paper)
-        for key in keys:
-            metrics = main_job.read_eval(ctx, key)[ctx.target]
-            name, paper_key = names[key]
+    for table_name, paper in TABLES.items():
+        paper_rows = {row["key"]: row for row in paper["rows"]}
+        for key in model_table.table_keys(table_name):
+            spec = model_table.model(key)
+            ours = report_data.metrics_row(report_data.read_eval(ctx, key)[ctx.target])
             tables[table_name].append({
-                "key": key, "name": name, "paper_key": paper_key,
-                "mAP": 100 * metrics["mAP"], "R-1": 100 * metrics["rank1"], "R-5": 100 * metrics["rank5"],
-                "R-10": 100 * metrics["rank10"],
-                "paper": {c: paper_rows[paper_key][c] for c in paper["columns"]},
+                "key": key, "name": spec.name, "paper_key": spec.paper_key,
+                **{column: 100 * value for column, value in ours.items()},
+                "paper": {c: paper_rows[spec.paper_key][c] for c in paper["columns"]},
             })
     tables["checks"] = ordering_checks(tables)
     return tables
@@ -87,43 +84,32 @@ def to_markdown(tables, table_name) -> str:
 
 def tables_stage(ctx):
     out_dir = ctx.path("experiments")
+    keys = experiment_keys()
 
     def fn():
         tables = build_tables(ctx)
         os.makedirs(out_dir, exist_ok=True)
         atomic_io.write_json(os.path.join(out_dir, "tables.json"), tables)
         paths = {}
-        for name in ("table2", "table3"):
+        for name in TABLES:
             path = os.path.join(out_dir, f"{name}.md")
             atomic_io.write_text(path, to_markdown(tables, name))
             paths[name] = path
         return {"tables": tables, "markdown": paths, "json": os.path.join(out_dir, "tables.json")}
 
-    deps = [f"eval_{key}" for key in TABLE2_KEYS + TABLE3_KEYS]
-    return stages_lib.Stage("tables", fn, config={"keys": list(TABLE2_KEYS + TABLE3_KEYS)}, deps=deps,
+    return stages_lib.Stage("tables", fn, config={"keys": keys}, deps=[f"eval_{key}" for key in keys],
                             clean_paths=[out_dir], budget=5)
 
 
 def experiment_stages(ctx):
-    """The main job's stages plus the ablation SBSGAN, every Table 2/3 model, the tables and the report."""
-    keys = list(TABLE2_KEYS + TABLE3_KEYS)
-    stages = [main_job.world_stage(ctx), main_job.tfrecords_stage(ctx), main_job.gan_stage(ctx),
-              main_job.generate_stage(ctx), main_job.gan_stage(ctx, NOSC, lambda_sc=0.0),
-              main_job.generate_stage(ctx, NOSC, kinds=("soft_mask",), with_style=False)]
-    stages += [main_job.reid_stage(ctx, key) for key in keys]
-    stages += [main_job.eval_stage(ctx, key) for key in keys]
-    if ctx.config["data"] == "synthetic":
-        stages.append(main_job.quality_stage(ctx))
-    stages += [main_job.domain_distance_stage(ctx), main_job.export_stage(ctx), tables_stage(ctx),
-               main_job.report_stage(ctx, keys, extra_generators={"w/o L_sc": ctx.gan_dir(NOSC)},
-                                     deps_extra=[f"train_gan{NOSC}"])]
-    return stages
+    """The main job's stages with every Table 2/3 model (and the SBSGANs they need) and the tables stage."""
+    return main_job.main_job_stages(ctx, extra_models=experiment_keys(), extra_stages=[tables_stage(ctx)])
 
 
 def run_experiments(config, *, force=(), log=None) -> dict:
-    """Runs the experiments on `config` (keys of main_job.DEFAULT_CONFIG); returns the tables and paths."""
-    ctx = main_job.Context(main_job.merge_config(config))
+    """Runs the experiments on `config` (keys of config.DEFAULT_CONFIG); returns the tables and paths."""
+    ctx = main_job.layout(config)
     results = stages_lib.run_stages(ctx.run_dir, experiment_stages(ctx), force=tuple(force), log=log)
     outputs = results["tables"]["outputs"]
     return {"run_dir": ctx.run_dir, "tables": outputs["tables"], "markdown": outputs["markdown"],
-            "report": ctx.path("report.html"), "stages": results}
+            "report": ctx.report(), "stages": results}

@@ -1,0 +1,121 @@
+"""Every re-ID model the workflow can train, and the SBSGANs they need: one frozen record each.
+
+The stage builders (`workflow.main_job`), the evaluation inputs and the report tables all read these
+records; a key that is not here fails loudly (`model`). Adding a model is one `ReidModel` line (plus,
+for a new paper row, its entry in `report.paper_results`).
+
+Image inputs use the vocabulary of `data.variants`. Training inputs: IDE one variant, DA-2S one per
+stream (`hard_mask` training masks the original records on the fly with their parser masks).
+Evaluation inputs, per stream, on each test domain: `original` = the domain's TFRecords, `soft_mask`
+= that domain's images through the model's SBSGAN; a `hard_mask` test input falls back to the original
+images (with a note) on a domain whose query/gallery records have no masks.
+"""
+
+import dataclasses
+
+from bgshift_tf.data.variants import HARD_MASK, ORIGINAL, SOFT_MASK, STYLE_TRANSFER
+
+
+@dataclasses.dataclass(frozen=True)
+class Sbsgan:
+    """One trained SBSGAN: `train_gan<suffix>` with `changes` over the run's GAN flagfile, generating
+    `variants` into `generated<suffix>/`; `label` names its soft-mask row in the report's image grid."""
+
+    suffix: str
+    changes: tuple = ()  # (key, value) pairs
+    variants: tuple = (SOFT_MASK, HARD_MASK, STYLE_TRANSFER)
+    label: str = ""
+
+
+PAPER_SBSGAN = Sbsgan("")
+NO_SC_SBSGAN = Sbsgan("_nosc", changes=(("lambda_sc", 0.0),), variants=(SOFT_MASK,), label="w/o L_sc")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReidModel:
+    """One re-ID model: `train_<key>` / `eval_<key>` stages, `reid/<key>/`, and its report row.
+
+    Attributes:
+        key: stage and folder name.
+        network: "ide" or "da2s".
+        train_variants: training images per stream (IDE: 1, DA-2S: 2), from the source domain.
+        eval_variants: test images per stream on every test domain; two equal DA-2S streams mean the
+            same image goes to both.
+        sbsgan: the SBSGAN whose generated images it trains and tests on.
+        table: "table2", "table3" or None (the paper table holding its row).
+        name: display name of its row.
+        paper_key: its row key in that table of `report.paper_results`.
+        use_se / use_isdc: DA-2S blocks (None for IDE).
+    """
+
+    key: str
+    network: str
+    train_variants: tuple
+    eval_variants: tuple
+    table: str | None
+    name: str
+    paper_key: str
+    sbsgan: Sbsgan = PAPER_SBSGAN
+    use_se: bool | None = None
+    use_isdc: bool | None = None
+
+    def generated_variants(self):
+        """The generated (non-original, non-hard-mask-training) variants its training reads."""
+        return tuple(v for v in self.train_variants if v not in (ORIGINAL, HARD_MASK))
+
+
+_SOFT_STYLE, _ORIG_SOFT = (SOFT_MASK, STYLE_TRANSFER), (ORIGINAL, SOFT_MASK)
+
+MODELS = (
+    ReidModel("ide_original", "ide", (ORIGINAL,), (ORIGINAL,), "table2", "Original", "original"),
+    ReidModel("ide_hardmask", "ide", (HARD_MASK,), (HARD_MASK,), "table2", "Hard mask (noisy parser masks)",
+              "hard_mask_jppnet"),
+    ReidModel("ide_style", "ide", (STYLE_TRANSFER,), (ORIGINAL,), "table2",
+              "Style-transferred (SBSGAN style branch)", "style_stargan"),
+    ReidModel("ide_softmask_nosc", "ide", (SOFT_MASK,), (SOFT_MASK,), "table2", "Soft-mask w/o L_sc",
+              "soft_mask_wo_sc", sbsgan=NO_SC_SBSGAN),
+    ReidModel("ide_softmask", "ide", (SOFT_MASK,), (SOFT_MASK,), "table2", "Soft-mask", "soft_mask"),
+    ReidModel("da2s_base", "da2s", _SOFT_STYLE, _ORIG_SOFT, "table3", "Baseline (2 streams, no SE, no ISDC)",
+              "baseline", use_se=False, use_isdc=False),
+    ReidModel("da2s_se", "da2s", _SOFT_STYLE, _ORIG_SOFT, "table3", "Baseline + SE block", "baseline_se",
+              use_se=True, use_isdc=False),
+    ReidModel("da2s", "da2s", _SOFT_STYLE, _ORIG_SOFT, "table3", "Baseline + SE + ISDC (DA-2S)", "da2s",
+              use_se=True, use_isdc=True),
+    ReidModel("da2s_2style", "da2s", (STYLE_TRANSFER, STYLE_TRANSFER), (ORIGINAL, ORIGINAL), "table3",
+              "DA-2S† (2 × style-transferred)", "da2s_2style", use_se=True, use_isdc=True),
+    ReidModel("da2s_2soft", "da2s", (SOFT_MASK, SOFT_MASK), (SOFT_MASK, SOFT_MASK), "table3",
+              "DA-2S‡ (2 × soft-mask)", "da2s_2soft", use_se=True, use_isdc=True),
+)
+_BY_KEY = {spec.key: spec for spec in MODELS}
+
+
+def model(key) -> ReidModel:
+    """The record of model `key`, or ValueError naming it and the known keys."""
+    if key not in _BY_KEY:
+        raise ValueError(f"unknown re-ID model key {key!r}; known: {sorted(_BY_KEY)} (workflow/model_table.py)")
+    return _BY_KEY[key]
+
+
+def table_keys(table) -> tuple:
+    """Keys of the models in paper table `table` ("table2" | "table3"), in row order."""
+    return tuple(spec.key for spec in MODELS if spec.table == table)
+
+
+def main_model_keys(ide_variants, da2s) -> list:
+    """Keys the main job trains: the IDE trained on each of `ide_variants` with the paper's SBSGAN, then
+    DA-2S when `da2s`; in table order."""
+    return [spec.key for spec in MODELS
+            if (spec.network == "ide" and spec.sbsgan == PAPER_SBSGAN and spec.train_variants[0] in ide_variants)
+            or (da2s and spec.key == "da2s")]
+
+
+def ordered(keys) -> list:
+    """`keys` (each checked) without repeats, in table order."""
+    wanted = {model(key).key for key in keys}
+    return [spec.key for spec in MODELS if spec.key in wanted]
+
+
+def sbsgans(keys) -> list:
+    """The SBSGANs models `keys` need, the paper's first."""
+    needed = [PAPER_SBSGAN] + [model(key).sbsgan for key in keys]
+    return list(dict.fromkeys(needed))

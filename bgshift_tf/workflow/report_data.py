@@ -1,0 +1,195 @@
+"""The report-data dict of `report.html.write_report`, assembled from the files of a run folder only.
+
+Reads the stage manifests (`workflow.stages`), `timings.json`, the world's contact sheet, the SBSGAN's
+TensorBoard scalars, `domain_distance/`, and `figures/figures.json` with its PNGs (written by the
+`figures` stage, which is where the trained models are run). Nothing here loads a model.
+"""
+
+import json
+import os
+
+from bgshift_tf.report import figures
+from bgshift_tf.training import gan_run
+from bgshift_tf.workflow import model_table
+from bgshift_tf.workflow import stages as stages_lib
+
+# The SBSGAN settings of the paper (gan_run.DEFAULT_CONFIG holds them) that the report compares a run against.
+_PAPER_GAN_KEYS = ("image_height", "image_width", "batch_size", "epochs", "learning_rate", "n_critic",
+                   "lambda_adv", "lambda_cls", "lambda_rec", "lambda_idc", "lambda_bgs", "lambda_sc", "lambda_gp",
+                   "num_soft_mask", "base_filters", "num_res_blocks", "d_base_filters", "d_num_layers")
+TOLERANCE = 1e-3
+
+
+def gan_settings_not_from_paper(gan_config):
+    """["lambda_bgs 50 [5]", ...]: the paper settings a GAN trainer config changes (max_steps counts too)."""
+    defaults = gan_run.DEFAULT_CONFIG
+    changed = [f"{key} {gan_config[key]:g} [{defaults[key]:g}]" for key in _PAPER_GAN_KEYS
+               if key in gan_config and gan_config[key] != defaults[key]]
+    if gan_config.get("max_steps", 0) > 0:
+        changed.append(f"max_steps {gan_config['max_steps']} [epochs {defaults['epochs']}]")
+    return changed
+
+
+def read_eval(ctx, key):
+    """{domain: metrics} of `eval_<key>` (None when that stage has not completed)."""
+    manifest = stages_lib.read_manifest(ctx.run_dir, f"eval_{key}")
+    return None if manifest is None else manifest["outputs"]["metrics"]
+
+
+def metrics_row(metrics):
+    """{"mAP", "R-1", "R-5", "R-10"} of an evaluation's metrics (fractions)."""
+    return {"mAP": metrics["mAP"], "R-1": metrics["rank1"], "R-5": metrics["rank5"], "R-10": metrics["rank10"]}
+
+
+def _paper_table_rows(evals, model_keys, table, target, columns):
+    specs = [model_table.model(key) for key in model_keys]
+    return [{"name": spec.name, "paper_key": spec.paper_key,
+             **{c: metrics_row(evals[spec.key][target])[c] for c in columns}}
+            for spec in specs if spec.table == table and evals[spec.key]]
+
+
+def reid_tables(ctx, model_keys):
+    """Report `reid` entry: Table 2/3 analogues on source -> primary target, and all pairs as extra tables."""
+    evals = {key: read_eval(ctx, key) for key in model_keys}
+    setting = f"{ctx.source} → {ctx.target}"
+    rows = []
+    for key in model_keys:
+        for domain, metrics in (evals[key] or {}).items():
+            rows.append([key, f"{ctx.source} → {domain}" + (" (source, reference)" if domain == ctx.source else ""),
+                         100 * metrics["mAP"], 100 * metrics["rank1"], 100 * metrics["rank5"],
+                         100 * metrics["rank10"], 100 * metrics["mINP"],
+                         f"{metrics['num_valid_queries']}/{metrics['num_queries']}"])
+    convention = next((m[ctx.target]["convention"] for m in evals.values() if m), "")
+    return {
+        "table2": {"setting": setting, "rows": _paper_table_rows(evals, model_keys, "table2", ctx.target,
+                                                                 ("mAP", "R-1", "R-5", "R-10"))},
+        "table3": {"setting": setting, "rows": _paper_table_rows(evals, model_keys, "table3", ctx.target,
+                                                                 ("mAP", "R-1"))},
+        "convention": convention,
+        "extra_tables": [{"title": "Every model on every test domain (%)",
+                          "columns": ["Model", "Train → test", "mAP", "R-1", "R-5", "R-10", "mINP", "valid queries"],
+                          "rows": rows,
+                          "caption": f"Trained on {ctx.source}; the source row is the in-domain reference. "
+                                     f"{convention}"}],
+    }
+
+
+def export_entries(ctx):
+    """Report `exports` entries from the export stage's manifest (signatures recorded by that stage)."""
+    manifest = stages_lib.read_manifest(ctx.run_dir, "export")
+    if manifest is None:
+        return []
+    outputs, entries = manifest["outputs"], []
+    for kind in ("generator", "embedder"):
+        summary = outputs["results"].get(kind)
+        if not summary:
+            continue
+        parity = {}
+        for per_format in summary["parity"].values():
+            for fmt, values in per_format.items():
+                parity[fmt] = max(parity.get(fmt, 0.0), float(values["max_abs"]))
+        formats = ["saved_model"] + [f"tflite ({v})" for v in sorted({v for s in summary["tflite"].values()
+                                                                        for v in s})]
+        formats += ["onnx"] if summary["onnx"] else []
+        entries.append({"name": f"{summary['model_name']} ({kind})", "path": summary["saved_model"],
+                        "formats": formats, "signatures": outputs["signatures"][kind],
+                        "parity": parity, "tolerance": TOLERANCE})
+    return entries
+
+
+def _figure_entries(ctx):
+    """{section: [entry]} of `figures/figures.json` with absolute image paths ({} before the stage ran)."""
+    if not os.path.isfile(ctx.figures_index()):
+        return {}
+    with open(ctx.figures_index()) as f:
+        index = json.load(f)
+    return {section: [{**entry, "image": os.path.abspath(os.path.join(ctx.figures_dir(), entry["image"]))}
+                      for entry in entries] for section, entries in index.items()}
+
+
+def _quality_section(ctx):
+    quality = stages_lib.read_manifest(ctx.run_dir, "quality")
+    if quality is None:
+        return None
+    rows = []
+    for domain, entry in quality["outputs"]["quality"].items():
+        for name, metrics in entry["metrics"].items():
+            rows.append([domain, entry["split"], name, metrics["num_images"], metrics["fg_psnr"],
+                         metrics["fg_l1"], metrics["bg_energy"]])
+    return {
+        "title": "Foreground kept, background suppressed (exact body masks of the synthetic world)",
+        "columns": ["Domain", "Split", "Images", "N", "FG PSNR (dB)", "FG L1", "BG energy"], "rows": rows,
+        "caption": "FG PSNR / L1: output vs input inside the exact body mask (higher PSNR / lower L1 = "
+                   "person kept). BG energy: mean brightness outside it in [0, 1] (0 = black; 'original' "
+                   "= no suppression)."}
+
+
+def _domain_distance_section(ctx):
+    summary_path = ctx.path("domain_distance", "domain_distance.json")
+    if not os.path.isfile(summary_path):
+        return None
+    with open(summary_path) as f:
+        summary = json.load(f)
+    return {"figures": [{"image": os.path.abspath(summary["figure"]), "title": "t-SNE of each image variant",
+                         "caption": f"Features: {summary.get('features')}; style transfer maps every domain to "
+                                    f"{ctx.target}."}],
+            "summary": summary}
+
+
+def _header(ctx):
+    """Run name, summary, flags, timings and the synthetic world's contact sheet."""
+    config = ctx.config
+    flags = dict(config)
+    flags.update({f"gan.{k}": v for k, v in ctx.gan.items()})
+    flags.update({f"reid.{k}": v for k, v in ctx.reid.items()})
+    data_text = (f"built-in synthetic world ({config['preset']} preset)" if config["data"] == "synthetic"
+                 else "real datasets")
+    data = {
+        "run_name": config["name"],
+        "summary": (f"SBSGAN + DA-2S on the {data_text}: "
+                    f"domains {', '.join(ctx.domains)}; re-ID models trained on {ctx.source}, tested on "
+                    f"{', '.join(ctx.targets)} (and {ctx.source} for reference)."),
+        "flags": flags,
+        "timings": [row for row in stages_lib.read_timings(ctx.run_dir) if row["status"] != "not run"],
+    }
+    if config["data"] == "synthetic":
+        data["contact_sheets"] = [{"image": os.path.abspath(os.path.join(ctx.world_dir, "contact_sheet.png")),
+                                   "title": "Synthetic world",
+                                   "caption": "Per domain: image | parser mask | parser vs exact mask (white both, "
+                                              "red body missed by the parser, cyan parser false positive)."}]
+    return data
+
+
+def _notes(ctx, model_keys):
+    notes = []
+    for key in model_keys:
+        manifest = stages_lib.read_manifest(ctx.run_dir, f"eval_{key}")
+        if manifest is not None:
+            notes += [f"{key}: {note}" for note in manifest["outputs"].get("notes", [])]
+    notes.append("Our numbers come from a small synthetic world and short CPU schedules; compare the "
+                 "ordering of the rows with the paper's, not the values.")
+    changed = gan_settings_not_from_paper(ctx.gan)
+    if changed:
+        notes.append("SBSGAN settings of this run that differ from the paper's (paper in brackets): "
+                     + ", ".join(changed) + ". BUILD_NOTES.md, \"Demo quality\", says why.")
+    return notes
+
+
+def build_report_data(ctx, model_keys):
+    """The report-data dict of `report.html.write_report` from the run folder's files."""
+    data = _header(ctx)
+    data.update(_figure_entries(ctx))
+    curves = {tag: series for tag, series in figures.read_scalars(os.path.join(ctx.gan_dir(), "logs")).items()
+              if tag.startswith("losses/")}
+    if curves:
+        data["loss_curves"] = [{"image": figures.plot_loss_curves(curves, title="SBSGAN losses"),
+                                "title": "SBSGAN losses (TensorBoard scalars)",
+                                "caption": "Faint: raw values; bold: moving average."}]
+    for key, section in (("domain_distance", _domain_distance_section(ctx)),
+                         ("suppression_quality", _quality_section(ctx))):
+        if section is not None:
+            data[key] = section
+    data["reid"] = reid_tables(ctx, model_keys)
+    data["exports"] = export_entries(ctx)
+    data["notes"] = _notes(ctx, model_keys)
+    return data

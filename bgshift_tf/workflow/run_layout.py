@@ -1,0 +1,99 @@
+"""One run folder: the resolved domains and trainer settings, and every path inside `<runs_root>/<name>/`.
+
+    world/                        synthetic world (data.synthetic.make_world)
+    tfrecords/<domain>/           TFRecord shards (the `original` variant)
+    gan<suffix>/                  SBSGAN run (suffix "" = the paper's; "_nosc" = the lambda_sc = 0 ablation)
+    generated<suffix>/<folder>/   generated datasets, named by `data.variants.folder_name`:
+                                  <domain>_soft_mask, <domain>_hard_mask, <source>_style_transfer_to_<target>
+    reid/<model>/                 re-ID runs          eval/<model>/<domain>.json (+ _features/ caches)
+    quality.json  domain_distance/  saved_models/
+    figures/                      PNGs of the report + figures.json (titles, captions)
+    report.html  pipeline_config.json  stages/<stage>.json  timings.json
+"""
+
+import os
+
+from bgshift_tf.data import synthetic
+from bgshift_tf.data import variants
+from bgshift_tf.training import gan_run, reid
+from bgshift_tf.workflow import config as config_lib
+
+
+class RunLayout:
+    """Resolved settings (`config`, `domains`, `source`, `targets`, `gan`, `reid`) and paths of one run."""
+
+    def __init__(self, config):
+        self.config = config
+        self.run_dir = os.path.join(config["runs_root"], config["name"])
+        self.world_dir = os.path.join(self.run_dir, "world")
+        if config["data"] == "synthetic":
+            world = synthetic.resolve_config(config["preset"], **self.world_overrides())
+            self.domains = list(world["domains"])
+        else:
+            self.domains = list(config["domain_names"])
+            lengths = {key: len(config[key]) for key in ("domain_names", "domain_datasets", "domain_data_dirs",
+                                                         "domain_mask_dirs")}
+            if len(set(lengths.values())) != 1 or not self.domains:
+                raise ValueError(f"real data needs one entry per domain in each of {sorted(lengths)}. "
+                                 f"Received lengths: {lengths}")
+        if config["source"] not in self.domains:
+            raise ValueError(f"`source` must be one of the domains {self.domains}. "
+                             f"Received: source={config['source']!r}")
+        self.source = config["source"]
+        self.targets = list(config["targets"]) or [d for d in self.domains if d != self.source]
+        bad = [t for t in self.targets if t not in self.domains or t == self.source]
+        if bad or not self.targets:
+            raise ValueError(f"`targets` must be domains other than the source {self.source!r} among "
+                             f"{self.domains}. Received: targets={config['targets']}")
+        self.target = self.targets[0]
+        self.eval_domains = self.targets + [self.source]
+        self.gan = config_lib.trainer_config(config["gan_flagfile"], config["gan_overrides"],
+                                             gan_run.DEFAULT_CONFIG, "gan")
+        self.reid = config_lib.trainer_config(config["reid_flagfile"], config["reid_overrides"],
+                                              reid.DEFAULT_CONFIG, "reid")
+
+    def world_overrides(self):
+        keys = {"world_num_ids": "num_ids", "world_images_per_id": "images_per_id"}
+        return {name: self.config[key] for key, name in keys.items() if self.config[key]}
+
+    def path(self, *parts):
+        return os.path.join(self.run_dir, *parts)
+
+    def tfrecords(self, domain):
+        return self.path("tfrecords", domain)
+
+    def generated_root(self, suffix=""):
+        return self.path(f"generated{suffix}")
+
+    def images(self, domain, variant, suffix="", target=None):
+        """The TFRecord folder of `variant` images of `domain` (SBSGAN `suffix`; style transfer to `target`,
+        default the primary target). `original` is the domain's own TFRecords."""
+        if variant == variants.ORIGINAL:
+            return self.tfrecords(domain)
+        if variant == variants.STYLE_TRANSFER:
+            target = target or self.target
+        return os.path.join(self.generated_root(suffix), variants.folder_name(domain, variant, target))
+
+    def gan_dir(self, suffix=""):
+        return self.path(f"gan{suffix}")
+
+    def gan_config(self, suffix="", **changes):
+        """The SBSGAN trainer config of this run (`changes` for ablations, e.g. lambda_sc=0)."""
+        return {**self.gan, **changes, "domain_dirs": [self.tfrecords(d) for d in self.domains],
+                "run_dir": self.gan_dir(suffix), "verbose": self.config["verbose"]}
+
+    def reid_dir(self, key):
+        return self.path("reid", key)
+
+    def eval_dir(self, key):
+        return self.path("eval", key)
+
+    def figures_dir(self):
+        return self.path("figures")
+
+    def figures_index(self):
+        """`figures/figures.json`: {section: [{"image": file name, "title", "caption"}]}."""
+        return self.path("figures", "figures.json")
+
+    def report(self):
+        return self.path("report.html")
