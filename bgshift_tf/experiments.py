@@ -11,8 +11,7 @@ run folder, so stages the main job already completed with the same settings are 
 <runs_root>/<name>/experiments/{table2.md,table3.md,tables.json} and <runs_root>/<name>/report.html.
 """
 
-from absl import app
-
+from bgshift_tf import errors
 from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.workflow import cli, experiments
 
@@ -30,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "experiments")

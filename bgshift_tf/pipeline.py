@@ -12,8 +12,7 @@ stages that are complete with the same settings and resumes an interrupted one; 
 bgshift_tf/workflow/stages.py, main_job.py (the stages) and run_layout.py (the run folder).
 """
 
-from absl import app
-
+from bgshift_tf import errors
 from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.workflow import cli, main_job
 
@@ -28,4 +27,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main, "pipeline")

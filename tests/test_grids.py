@@ -90,8 +90,8 @@ def test_ranked_lists_rejects_mismatched_lengths():
                                "correct": [True, False]}], top_k=10)
 
 
-def test_contact_sheet_one_row_per_domain(tmp_path):
-    sheet = grids.contact_sheet({"a": [_image(8, 4, 1)] * 12, "b": [_image(8, 4, 2)] * 3}, per_row=5, pad=2)
+def test_image_grid_rows_of_different_lengths_and_png_round_trip(tmp_path):
+    sheet = grids.image_grid([[_image(8, 4, 1)] * 5, [_image(8, 4, 2)] * 3], row_labels=["a", "b"], pad=2)
     layout = grids.layout_grid([[None] * 5] * 2, row_labels=["a", "b"], cell_size=(8, 4), pad=2)
     assert sheet.shape[:2] == layout.size
     top, left, bottom, right = layout.cell_box(1, 2)

@@ -44,7 +44,7 @@ def sample_report_data(tmp_path):
         samples.append(sample)
     variants = ["original", "parser_mask", "hard_mask", "soft_mask"] + [f"style_to_{d}" for d in DOMAINS]
     grid = grids.variant_grid(samples, variants + ["reconstruction"], scale=2)
-    sheet_path = figures.save_png(grids.contact_sheet(sheets, scale=1.5), tmp_path / "figures" / "sheet.png")
+    sheet_path = figures.save_png(grids.image_grid([images[:10] for images in sheets.values()], row_labels=list(sheets), scale=1.5), tmp_path / "figures" / "sheet.png")
     steps = np.arange(0, 200, 5)
     curves = {"losses/d_adv": (steps, -5 * np.exp(-steps / 80) + np.sin(steps / 7) * 0.3),
               "losses/g_rec": (steps, np.exp(-steps / 60) + 0.1), "losses/g_sc": (steps, 0.5 / (1 + steps / 30))}

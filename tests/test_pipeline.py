@@ -130,13 +130,13 @@ def test_report_lists_the_gan_settings_that_differ_from_the_paper(monkeypatch):
     monkeypatch.chdir(os.path.dirname(os.path.dirname(configs)))  # nested flagfile paths are repo-relative
     defaults = gan_run.DEFAULT_CONFIG
     paper = config_lib.trainer_config(os.path.join(configs, "gan_paper.flags"), [], defaults, "gan")
-    assert report_data.gan_settings_not_from_paper(paper) == []
+    assert gan_run.settings_not_from_paper(paper) == []
     demo = config_lib.trainer_config(os.path.join(configs, "gan_demo.flags"), [], defaults, "gan")
-    changed = report_data.gan_settings_not_from_paper(demo)
+    changed = gan_run.settings_not_from_paper(demo)
     assert "lambda_bgs 50 [5]" in changed and "image_height 64 [256]" in changed and "n_critic 1 [5]" in changed
     assert not any(item.startswith(("lambda_rec", "lambda_sc", "batch_size", "max_steps")) for item in changed)
     tiny = config_lib.trainer_config(os.path.join(configs, "gan_tiny.flags"), [], defaults, "gan")
-    assert "max_steps 4 [epochs 5]" in report_data.gan_settings_not_from_paper(tiny)
+    assert "max_steps 4 [epochs 5]" in gan_run.settings_not_from_paper(tiny)
 
 
 def test_bad_pipeline_settings_name_the_flag():

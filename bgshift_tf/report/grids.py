@@ -1,5 +1,5 @@
-"""Labelled image grids for the run report: variant grids (paper Fig. 1 / 4 / 5 analogues), contact
-sheets and ranked lists.
+"""Labelled image grids for the run report: variant grids (paper Fig. 1 / 4 / 5 analogues), plain
+image grids and ranked lists.
 
 Images follow `figures.to_uint8_rgb`'s convention (uint8 in [0, 255] or float in [-1, 1]); masks go
 through `figures.mask_to_rgb`. Every function returns uint8 `[H, W, 3]`; `figures.save_png` writes it.
@@ -215,22 +215,6 @@ def variant_grid(
         scale=scale,
         pad=pad,
     )
-
-
-def contact_sheet(
-    images_by_domain: Mapping[str, Sequence], *, per_row: int = 10, scale: float = 1.0, pad: int = 3
-) -> np.ndarray:
-    """Sample images of each domain, one row per domain labelled with its name.
-
-    Args:
-      images_by_domain: {domain name: list of images}; at most `per_row` of each are shown.
-    Returns:
-      uint8 `[H, W, 3]`.
-    """
-    if not images_by_domain:
-        raise ValueError("`images_by_domain` is empty.")
-    rows = [list(images)[:per_row] for images in images_by_domain.values()]
-    return image_grid(rows, row_labels=list(images_by_domain), scale=scale, pad=pad)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,25 +9,11 @@ import json
 import os
 
 from bgshift_tf.report import figures
-from bgshift_tf.training import gan_run
+from bgshift_tf.training import gan_run, summaries
 from bgshift_tf.workflow import model_table
 from bgshift_tf.workflow import stages as stages_lib
 
-# The SBSGAN settings of the paper (gan_run.DEFAULT_CONFIG holds them) that the report compares a run against.
-_PAPER_GAN_KEYS = ("image_height", "image_width", "batch_size", "epochs", "learning_rate", "n_critic",
-                   "lambda_adv", "lambda_cls", "lambda_rec", "lambda_idc", "lambda_bgs", "lambda_sc", "lambda_gp",
-                   "num_soft_mask", "base_filters", "num_res_blocks", "d_base_filters", "d_num_layers")
 TOLERANCE = 1e-3
-
-
-def gan_settings_not_from_paper(gan_config):
-    """["lambda_bgs 50 [5]", ...]: the paper settings a GAN trainer config changes (max_steps counts too)."""
-    defaults = gan_run.DEFAULT_CONFIG
-    changed = [f"{key} {gan_config[key]:g} [{defaults[key]:g}]" for key in _PAPER_GAN_KEYS
-               if key in gan_config and gan_config[key] != defaults[key]]
-    if gan_config.get("max_steps", 0) > 0:
-        changed.append(f"max_steps {gan_config['max_steps']} [epochs {defaults['epochs']}]")
-    return changed
 
 
 def read_eval(ctx, key):
@@ -168,7 +154,7 @@ def _notes(ctx, model_keys):
             notes += [f"{key}: {note}" for note in manifest["outputs"].get("notes", [])]
     notes.append("Our numbers come from a small synthetic world and short CPU schedules; compare the "
                  "ordering of the rows with the paper's, not the values.")
-    changed = gan_settings_not_from_paper(ctx.gan)
+    changed = gan_run.settings_not_from_paper(ctx.gan)
     if changed:
         notes.append("SBSGAN settings of this run that differ from the paper's (paper in brackets): "
                      + ", ".join(changed) + ". BUILD_NOTES.md, \"Demo quality\", says why.")
@@ -179,7 +165,7 @@ def build_report_data(ctx, model_keys):
     """The report-data dict of `report.html.write_report` from the run folder's files."""
     data = _header(ctx)
     data.update(_figure_entries(ctx))
-    curves = {tag: series for tag, series in figures.read_scalars(os.path.join(ctx.gan_dir(), "logs")).items()
+    curves = {tag: series for tag, series in summaries.read_scalars(os.path.join(ctx.gan_dir(), "logs")).items()
               if tag.startswith("losses/")}
     if curves:
         data["loss_curves"] = [{"image": figures.plot_loss_curves(curves, title="SBSGAN losses"),
