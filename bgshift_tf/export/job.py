@@ -311,8 +311,7 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
 
 def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *, version=None, overwrite=False,
                variants=None, representative_tfrecords=None, num_representative=32, tf_trt=False,
-               generator_name="sbsgan_generator", embedder_name=None, runtime=None, ranking_tfrecords=None,
-               tflite_variants=(), onnx=False):
+               generator_name="sbsgan_generator", embedder_name=None, runtime=None, ranking_tfrecords=None):
     """`python -m bgshift_tf.export`: loads the trained runs and exports them (see `export_models`).
 
     Args:
@@ -324,12 +323,8 @@ def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *
             embedder's variants are ranked on it against the Keras model (rank-1 / mAP changes).
         tf_trt: also write a TF-TRT SavedModel (`<export_dir>/tf_trt/<model>/<version>`; GPU + TensorRT only,
             checked before anything is exported).
-        tflite_variants, onnx: the pipeline's export stage's spelling (`workflow/main_job.py`), used when
-            `variants` is None: {"tflite": tflite_variants, "onnx": ("float32",) if onnx}.
         Others: see `export_models`.
     """
-    if variants is None:
-        variants = {tflite_lib.NAME: tuple(tflite_variants), onnx_lib.NAME: ("float32",) if onnx else ()}
     if tf_trt and onnx_lib.tensorrt_unavailable_reason() is not None:
         raise RuntimeError(f"--tf_trt needs an NVIDIA GPU and TensorRT: {onnx_lib.tensorrt_unavailable_reason()}. "
                            "Drop --tf_trt and build an engine from the ONNX model with trtexec on a GPU host.")

@@ -315,7 +315,8 @@ def export_stage(ctx, model_keys):
 
     def fn():
         results = export_all(ctx.gan_dir(), ctx.reid_dir(key), export_dir, version=1, overwrite=True,
-                             tflite_variants=tuple(config["export_tflite"]), onnx=config["export_onnx"],
+                             variants={"tflite": tuple(config["export_tflite"]),
+                                       "onnx": ("float32",) if config["export_onnx"] else ()},
                              representative_tfrecords=ctx.tfrecords(ctx.source), num_representative=8)
         # Recorded here so that the report reads them from the manifest instead of loading the models.
         signatures = {kind: _signatures(results[kind]["saved_model"]) for kind in ("generator", "embedder")
