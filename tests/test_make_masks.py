@@ -203,3 +203,35 @@ def test_a_preset_that_cannot_be_loaded_says_how_to_pass_a_folder(data_dir, tmp_
         with pytest.raises(ValueError, match=rf"{re.escape(preset)}.*--segmenter{how}"):
             make_masks(data_dir, "market1501", out, segmenter=preset, progress=False)
     assert os.listdir(out) == []  # no settings recorded: the next run, with a good preset, is not refused
+
+
+def test_pipeline_makes_the_masks_of_auto_domains_before_the_tfrecords(tmp_path, preset_dir):
+    from bgshift_tf.workflow import main_job
+    from bgshift_tf.workflow import stages as stages_lib
+
+    world = str(tmp_path / "world")
+    synthetic.make_world(world, preset="tiny", seed=0)
+    domains = [d for d, _ in synthetic.DOMAINS]
+    paths = {d: synthetic.domain_paths(world, d) for d in domains}
+    config = {
+        "name": "auto_masks", "runs_root": str(tmp_path / "runs"), "data": "real", "num_shards": 1,
+        "domain_names": domains, "domain_datasets": ["market1501"] * 3,
+        "domain_data_dirs": [paths[d]["data_dir"] for d in domains],
+        "domain_mask_dirs": ["auto", paths["synduke"]["mask_dir"], ""],
+        "mask_segmenter": preset_dir, "mask_person_classes": [str(c) for c in range(NUM_CLASSES)],
+        "gan_flagfile": "", "reid_flagfile": "", "verbose": 0,
+    }
+    ctx = main_job.layout(config)
+    stages = [s for s in main_job.main_job_stages(ctx) if s.name in ("world", "masks", "tfrecords")]
+    assert [s.name for s in stages] == ["world", "masks", "tfrecords"]
+    results = stages_lib.run_stages(ctx.run_dir, stages, log=lambda line: None)
+    assert results["masks"]["outputs"]["dirs"] == {"synmarket": ctx.masks("synmarket")}
+    train_images = _images(paths["synmarket"]["data_dir"], "train")
+    assert sorted(os.listdir(os.path.join(ctx.masks("synmarket"), FOLDERS["train"]))) == [
+        n[:-4] + ".png" for n in train_images]
+    counts = {d: shards.read_manifest(ctx.tfrecords(d))["splits"]["train"]["num_with_mask"] for d in domains}
+    assert counts["synmarket"] == len(train_images) and counts["synduke"] > 0 and counts["syncuhk"] == 0
+    again = stages_lib.run_stages(ctx.run_dir, stages, log=lambda line: None)
+    assert again["masks"]["status"] == "skipped"
+    with pytest.raises(ValueError, match="mask_person_classes"):
+        main_job.layout({**config, "mask_person_classes": ["person"]})

@@ -12,7 +12,7 @@ import os
 
 from absl import flags
 
-from bgshift_tf.data import variants
+from bgshift_tf.data import segment, variants
 
 DEFAULT_CONFIG = {
     "name": "demo",  # run folder name under runs_root
@@ -26,7 +26,9 @@ DEFAULT_CONFIG = {
     "domain_names": [],  # e.g. market1501,dukemtmc,cuhk03
     "domain_datasets": [],  # layouts from data.build.DATASETS, e.g. market1501,dukemtmc,cuhk03_np
     "domain_data_dirs": [],
-    "domain_mask_dirs": [],  # "" for a domain without masks (it cannot train SBSGAN then)
+    "domain_mask_dirs": [],  # "" = no masks (it cannot train SBSGAN then); "auto" = the `masks` stage makes them
+    "mask_segmenter": segment.DEFAULT_SEGMENTER,  # `make_masks --segmenter` of the "auto" domains
+    "mask_person_classes": [str(segment.PASCAL_VOC_PERSON)],
     "source": "synmarket",  # training domain of the re-ID models
     "targets": [],  # test domains; empty = every other domain. The first is the style target of DA-2S
     "num_shards": 4,
@@ -59,7 +61,11 @@ HELP = {
     "domain_names": "Real data: domain names in domain-index order (e.g. market1501,dukemtmc,cuhk03).",
     "domain_datasets": "Real data: layout per domain (market1501, dukemtmc, cuhk03_np).",
     "domain_data_dirs": "Real data: dataset root folder per domain.",
-    "domain_mask_dirs": "Real data: body-mask folder per domain (mirrors the image folders).",
+    "domain_mask_dirs": "Real data: body-mask folder per domain (mirrors the image folders); `auto` = made by "
+                        "the `masks` stage (make_masks) into <run>/masks/<domain>; empty = none.",
+    "mask_segmenter": "Segmenter of the `auto` mask domains: keras-hub preset name, kaggle:// or hf:// handle, or "
+                      "a local preset folder (make_masks --segmenter).",
+    "mask_person_classes": "Class ids of the segmenter that count as body (make_masks --person_classes).",
     "source": "Domain the re-ID models train on.",
     "targets": "Test domains (default: all others); the first is the style-transfer target of DA-2S.",
     "num_shards": "TFRecord shards per split.",
@@ -155,4 +161,7 @@ def merge_config(config, defaults=None):
     if bad:
         raise ValueError(f"`ide_variants` (flag --ide_variants) must be among {','.join(variants.ALL)}. "
                          f"Received: {bad}")
+    if not all(c.isdigit() for c in merged["mask_person_classes"]) or not merged["mask_person_classes"]:
+        raise ValueError("`mask_person_classes` (flag --mask_person_classes) must be class ids (integers >= 0). "
+                         f"Received: {merged['mask_person_classes']}")
     return merged

@@ -3,6 +3,8 @@
 
 Stages (in order; each skips itself when complete with the same config):
     world            synthetic world (`data.synthetic.make_world`) or a check of the real data folders
+    masks            real data only, for domains whose mask folder is "auto": body masks of the train split
+                     from a segmenter (`data.segment.make_masks`) into `masks/<domain>`
     tfrecords        TFRecord shards per domain (`data.build.build_dataset_tfrecords`)
     train_gan<s>     SBSGAN on all K domains (`training.gan_run.train_sbsgan`); one per SBSGAN the models
                      need (`model_table.Sbsgan`, e.g. `train_gan_nosc`)
@@ -24,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from bgshift_tf import atomic_io
-from bgshift_tf.data import build, shards, synthetic
+from bgshift_tf.data import build, segment, shards, synthetic
 from bgshift_tf.data import variants
 from bgshift_tf.evaluation.run import evaluate_run
 from bgshift_tf.export.job import export_all
@@ -37,7 +39,7 @@ from bgshift_tf.training.reid import load_reid_model, train_reid
 from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import model_table, report_data, report_figures
 from bgshift_tf.workflow import stages as stages_lib
-from bgshift_tf.workflow.run_layout import RunLayout
+from bgshift_tf.workflow.run_layout import AUTO_MASKS, RunLayout
 
 EVAL_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_valid_queries", "num_queries",
                 "convention")
@@ -70,7 +72,8 @@ def world_stage(ctx):
                                              "domain_mask_dirs")}
 
     def check_real():
-        missing = [p for p in config["domain_data_dirs"] + [m for m in config["domain_mask_dirs"] if m]
+        missing = [p for p in config["domain_data_dirs"] + [m for m in config["domain_mask_dirs"]
+                                                             if m not in ("", AUTO_MASKS)]
                    if not os.path.exists(p)]
         if missing:
             raise FileNotFoundError(f"real-data folders not found: {missing} (flags --domain_data_dirs / "
@@ -86,8 +89,27 @@ def _domain_source(ctx, index, domain):
     if config["data"] == "synthetic":
         paths = synthetic.domain_paths(ctx.world_dir, domain)
         return "market1501", paths["data_dir"], paths["mask_dir"]
+    mask_dir = config["domain_mask_dirs"][index]
     return (config["domain_datasets"][index], config["domain_data_dirs"][index],
-            config["domain_mask_dirs"][index] or None)
+            ctx.masks(domain) if mask_dir == AUTO_MASKS else mask_dir or None)
+
+
+def masks_stage(ctx):
+    """`masks`: body masks of the train split of every "auto" domain (`data.segment.make_masks`)."""
+    config = ctx.config
+    classes = [int(c) for c in config["mask_person_classes"]]
+
+    def fn():
+        summaries = {}
+        for domain in ctx.auto_mask_domains():
+            index = ctx.domains.index(domain)
+            summaries[domain] = segment.make_masks(
+                config["domain_data_dirs"][index], config["domain_datasets"][index], ctx.masks(domain),
+                segmenter=config["mask_segmenter"], person_classes=classes, progress=bool(config["verbose"]))
+        return {"dirs": {d: ctx.masks(d) for d in summaries}, "summaries": summaries}
+
+    settings = {"domains": ctx.auto_mask_domains(), "segmenter": config["mask_segmenter"], "person_classes": classes}
+    return _stage("masks", fn, config=settings, deps=["world"], clean=[ctx.path("masks")], budget=600)
 
 
 def tfrecords_stage(ctx):
@@ -102,7 +124,8 @@ def tfrecords_stage(ctx):
         return {"dirs": {d: ctx.tfrecords(d) for d in ctx.domains}, "counts": counts}
 
     return _stage("tfrecords", fn, config={"num_shards": ctx.config["num_shards"], "domains": ctx.domains},
-                  deps=["world"], clean=[ctx.path("tfrecords")], budget=40)
+                  deps=["world", "masks"] if ctx.auto_mask_domains() else ["world"], clean=[ctx.path("tfrecords")],
+                  budget=40)
 
 
 # === SBSGAN and generated images ===
@@ -368,7 +391,7 @@ def main_job_stages(ctx, extra_models=(), extra_stages=()):
     SBSGAN they need, and `extra_stages` (stages built on those) before the figures and the report."""
     keys = model_table.ordered(model_table.main_model_keys(ctx.config["ide_variants"], ctx.config["da2s"])
                                + list(extra_models))
-    stages = [world_stage(ctx), tfrecords_stage(ctx)]
+    stages = [world_stage(ctx)] + ([masks_stage(ctx)] if ctx.auto_mask_domains() else []) + [tfrecords_stage(ctx)]
     for sbsgan in model_table.sbsgans(keys):
         stages += [gan_stage(ctx, sbsgan), generate_stage(ctx, sbsgan)]
     stages += [reid_stage(ctx, key) for key in keys]

@@ -19,6 +19,9 @@ from bgshift_tf.training import gan_run, reid
 from bgshift_tf.workflow import config as config_lib
 
 
+# A `domain_mask_dirs` entry asking the pipeline to make the masks (`masks` stage, `make_masks`).
+AUTO_MASKS = "auto"
+
 class RunLayout:
     """Resolved settings (`config`, `domains`, `source`, `targets`, `gan`, `reid`) and paths of one run."""
 
@@ -58,6 +61,16 @@ class RunLayout:
 
     def path(self, *parts):
         return os.path.join(self.run_dir, *parts)
+
+    def auto_mask_domains(self):
+        """The real-data domains whose `domain_mask_dirs` entry is "auto" (masks made by the `masks` stage)."""
+        if self.config["data"] != "real":
+            return []
+        return [d for d, m in zip(self.domains, self.config["domain_mask_dirs"]) if m == AUTO_MASKS]
+
+    def masks(self, domain):
+        """`masks/<domain>`: the body masks the `masks` stage makes for an "auto" domain."""
+        return self.path("masks", domain)
 
     def tfrecords(self, domain):
         return self.path("tfrecords", domain)
