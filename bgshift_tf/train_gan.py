@@ -16,7 +16,7 @@ import dataclasses
 from absl import flags
 
 from bgshift_tf import errors
-from bgshift_tf.training import gan_run, interrupts, precision
+from bgshift_tf.training import gan_run, interrupts, run_flags
 from bgshift_tf.training.losses import LossWeights
 
 _D = gan_run.DEFAULT_CONFIG
@@ -40,17 +40,11 @@ flags.DEFINE_integer("num_res_blocks", _D["num_res_blocks"], "Generator residual
 flags.DEFINE_integer("d_base_filters", _D["d_base_filters"], "Discriminator width (64 in the paper).")
 flags.DEFINE_integer("d_num_layers", _D["d_num_layers"], "Discriminator stride-2 convs (6 in the paper).")
 flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Shuffle buffer per domain.")
-flags.DEFINE_enum("precision", _D["precision"], list(precision.PRECISIONS), precision.FLAG_HELP)
-flags.DEFINE_enum("strategy", _D["strategy"], ["default", "mirrored", "multi_worker"], "Distribution strategy.")
-flags.DEFINE_integer("cpu_replicas", _D["cpu_replicas"], "Split the CPU into this many logical devices (0 = no).")
 flags.DEFINE_string("run_dir", _D["run_dir"], "Run directory (config.json, checkpoints/, logs/).")
-flags.DEFINE_integer("checkpoint_every", _D["checkpoint_every"], "Save a checkpoint every N iterations.")
-flags.DEFINE_integer("keep_checkpoints", _D["keep_checkpoints"], "Checkpoints to keep.")
-flags.DEFINE_integer("summary_every", _D["summary_every"], "Write loss/learning-rate summaries every N iterations.")
 flags.DEFINE_integer("image_every", _D["image_every"], "Write TensorBoard image grids every N iterations (0 = never).")
+run_flags.define_run_flags(_D)
 flags.DEFINE_integer("num_preview", _D["num_preview"], "Preview images per domain in the image grids.")
 flags.DEFINE_integer("seed", _D["seed"], "Seed of the data order, targets and gradient-penalty draws.")
-flags.DEFINE_integer("verbose", _D["verbose"], "1 = progress bar, 0 = quiet.")
 
 FLAGS = flags.FLAGS
 

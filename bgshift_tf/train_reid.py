@@ -19,7 +19,7 @@ config.json, checkpoints/ and TensorBoard logs/ (`bgshift_tf.training.reid.load_
 from absl import flags
 
 from bgshift_tf import errors
-from bgshift_tf.training import precision
+from bgshift_tf.training import run_flags
 from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.training.reid import DEFAULT_CONFIG, train_reid
 
@@ -50,13 +50,7 @@ flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Records in the shu
 flags.DEFINE_integer("seed", _D["seed"], "Input shuffling/flip seed (offset by the resume step).")
 flags.DEFINE_string("run_dir", _D["run_dir"], "Run directory (config.json, checkpoints/, logs/); resumes. "
                     "Default: runs/reid_<model>.")
-flags.DEFINE_enum("precision", _D["precision"], list(precision.PRECISIONS), precision.FLAG_HELP)
-flags.DEFINE_enum("strategy", _D["strategy"], ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
-flags.DEFINE_integer("cpu_replicas", _D["cpu_replicas"], "Split the CPU into N logical devices (mirrored on CPU).")
-flags.DEFINE_integer("checkpoint_every", _D["checkpoint_every"], "Steps between checkpoints.")
-flags.DEFINE_integer("keep_checkpoints", _D["keep_checkpoints"], "Checkpoints kept.")
-flags.DEFINE_integer("summary_every", _D["summary_every"], "Steps between TensorBoard scalars.")
-flags.DEFINE_integer("verbose", _D["verbose"], "1: progress bar, 0: quiet.")
+run_flags.define_run_flags(_D)
 
 
 def main(argv):

@@ -1,0 +1,23 @@
+"""The absl flags every trainer entry point shares (`train_gan`, `train_reid`): precision, distribution,
+checkpoint and summary cadence, progress. Defaults come from the trainer's own DEFAULT_CONFIG."""
+
+from absl import flags
+
+from bgshift_tf.training import precision
+from bgshift_tf.training.strategy import STRATEGIES
+
+
+def define_run_flags(defaults):
+    """Defines --precision, --strategy, --cpu_replicas, --checkpoint_every, --keep_checkpoints,
+    --summary_every and --verbose with the values of `defaults` (a trainer's DEFAULT_CONFIG)."""
+    flags.DEFINE_enum("precision", defaults["precision"], list(precision.PRECISIONS), precision.FLAG_HELP)
+    flags.DEFINE_enum("strategy", defaults["strategy"], list(STRATEGIES),
+                      "tf.distribute strategy: default (one device), mirrored (one host), multi_worker (TF_CONFIG).")
+    flags.DEFINE_integer("cpu_replicas", defaults["cpu_replicas"],
+                         "Split the CPU into this many logical devices (0 = no; mirrored on CPU).")
+    flags.DEFINE_integer("checkpoint_every", defaults["checkpoint_every"], "Save a checkpoint every N iterations.")
+    flags.DEFINE_integer("keep_checkpoints", defaults["keep_checkpoints"], "Checkpoints to keep.")
+    flags.DEFINE_integer("summary_every", defaults["summary_every"],
+                         "Write loss / learning-rate summaries every N iterations.")
+    flags.DEFINE_integer("verbose", defaults["verbose"], "1 = progress bar, 0 = quiet, 2 = also tracebacks of "
+                         "user errors.")
