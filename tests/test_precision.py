@@ -154,7 +154,10 @@ def test_one_and_two_replicas_give_the_same_bf16_update():
     single = _sgd(_gan("mixed_bfloat16", weights_from=reference))
     batch = next(iter(dataset))
     logs_1 = {**single.discriminator_step(batch), **single.generator_step(batch)}
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # ReductionToOneDevice: no collective ops, whose instance keys can clash with those of strategies that
+    # earlier tests built in the same pytest process ("Shape mismatch in the collective instance").
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"],
+                                              cross_device_ops=tf.distribute.ReductionToOneDevice())
     with strategy.scope():
         mirrored = _sgd(_gan("mixed_bfloat16", weights_from=reference))
 
