@@ -14,7 +14,7 @@ from bgshift_tf.data.build import build_dataset_tfrecords
 from bgshift_tf.data.records import encode_jpeg
 from bgshift_tf.evaluation.features import FeatureSet
 from bgshift_tf.evaluation.run import (
-    CUHK03_SUMMARY_METRICS, evaluate_cuhk03_classic, evaluate_features, evaluate_run, format_table, resolve_tfrecords,
+    CUHK03_SUMMARY_METRICS, checkpoint_identity, evaluate_cuhk03_classic, evaluate_features, evaluate_run, format_table, resolve_tfrecords,
 )
 
 # Flat grey images; the injected embedding is the mean pixel, so distances are grey-level differences.
@@ -28,7 +28,7 @@ QUERY = [(1, 1, 0.0), (2, 1, 0.5), (3, 1, -0.5), (4, 1, 0.9)]
 GALLERY = [(1, 2, 0.0), (2, 2, 0.5), (3, 1, -0.5), (1, 3, 0.0), (3, 2, 0.05), (4, 1, 0.9)]
 
 
-def _write_split(out_dir, split, rows, offset=0.0):
+def _write_split(out_dir, split, rows, offset=0.0, overwrite=False):
     examples = []
     for index, (pid, camera, level) in enumerate(rows):
         value = int(round((level + offset + 1) * 127.5))
@@ -39,7 +39,7 @@ def _write_split(out_dir, split, rows, offset=0.0):
                 filename=f"{pid:04d}_c{camera}_{index:02d}.jpg", height=32, width=16,
             )
         )
-    return shards.write_shards(examples, out_dir, "toy", split, num_shards=2)
+    return shards.write_shards(examples, out_dir, "toy", split, num_shards=2, overwrite=overwrite)
 
 
 @pytest.fixture
@@ -117,6 +117,48 @@ def test_features_cache_is_reused(toy_records, tmp_path):
     assert len(calls) == 2 and second["mAP"] == first["mAP"]
     evaluate_run(embed_fn=counting, flip_average=True, **kwargs)  # other settings: extracted again
     assert len(calls) == 6
+
+
+def test_features_cache_is_keyed_on_content_not_paths(toy_records, tmp_path):
+    # Rebuilding the same folder in place (same shard names) must not serve the old features.
+    calls = []
+
+    def counting(batch):
+        calls.append(1)
+        return _mean_pixel(batch)
+
+    kwargs = dict(query_tfrecords=toy_records, gallery_tfrecords=toy_records, embed_fn=counting,
+                  image_size=(32, 16), batch_size=8, progress=False, features_cache_dir=str(tmp_path / "cache"))
+    first = evaluate_run(**kwargs)
+    assert first["num_gallery"] == 6 and len(calls) == 2
+    assert evaluate_run(**kwargs)["mAP"] == first["mAP"] and len(calls) == 2  # unchanged folder: cache hit
+    # pid 3's c2 image now sits at pid 1's level: query 3 drops from rank 3 to rank 1 among 5 images.
+    _write_split(toy_records, "gallery", [row if row[:2] != (3, 2) else (3, 2, -0.5) for row in GALLERY[:5]],
+                 overwrite=True)
+    rebuilt = evaluate_run(**kwargs)
+    assert len(calls) == 3  # the query split is unchanged: only the gallery is extracted again
+    assert rebuilt["num_gallery"] == 5 and rebuilt["mAP"] > first["mAP"]
+
+
+def test_checkpoint_identity_follows_the_checkpoint_files(tmp_path):
+    checkpoint = tf.train.Checkpoint(step=tf.Variable(1))
+    prefix = checkpoint.write(str(tmp_path / "ckpt"))
+    before = checkpoint_identity(prefix)
+    assert before[0] == prefix and len(before) > 1 and checkpoint_identity(None) is None
+    checkpoint.step.assign(2)
+    os.utime(checkpoint.write(prefix) + ".index", ns=(1, 1))
+    assert checkpoint_identity(prefix) != before
+
+
+def test_distractor_queries_are_skipped_when_query_is_gallery(tmp_path, caplog):
+    # Query = gallery files; two pid-0 distractors from two cameras would match each other as a query.
+    folder = tmp_path / "records"
+    gallery = _write_split(folder, "gallery", [*GALLERY, (0, 1, 0.3), (0, 2, 0.3), (-1, 3, 0.3)])
+    metrics = evaluate_run(query_tfrecords=",".join(gallery), gallery_tfrecords=str(folder), embed_fn=_mean_pixel,
+                           image_size=(32, 16), progress=False)
+    assert metrics["num_skipped_distractor_queries"] == 3
+    assert metrics["num_queries"] == len(GALLERY)
+    assert "skipping 3 of 9 queries" in caplog.text
 
 
 def test_bad_arguments_raise(toy_records, tmp_path):

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from bgshift_tf import errors
 from bgshift_tf.workflow import stages as stages_lib
 
 
@@ -141,3 +142,48 @@ def test_bad_dependencies_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="duplicates: \\['x'\\]"):
         stages_lib.run_stages(tmp_path, twice)
     assert not os.path.exists(tmp_path / "timings.json")
+
+
+def test_missing_or_changed_output_reruns_the_stage_and_its_dependents(tmp_path):
+    calls = []
+    _run(tmp_path, calls)
+    manifest = stages_lib.read_manifest(tmp_path / "run", "a")
+    assert manifest["contents"] == {str(tmp_path / "out" / "a" / "part.txt"): 1}
+    (tmp_path / "out" / "a" / "extra.txt").write_text("added later")  # files added since are fine
+    calls.clear()
+    assert [r["status"] for r in _run(tmp_path, calls)[0].values()] == ["skipped"] * 3
+    os.remove(tmp_path / "out" / "a" / "part.txt")
+    result, lines = _run(tmp_path, calls)
+    assert calls == ["a", "b", "c"]
+    assert result["a"]["reason"].startswith("its outputs changed since it completed: ")
+    assert "part.txt is missing" in result["a"]["reason"]
+    assert any("running (its outputs changed" in line for line in lines)
+    assert result["b"]["reason"] == "upstream stage(s) re-ran: a"
+    calls.clear()
+    (tmp_path / "out" / "b" / "part.txt").write_text("longer")
+    result, _ = _run(tmp_path, calls)
+    assert calls == ["b", "c"] and "changed size (1 -> 6 bytes)" in result["b"]["reason"]
+
+
+def test_a_stage_deletes_nothing_while_its_inputs_are_missing(tmp_path):
+    # "clobber" (no dependency relation) removes a's output, once armed, after a was checked; "c" reads a.
+    out, armed = tmp_path / "out", []
+
+    def write(name):
+        def fn():
+            (out / name).mkdir(parents=True, exist_ok=True)
+            (out / name / "part.txt").write_text("x")
+        return fn
+
+    def clobber():
+        if armed:
+            os.remove(out / "a" / "part.txt")
+
+    stages = [stages_lib.Stage("a", write("a"), clean_paths=[str(out / "a")]),
+              stages_lib.Stage("clobber", clobber),
+              stages_lib.Stage("c", write("c"), deps=["a"], clean_paths=[str(out / "c")])]
+    stages_lib.run_stages(tmp_path / "run", stages, log=lambda line: None)
+    armed.append(True)
+    with pytest.raises(errors.DataError, match=r"stage 'c' cannot run: .*a: .*part.txt is missing"):
+        stages_lib.run_stages(tmp_path / "run", stages, force=("a", "clobber", "c"), log=lambda line: None)
+    assert (out / "c" / "part.txt").read_text() == "x"  # the complete stage's outputs were not cleaned

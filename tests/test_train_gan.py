@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bgshift_tf import errors
 from bgshift_tf.training import gan_run, loop
 from bgshift_tf.training.gan import add_gan_targets, load_generator
 from bgshift_tf.training.losses import LossWeights
@@ -201,3 +202,21 @@ def test_train_gan_end_to_end(tmp_path):
         encoded = tf.make_ndarray(events[f"images/{grid}"][-1][1].tensor)
         assert encoded[:2].tolist() == [b"48", b"32"]  # width (3 domains x 1 image x 16), height
         assert tf.io.decode_png(encoded[2]).shape == (32, 48, 3)
+
+
+def test_resume_with_another_architecture_is_refused_before_config_json_is_rewritten(tmp_path):
+    dirs = [make_domain_records(tmp_path / name, name, i) for i, name in enumerate(("dom0", "dom1"))]
+    run_dir = str(tmp_path / "run")
+    config = {**_parse_flagfile("gan_tiny.flags"), "domain_dirs": dirs, "run_dir": run_dir, "max_steps": 2,
+              "image_every": 0}
+    gan_run.train_sbsgan(config)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        written = f.read()
+    with pytest.raises(errors.ArgumentError, match=rf"{run_dir}.*generator.base_filters 8 -> 4") as caught:
+        gan_run.train_sbsgan({**config, "base_filters": 4, "max_steps": 4})
+    assert "\n" not in str(caught.value)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        assert f.read() == written
+    assert load_generator(run_dir).get_config()["base_filters"] == 8
+    # The same architecture resumes (a longer schedule is not an architecture change).
+    assert gan_run.train_sbsgan({**config, "max_steps": 4})["total_steps"] == 4

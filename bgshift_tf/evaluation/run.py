@@ -13,11 +13,18 @@ reports the mean and spread over the splits.
 
 Query/gallery features can be cached (`features_cache_dir`): extraction is the long part, so a second
 run (another distance, re-ranking, another convention) or a resumed one reuses them when the inputs
-match.
+match: the key holds the content's identity (each TFRecord file's size and mtime_ns, a shard folder's
+manifest, the checkpoint files' sizes and mtimes), so a rebuilt folder or a newer checkpoint is extracted
+again.
+
+Queries with pid 0 (distractors) or -1 (junk), the Market-1501 layout's non-identities
+(`data/datasets/layout.py`), are never scored: they appear when the query files are gallery files (query =
+gallery), are skipped with a logged count, and the metrics carry `num_skipped_distractor_queries`.
 """
 
 import glob
 import json
+import logging
 import os
 
 import numpy as np
@@ -26,7 +33,7 @@ import tensorflow as tf
 from bgshift_tf import atomic_io
 from bgshift_tf.data.datasets import cuhk03
 from bgshift_tf.data.input import make_eval_dataset
-from bgshift_tf.data.shards import shard_files, verify_shards
+from bgshift_tf.data.shards import read_manifest, shard_files, verify_shards
 from bgshift_tf.evaluation.distance import pairwise_distance
 from bgshift_tf.evaluation.features import SOFT_MASK_KEY, FeatureSet, extract_features, with_soft_mask
 from bgshift_tf.evaluation.rank import evaluate_rank
@@ -58,6 +65,31 @@ def resolve_tfrecords(spec, split, flag_name):
     if not files:
         raise ValueError(f"`{flag_name}` names no TFRecord file. Received: {flag_name}={spec!r}")
     return files
+
+
+def file_identity(paths):
+    """[[absolute path, size, mtime_ns], ...] of `paths`: changes when a file is rewritten in place."""
+    identity = []
+    for path in paths:
+        stat = os.stat(path)
+        identity.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
+    return identity
+
+
+def _tfrecords_identity(spec, split, files):
+    """The cache identity of a split's TFRecords: its files' identities, plus the split's manifest entry
+    when `spec` is a shard folder (counts and shard list, which a rebuild may change)."""
+    if not (isinstance(spec, (str, os.PathLike)) and os.path.isdir(spec)):
+        return file_identity(files)
+    return [read_manifest(spec)["splits"].get(split), *file_identity(files)]
+
+
+def checkpoint_identity(checkpoint):
+    """The cache identity of a checkpoint prefix: the prefix and its files' sizes and mtimes (None: no
+    checkpoint)."""
+    if checkpoint is None:
+        return None
+    return [checkpoint, *file_identity(sorted(glob.glob(f"{glob.escape(checkpoint)}.*")))]
 
 
 def _cached_features(cache_path, key, extract):
@@ -95,7 +127,8 @@ def _split_features(split, tfrecords, soft_mask_tfrecords, *, embed_fn, uses_sof
                     flip_average, progress, cache_dir, cache_id):
     """(FeatureSet, its TFRecord files) of one split, from the cache in `cache_dir` when the inputs match.
 
-    `cache_id` names the weights (run folder, checkpoint); the cache key adds the files and settings.
+    `cache_id` names the weights (run folder, checkpoint identity); the cache key adds the files' identities
+    (`_tfrecords_identity`) and the settings.
     """
     files = resolve_tfrecords(tfrecords, split, f"{split}_tfrecords")
     soft_files = resolve_tfrecords(soft_mask_tfrecords, split, f"soft_mask_{split}_tfrecords") if uses_soft_mask else []
@@ -115,7 +148,9 @@ def _split_features(split, tfrecords, soft_mask_tfrecords, *, embed_fn, uses_sof
             description=f"{split} features", image_keys=("image", SOFT_MASK_KEY) if uses_soft_mask else ("image",),
         )
 
-    key = json.dumps([*cache_id, files, soft_files, flip_average, list(image_size)])
+    key = json.dumps([*cache_id, _tfrecords_identity(tfrecords, split, files),
+                      _tfrecords_identity(soft_mask_tfrecords, split, soft_files), flip_average, list(image_size)],
+                     default=atomic_io.json_default)
     cache_path = os.path.join(cache_dir, f"{split}_features.npz") if cache_dir else None
     return _cached_features(cache_path, key, extract), files
 
@@ -142,9 +177,15 @@ def evaluate_features(
 
     Returns:
       dict: rank1/5/10/20 (those <= max_rank), mAP, mINP (floats in [0, 1]), cmc (list [max_rank]),
-      num_valid_queries, num_queries, num_gallery, feature_dim, convention, mode, distance, rerank,
-      rerank_convention (the re-ranking's convention string, None without re-ranking).
+      num_valid_queries, num_queries (scored, distractors excluded), num_skipped_distractor_queries (query
+      pid 0 or -1: skipped, see the module doc), num_gallery, feature_dim, convention, mode, distance,
+      rerank, rerank_convention (the re-ranking's convention string, None without re-ranking).
     """
+    distractor = query.pids <= 0
+    if distractor.any():
+        logging.warning("skipping %d of %d queries with pid 0 (distractor) or -1 (junk): not identities",
+                        int(distractor.sum()), len(distractor))
+        query = FeatureSet(*(field[~distractor] for field in query))
     distmat = pairwise_distance(query.features, gallery.features, metric=distance)
     if rerank:
         distmat = k_reciprocal_rerank(
@@ -161,6 +202,7 @@ def evaluate_features(
     metrics.update(
         mAP=result["mAP"], mINP=result["mINP"], cmc=[float(v) for v in result["cmc"]],
         num_valid_queries=result["num_valid_queries"], num_queries=result["num_queries"],
+        num_skipped_distractor_queries=int(distractor.sum()),
         num_gallery=int(distmat.shape[1]), feature_dim=int(query.features.shape[1]),
         convention=result["convention"], mode=mode, distance=distance, rerank=bool(rerank),
         rerank_convention=RERANK_CONVENTIONS[rerank_convention] if rerank else None,
@@ -217,7 +259,7 @@ def evaluate_run(
     extraction = dict(
         embed_fn=embed_fn, uses_soft_mask=uses_soft_mask, image_size=image_size, batch_size=batch_size,
         flip_average=flip_average, progress=progress, cache_dir=features_cache_dir,
-        cache_id=[os.path.abspath(run_dir) if run_dir else None, checkpoint],
+        cache_id=[os.path.abspath(run_dir) if run_dir else None, checkpoint_identity(checkpoint)],
     )
     query, query_files = _split_features("query", query_tfrecords, soft_mask_query_tfrecords, **extraction)
     gallery, gallery_files = _split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords, **extraction)

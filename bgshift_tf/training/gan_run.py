@@ -13,15 +13,19 @@
   reads it); `logs/` with `losses/<term>`, `learning_rate/<optimizer>` and image grids `images/input`,
   `images/mask`, `images/soft_mask`, `images/to_<domain>` per domain, `images/reconstruction`
   (soft-mask image back to its source domain), on a fixed preview batch (the first images of each domain).
-- Resume: the data pipeline is reseeded from the resumed step (`seed + 1_000_003 * start_step`), not
+- Resume: `check_resumable` compares the run's config.json with this run's models before anything is
+  written (another architecture would fail to restore after config.json was overwritten); the data pipeline is reseeded from the resumed step (`seed + 1_000_003 * start_step`), not
   replayed; weights, optimizer state and the step count come from the checkpoint.
 """
 
 import dataclasses
+import json
+import os
 
 import keras
 import tensorflow as tf
 
+from bgshift_tf import atomic_io, errors
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import shards
 from bgshift_tf.models.discriminator import Discriminator
@@ -200,6 +204,43 @@ def gan_steps(gan):
             loop.ScheduledStep("g", gan.generator_step, every_n=gan.n_critic)]
 
 
+# The config.json entries a checkpoint's variables depend on: another value cannot restore it.
+RESUME_KEYS = ("domains", "generator", "discriminator")
+
+
+def _flat_items(value, prefix):
+    """{"a": {"b": 1}} -> {"a.b": 1}: nested config entries as dotted keys (lists stay values)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    return {k: v for key, item in value.items() for k, v in _flat_items(item, f"{prefix}.{key}").items()}
+
+
+def check_resumable(run_dir, run_config):
+    """Raises errors.ArgumentError if `run_dir` holds an SBSGAN run whose checkpoints this run cannot restore.
+
+    Compares the `RESUME_KEYS` of `<run_dir>/config.json` (if present) with `run_config`; the message names
+    the folder and each differing key as "key old -> new". Nothing is written, so a refused resume keeps
+    the run's config.json.
+    """
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        try:
+            previous = json.load(f)
+        except json.JSONDecodeError as error:
+            raise errors.DataError(f"{path} is not valid JSON ({error}); delete the run folder to start fresh")
+    before = {k: v for key in RESUME_KEYS for k, v in _flat_items(previous.get(key), key).items()}
+    now_config = json.loads(json.dumps(run_config, default=atomic_io.json_default))
+    now = {k: v for key in RESUME_KEYS for k, v in _flat_items(now_config[key], key).items()}
+    changed = [f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))
+               if before.get(key) != now.get(key)]
+    if changed:
+        raise errors.ArgumentError(
+            f"--run_dir={run_dir!r} holds an SBSGAN run these settings cannot resume: {'; '.join(changed)}. "
+            f"Use the run's own settings, another --run_dir, or delete that one to start fresh.")
+
+
 def train_sbsgan(config):
     """Trains SBSGAN as configured (keys of `DEFAULT_CONFIG`); resumes from `run_dir` if it has checkpoints.
 
@@ -217,13 +258,15 @@ def train_sbsgan(config):
     # 3. Models and optimizers under the strategy's scope.
     with strategy.scope():
         gan = build_sbsgan(config, num_domains)
-    # 4. config.json content (what load_generator and the report read) and the preview hook.
+    # 4. config.json content (what load_generator and the report read), checked against a run to resume
+    #    before the loop (re)writes it, and the preview hook.
     gan_config = {k: v for k, v in gan.get_config().items() if k not in ("generator", "discriminator")}
     facts = {"domains": domain_names, "num_train_examples": num_examples, "steps_per_epoch": steps_per_epoch,
              "total_steps": total_steps}
     run_config = {"flags": config, "precision": gan.generator.dtype_policy.name,
                   "generator": gan.generator.get_config(),
                   "discriminator": gan.discriminator.get_config(), "sbsgan": gan_config, **facts}
+    check_resumable(config["run_dir"], run_config)
     image_fn = None
     if config["image_every"] > 0:
         image_fn = make_image_fn(gan.generator, *_preview_batch(config), domain_names)

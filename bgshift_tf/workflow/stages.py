@@ -6,15 +6,20 @@ time `budget` in seconds (used for the ETA until a real duration is recorded).
 
 `run_stages(run_dir, stages, force=())` runs them in order. For each stage:
 - its manifest `<run_dir>/stages/<name>.json` records {config, deps: {dep: dep's run_id}, run_id,
-  outputs, seconds, finished}. It is written atomically and only after the stage returned, so a stage
-  that raised or was interrupted has none and the next run starts at it;
-- the stage is SKIPPED when its manifest exists, its config is the same and every dependency still has
-  the run_id it was built from (so a dependency that re-ran, for any reason, re-runs this stage too);
-- it RE-RUNS when the config changed, a dependency re-ran, or it is named in `force`. A stage that had
+  outputs, contents, seconds, finished}, `contents` being {file: size in bytes} of every file under its
+  `clean_paths` (`output_contents`). It is written atomically and only after the stage returned, so a
+  stage that raised or was interrupted has none and the next run starts at it;
+- the stage is SKIPPED when its manifest exists, its config is the same, every dependency still has
+  the run_id it was built from (so a dependency that re-ran, for any reason, re-runs this stage too) and
+  every recorded file is still there with its size (files added since are fine);
+- it RE-RUNS when the config changed, a dependency re-ran, a recorded output is missing or changed
+  (`output_problems`; the log line names it), or it is named in `force`. A stage that had
   completed before is redone from scratch: its `clean_paths` are deleted first (stale outputs);
 - an interrupted stage (a `<name>.started.json` marker but no manifest) is RESUMED when the marker's
   config and dependencies match: its outputs are kept, so the trainers continue from their own
   checkpoints. A marker from another config means stale partial outputs: they are cleaned.
+A stage deletes nothing before its inputs are known to be there: the recorded outputs of its
+dependencies are re-checked first, and a problem raises `errors.DataError` naming them.
 Every decision is logged with its reason; progress lines give the elapsed time and an ETA from the
 remaining stages' last recorded durations (or budgets). `<run_dir>/timings.json` lists every stage
 with its seconds and status ("ran" | "skipped", skipped stages show the recorded duration).
@@ -29,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
-from bgshift_tf import atomic_io
+from bgshift_tf import atomic_io, errors
 
 STAGES_FOLDER = "stages"
 TIMINGS_FILE = "timings.json"
@@ -44,7 +49,8 @@ class Stage:
         fn: `fn() -> dict` of JSON-able outputs (paths, metrics); raising leaves no manifest.
         config: JSON-able settings that determine the result; a change re-runs the stage.
         deps: names of earlier stages whose outputs this one reads.
-        clean_paths: files/folders the stage writes, deleted before redoing a completed (stale) stage.
+        clean_paths: files/folders the stage writes, deleted before redoing a completed (stale) stage;
+            the manifest records the files under them, checked before the stage is skipped.
         budget: expected seconds, for the ETA before a duration has been recorded.
     """
 
@@ -54,8 +60,6 @@ class Stage:
     deps: Sequence[str] = ()
     clean_paths: Sequence[str] = ()
     budget: float = 60.0
-
-
 
 
 def normalize(config):
@@ -78,6 +82,32 @@ def read_manifest(run_dir, name):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def output_contents(paths) -> dict:
+    """{file path: size in bytes} of the files `paths` name and of every file under the folders they name."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            files += [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names]
+        elif os.path.isfile(path):
+            files.append(path)
+    return {file: os.path.getsize(file) for file in sorted(files)}
+
+
+def output_problems(manifest) -> list:
+    """["<file> is missing" | "<file> changed size (a -> b bytes)"] for the files `manifest` recorded."""
+    problems = []
+    for file, size in (manifest.get("contents") or {}).items():
+        if not os.path.isfile(file):
+            problems.append(f"{file} is missing")
+        elif os.path.getsize(file) != size:
+            problems.append(f"{file} changed size ({size} -> {os.path.getsize(file)} bytes)")
+    return problems
+
+
+def _listed(problems, limit=3) -> str:
+    return "; ".join(problems[:limit]) + (f" (and {len(problems) - limit} more)" if len(problems) > limit else "")
 
 
 def format_seconds(seconds) -> str:
@@ -149,6 +179,7 @@ def run_stages(run_dir, stages: Sequence[Stage], *, force=(), log=None) -> dict:
                                    "outputs": manifest.get("outputs", {}), "reason": "complete"}
             timings.append({"stage": stage.name, "seconds": manifest["seconds"], "status": "skipped"})
             continue
+        _check_inputs(stage, manifests)
         reason = _prepare(run_dir, stage, manifest, config, deps, reason, log, prefix)
         # The old manifest goes first: if this run fails, the next one must not find it complete.
         if manifest is not None:
@@ -170,11 +201,12 @@ def run_stages(run_dir, stages: Sequence[Stage], *, force=(), log=None) -> dict:
             raise
         seconds = time.monotonic() - start
         run_ids[stage.name] = uuid.uuid4().hex
-        atomic_io.write_json(manifest_path(run_dir, stage.name), {
+        manifests[stage.name] = {
             "name": stage.name, "config": config, "deps": deps, "run_id": run_ids[stage.name],
-            "outputs": normalize(outputs), "seconds": seconds,
+            "outputs": normalize(outputs), "contents": output_contents(stage.clean_paths), "seconds": seconds,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        })
+        }
+        atomic_io.write_json(manifest_path(run_dir, stage.name), manifests[stage.name])
         os.remove(_started_path(run_dir, stage.name))
         results[stage.name] = {"status": "ran", "seconds": seconds, "outputs": normalize(outputs), "reason": reason}
         timings.append({"stage": stage.name, "seconds": seconds, "status": "ran"})
@@ -202,7 +234,19 @@ def _rerun_reason(stage, manifest, config, deps, force):
     stale = sorted(dep for dep, run_id in deps.items() if manifest.get("deps", {}).get(dep) != run_id)
     if stale:
         return f"upstream stage(s) re-ran: {', '.join(stale)}"
+    problems = output_problems(manifest)
+    if problems:
+        return f"its outputs changed since it completed: {_listed(problems)}"
     return None
+
+
+def _check_inputs(stage, manifests):
+    """Raises errors.DataError if a dependency's recorded outputs are missing or changed (before `stage`
+    deletes anything of its own)."""
+    problems = [f"{dep}: {problem}" for dep in stage.deps for problem in output_problems(manifests[dep] or {})]
+    if problems:
+        raise errors.DataError(f"stage {stage.name!r} cannot run: the outputs of its dependencies changed "
+                               f"({_listed(problems)}); rerun the job to redo those stages. Nothing was deleted.")
 
 
 def _prepare(run_dir, stage, manifest, config, deps, reason, log, prefix):
