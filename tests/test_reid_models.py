@@ -144,3 +144,23 @@ def test_ide_keras_file_round_trip(tmp_path):
 def test_bad_num_classes_is_rejected():
     with pytest.raises(ValueError, match="num_classes=0"):
         reid.IDE(0, **SMALL)
+
+
+@pytest.mark.parametrize("use_isdc", [True, False])
+def test_a_checkpoint_restores_every_da2s_weight(tmp_path, use_isdc):
+    """What load_reid_model does (tf.train.Checkpoint): every weight, the ISDC convs included, comes back."""
+    import tensorflow as tf
+
+    x = _images()
+    models = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        model = reid.DA2S(5, use_isdc=use_isdc, **SMALL)
+        model((x, x))
+        models.append(model)
+    saved, restored = models
+    path = tf.train.Checkpoint(model=saved).save(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=restored).restore(path).expect_partial().assert_existing_objects_matched()
+    differing = [w.path for w, v in zip(saved.weights, restored.weights) if not np.array_equal(w.numpy(), v.numpy())]
+    assert differing == []
+    np.testing.assert_allclose(restored.embed((x, x)).numpy(), saved.embed((x, x)).numpy(), atol=1e-6)

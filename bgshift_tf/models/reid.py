@@ -238,6 +238,10 @@ class DA2S(_ReIDNetwork):
             if self.use_isdc
             else []
         )
+        # Each block is also its own attribute: tf.train.Checkpoint does not follow Keras' tracked list, so
+        # without these a restored DA-2S kept freshly initialised ISDC weights without a word.
+        for n, block in enumerate(self.isdc_blocks):
+            setattr(self, f"isdc{n + 1}", block)
         self.se = (
             SqueezeExcitation(self.se_reduction, name=f"{name}_se") if self.use_se else None
         )
