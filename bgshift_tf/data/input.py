@@ -19,8 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from bgshift_tf.data import images, schema
-from bgshift_tf.data import shards
-from bgshift_tf.data.shards import read_manifest, shard_files, verify_shards
+from bgshift_tf.data.shards import naming_corrupt_shards, read_manifest, shard_files, verify_shards
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Enough parallel shard readers to hide file latency; more only costs memory.
@@ -266,7 +265,7 @@ def scan_records(files):
     spec = {key: schema.FEATURE_SPEC[key] for key in ("filename", "label")}
     records = tf.data.TFRecordDataset(list(files)).batch(4096)
     filenames, labels = [], []
-    with shards.naming_corrupt_shards(files):
+    with naming_corrupt_shards(files):
         for batch in records.map(lambda r: tf.io.parse_example(r, spec)):
             filenames.extend(name.decode("utf-8") for name in batch["filename"].numpy())
             labels.append(batch["label"].numpy())
