@@ -29,6 +29,7 @@ from bgshift_tf import errors
 from bgshift_tf.evaluation.rank import MODES
 from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.run import evaluate_cuhk03_classic, evaluate_run
+from bgshift_tf.training import precision
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Re-ID training run folder (config.json + checkpoints/).")
 _QUERY = flags.DEFINE_string("query_tfrecords", None, "Query TFRecords: shard folder, comma list or glob.")
@@ -56,6 +57,8 @@ _CACHE = flags.DEFINE_string(
     "features_cache_dir", None, "Folder caching query/gallery features, reused when inputs match (resume)."
 )
 
+_PRECISION = flags.DEFINE_enum("precision", "float32", list(precision.PRECISIONS), precision.FLAG_HELP)
+
 _CUHK03_SPLIT = flags.DEFINE_enum(
     "cuhk03_split", None, ["all"],
     "all: the TFRecord flags name a --cuhk03_split=all build; evaluate its 20 splits, report mean and spread.",
@@ -70,6 +73,7 @@ def main(argv):
         distance=_DISTANCE.value, flip_average=_FLIP.value, rerank=_RERANK.value, mode=_MODE.value,
         max_rank=_MAX_RANK.value, num_repeats=_NUM_REPEATS.value, seed=_SEED.value, batch_size=_BATCH.value,
         out_path=_OUT.value, features_cache_dir=_CACHE.value, rerank_convention=_RERANK_CONVENTION.value,
+        precision=_PRECISION.value,
     )
     if _CUHK03_SPLIT.value != "all":
         evaluate_run(

@@ -18,6 +18,7 @@ from absl import flags
 from bgshift_tf import errors
 from bgshift_tf.data import variants
 from bgshift_tf.generation import translate
+from bgshift_tf.training import precision
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "SBSGAN run directory (config.json + checkpoints/).", required=True)
 _IN_DIR = flags.DEFINE_string("in_dir", None, "Input TFRecord folder (manifest.json + shards).", required=True)
@@ -30,13 +31,15 @@ _SPLITS = flags.DEFINE_list("splits", None, "Splits to translate (default: all i
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per generator call.")
 _JPEG = flags.DEFINE_bool("jpeg_dirs", False, "Also write JPEG folders in the Market-1501 layout.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Redo splits whose output is already complete.")
+_PRECISION = flags.DEFINE_enum("precision", "float32", list(precision.PRECISIONS), precision.FLAG_HELP)
 
 
 def main(argv):
     del argv
     result = translate.translate_dataset(
         _RUN_DIR.value, _IN_DIR.value, _OUT_ROOT.value, variants=_VARIANTS.value, target_domain=_TARGET.value,
-        splits=_SPLITS.value, batch_size=_BATCH.value, jpeg_dirs=_JPEG.value, overwrite=_OVERWRITE.value)
+        splits=_SPLITS.value, batch_size=_BATCH.value, jpeg_dirs=_JPEG.value, overwrite=_OVERWRITE.value,
+        precision=_PRECISION.value)
     for variant, folder in result["outputs"].items():
         print(f"{variant}: {folder} written {result['written'][variant]} skipped {result['skipped'][variant]}")
 

@@ -114,13 +114,18 @@ def _model_embed_fn(model):
     return lambda batch: model.embed(batch["image"], training=False), False
 
 
-def _load_run_model(run_dir):
+def _load_run_model(run_dir, precision):
     if run_dir is None:
         raise ValueError("evaluate_run needs `run_dir`, `model` or `embed_fn`; all are None.")
     # Imported here: training.reid is the heaviest module and only needed for a run folder.
     from bgshift_tf.training.reid import load_reid_model
 
-    return load_reid_model(run_dir)
+    return load_reid_model(run_dir, precision)
+
+
+def _compute_policy(model):
+    """The dtype policy the model computes in (features differ between precisions), None without a model."""
+    return model.dtype_policy.name if model is not None else None
 
 
 def _split_features(split, tfrecords, soft_mask_tfrecords, *, embed_fn, uses_soft_mask, image_size, batch_size,
@@ -215,6 +220,7 @@ def evaluate_run(
     soft_mask_gallery_tfrecords=None, distance="euclidean", flip_average=False, rerank=False,
     mode="standard", max_rank=50, num_repeats=10, seed=0, batch_size=64, image_size=None, out_path=None,
     features_cache_dir=None, model=None, embed_fn=None, progress=True, rerank_convention="zhong2017",
+    precision="float32",
 ):
     """Evaluates a re-ID run on query/gallery TFRecords and writes the metrics JSON.
 
@@ -235,6 +241,7 @@ def evaluate_run(
       embed_fn: batch dict -> [B, D] features, instead of a model.
       progress: progress bars and the printed table.
       rerank_convention: "zhong2017" (the authors' code, default) | "bgshift_v1" (see evaluation/rerank.py).
+      precision: compute precision of the model loaded from `run_dir` (a `training.precision` setting).
 
     Returns:
       dict of JSON-able metrics: rank1/5/10/20, mAP, mINP, cmc (list), counts, conventions and settings.
@@ -243,7 +250,7 @@ def evaluate_run(
     uses_soft_mask = soft_mask_query_tfrecords is not None
     checkpoint = tf.train.latest_checkpoint(loop.checkpoint_dir(run_dir)) if run_dir else None
     if embed_fn is None:
-        model = model if model is not None else _load_run_model(run_dir)
+        model = model if model is not None else _load_run_model(run_dir, precision)
         embed_fn, uses_soft_mask = _model_embed_fn(model)
     if image_size is None:
         if model is None:
@@ -259,7 +266,8 @@ def evaluate_run(
     extraction = dict(
         embed_fn=embed_fn, uses_soft_mask=uses_soft_mask, image_size=image_size, batch_size=batch_size,
         flip_average=flip_average, progress=progress, cache_dir=features_cache_dir,
-        cache_id=[os.path.abspath(run_dir) if run_dir else None, checkpoint_identity(checkpoint)],
+        cache_id=[os.path.abspath(run_dir) if run_dir else None, checkpoint_identity(checkpoint),
+                  _compute_policy(model)],
     )
     query, query_files = _split_features("query", query_tfrecords, soft_mask_query_tfrecords, **extraction)
     gallery, gallery_files = _split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords, **extraction)
@@ -271,7 +279,7 @@ def evaluate_run(
     )
     metrics.update(
         flip_average=bool(flip_average), model=type(model).__name__ if model is not None else "embed_fn",
-        run_dir=run_dir, query_tfrecords=query_files, gallery_tfrecords=gallery_files,
+        precision=_compute_policy(model), run_dir=run_dir, query_tfrecords=query_files, gallery_tfrecords=gallery_files,
     )
     out_path = out_path or (os.path.join(run_dir, "metrics.json") if run_dir else None)
     if out_path:
@@ -298,7 +306,7 @@ def summarize_splits(per_split):
 
 def evaluate_cuhk03_classic(
     run_dir=None, *, tfrecords_root, soft_mask_root=None, out_path=None, features_cache_dir=None, model=None,
-    embed_fn=None, progress=True, **settings,
+    embed_fn=None, progress=True, precision="float32", **settings,
 ):
     """CUHK03 classic: `evaluate_run` on every split folder of a `--cuhk03_split=all` build (query = gallery
     = the split's test images; use mode="cuhk03_sgs" for single-gallery-shot CMC), then the mean and spread.
@@ -309,7 +317,7 @@ def evaluate_cuhk03_classic(
       out_path: the summary JSON (default `<run_dir>/metrics_cuhk03_classic.json`); each split's metrics
         are written next to it as `<stem>.<split folder>.json`.
       features_cache_dir: per-split caches in its `<split folder>/` subfolders.
-      run_dir, model, embed_fn, progress, **settings: as `evaluate_run` (the model is loaded once).
+      run_dir, model, embed_fn, progress, precision, **settings: as `evaluate_run` (the model is loaded once).
 
     Returns:
       dict: "splits" (folder names), "per_split" (each split's metrics), "summary" (`summarize_splits`),
@@ -317,7 +325,7 @@ def evaluate_cuhk03_classic(
     """
     split_dirs = cuhk03.classic_split_dirs(tfrecords_root)
     if embed_fn is None and model is None:
-        model = _load_run_model(run_dir)
+        model = _load_run_model(run_dir, precision)
     out_path = out_path or (os.path.join(run_dir, "metrics_cuhk03_classic.json") if run_dir else None)
     per_split = []
     for split_dir in split_dirs:

@@ -24,6 +24,7 @@ from absl import flags
 
 from bgshift_tf import errors
 from bgshift_tf.export import job, runtime
+from bgshift_tf.training import precision
 
 FLAGS = flags.FLAGS
 _GAN_RUN_DIR = flags.DEFINE_string("gan_run_dir", None, "SBSGAN run folder (config.json + checkpoints/).")
@@ -47,6 +48,7 @@ _RANKING = flags.DEFINE_string(
                                "vs Keras (e.g. the target domain the re-ID run is evaluated on).")
 _NUM_REPRESENTATIVE = flags.DEFINE_integer("num_representative", 32, "Calibration images for int8.")
 _GENERATOR_NAME = flags.DEFINE_string("generator_name", "sbsgan_generator", "Served name of the generator.")
+_PRECISION = flags.DEFINE_enum("precision", "float32", list(precision.PRECISIONS), precision.FLAG_HELP)
 _EMBEDDER_NAME = flags.DEFINE_string(
     "embedder_name", None, "Served name of the re-ID embedder (default: da2s_embedder or ide_embedder).")
 
@@ -62,7 +64,7 @@ def main(argv):
         overwrite=_OVERWRITE.value, variants={name: tuple(flag.value) for name, flag in _VARIANTS.items()},
         representative_tfrecords=_REPRESENTATIVE.value, num_representative=_NUM_REPRESENTATIVE.value,
         tf_trt=_TF_TRT.value, generator_name=_GENERATOR_NAME.value, embedder_name=_EMBEDDER_NAME.value,
-        runtime=options, ranking_tfrecords=_RANKING.value,
+        runtime=options, ranking_tfrecords=_RANKING.value, precision=_PRECISION.value,
     )
     print(json.dumps(results, indent=2))
 

@@ -16,7 +16,13 @@ its module plus one entry in `FORMATS`.
 
 Parity is measured on `num_parity_images` uint8 images at each model's trained size (the first ones of
 --representative_tfrecords when given, else seeded random pixels): float outputs (images_float in [-1, 1],
-features) as max abs difference, uint8 images as max level difference.
+features) as max and mean abs difference, uint8 images as max level difference.
+
+Compute precision (`--precision`, `training.precision`): the exported models may compute in bf16/fp16;
+the signatures keep their interfaces (uint8 / string / int32 in, uint8 / float32 out) whatever it is. A
+low-precision export is also compared with the float32 Keras model of the same weights
+("saved_model_vs_float32"), against `LOW_PRECISION_TOLERANCE`: bf16 keeps 8 mantissa bits (relative
+rounding 2^-8 per op), which compounds through a network's layers.
 """
 
 import glob
@@ -33,8 +39,12 @@ from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export import tflite as tflite_lib
 from bgshift_tf.export.runtime import RuntimeOptions
 from bgshift_tf.export.serving_inputs import signature_inputs
+from bgshift_tf.training import precision as precision_lib
 
 _RANKING_BATCH = 64
+# A low-precision export vs the float32 Keras model, relative to the reference's max |value| (images in
+# [-1, 1], features): a loose bound on the largest difference and a tighter one on the mean.
+LOW_PRECISION_TOLERANCE = {"max_rel": 0.1, "mean_rel": 0.01}
 FORMAT_INTERFACE = ("NAME", "VARIANTS", "convert", "load_runner")
 
 
@@ -83,12 +93,14 @@ def _float_output(outputs):
 
 
 def _differences(outputs, reference_float, reference_uint8=None):
-    """{"max_abs": float, "max_rel": float (vs the reference's max |value|), ["max_uint8_levels": int]}."""
+    """{"max_abs", "max_rel", "mean_abs", "mean_rel": float (rel: vs the reference's max |value|),
+    ["max_uint8_levels": int]}."""
     value = _float_output(outputs)
     if value.shape != reference_float.shape:
         raise ValueError(f"Output shape {value.shape} differs from the Keras reference {reference_float.shape}")
-    max_abs = float(np.max(np.abs(value - reference_float)))
-    result = {"max_abs": max_abs, "max_rel": max_abs / max(float(np.max(np.abs(reference_float))), 1e-12)}
+    scale = max(float(np.max(np.abs(reference_float))), 1e-12)
+    max_abs, mean_abs = float(np.max(np.abs(value - reference_float))), float(np.mean(np.abs(value - reference_float)))
+    result = {"max_abs": max_abs, "max_rel": max_abs / scale, "mean_abs": mean_abs, "mean_rel": mean_abs / scale}
     if reference_uint8 is not None and "images_uint8" in outputs:
         levels = np.abs(np.asarray(outputs["images_uint8"]).astype(np.int32) - reference_uint8.astype(np.int32))
         result["max_uint8_levels"] = int(levels.max())
@@ -106,7 +118,8 @@ def _reference_pixels(signature, inputs):
     return inputs["images"]
 
 
-def measure_parity(version_dir, images, generator=None, reid_model=None, converted=None, runtime=None):
+def measure_parity(version_dir, images, generator=None, reid_model=None, converted=None, runtime=None,
+                   float32_models=None):
     """Max differences of the SavedModel and every converted model's outputs vs the Keras model, per signature.
 
     Args:
@@ -115,10 +128,14 @@ def measure_parity(version_dir, images, generator=None, reid_model=None, convert
         generator, reid_model: the Keras models that were exported.
         converted: {format NAME: {signature: {variant: path}}} (each format's `convert` result) or None.
         runtime: `RuntimeOptions` for the runners (default: the fast defaults).
+        float32_models: (generator, reid_model), float32 Keras models with the same weights, for an export
+            computing in another precision; None when the exported models compute in float32.
 
     Returns:
         {signature: {"saved_model": {...}, "<format>_<variant>": {...}}}, each entry with max_abs, max_rel and
-        (generator) max_uint8_levels; converted formats also `vs_saved_model_max_abs`.
+        (generator) max_uint8_levels; converted formats also `vs_saved_model_max_abs`. With `float32_models`,
+        also "saved_model_vs_float32": the same differences, `tolerance` (LOW_PRECISION_TOLERANCE) and
+        `within_tolerance`.
     """
     runtime = runtime or RuntimeOptions()
     info = saved_model_lib.read_export_info(version_dir)
@@ -126,11 +143,17 @@ def measure_parity(version_dir, images, generator=None, reid_model=None, convert
     report = {}
     for signature in info["signatures"]:
         inputs = signature_inputs(signature, images, info.get("num_domains"))
-        reference = keras_reference(signature, _reference_pixels(signature, inputs), generator, reid_model,
-                                    inputs.get("target_domain"))
+        pixels = _reference_pixels(signature, inputs)
+        reference = keras_reference(signature, pixels, generator, reid_model, inputs.get("target_domain"))
         reference_uint8 = _reference_uint8(reference) if info["kind"] == "generator" else None
         served = saved_model_lib.SavedModelRunner(version_dir, signature, runtime)(**inputs)
         entry = {"saved_model": _differences(served, reference, reference_uint8)}
+        if float32_models is not None:
+            float32 = keras_reference(signature, pixels, *float32_models, inputs.get("target_domain"))
+            vs_float32 = _differences(served, float32, _reference_uint8(float32) if info["kind"] == "generator" else None)
+            entry["saved_model_vs_float32"] = {
+                **vs_float32, "tolerance": LOW_PRECISION_TOLERANCE,
+                "within_tolerance": all(vs_float32[k] <= v for k, v in LOW_PRECISION_TOLERANCE.items())}
         for name, per_signature in (converted or {}).items():
             for variant, path in per_signature.get(signature, {}).items():
                 outputs = modules[name].load_runner(path, runtime)(**inputs)
@@ -198,8 +221,14 @@ def _random_images(image_size, count, seed=0):
 # === The job ===
 
 
+def _measured_models(kind, info, generator, reid_model):
+    """(generator, reid_model) an export of `kind` is compared with: the generator also for a DA-2S embedder."""
+    return (generator if kind == "generator" or info["two_stream"] else None,
+            reid_model if kind == "embedder" else None)
+
+
 def _convert_and_measure(kind, version_dir, export_dir, model_name, version, images, generator, reid_model,
-                         variants, calibration_images, runtime, ranking_set):
+                         variants, calibration_images, runtime, ranking_set, float32_models):
     converted = {}
     for module in FORMATS:
         if variants.get(module.NAME):
@@ -207,9 +236,11 @@ def _convert_and_measure(kind, version_dir, export_dir, model_name, version, ima
                 version_dir, os.path.join(export_dir, module.NAME, model_name, str(version)),
                 variants[module.NAME], calibration_images)
     info = saved_model_lib.read_export_info(version_dir)
-    parity = measure_parity(version_dir, images, generator if kind == "generator" or info["two_stream"] else None,
-                            reid_model if kind == "embedder" else None, converted, runtime)
+    parity = measure_parity(version_dir, images, *_measured_models(kind, info, generator, reid_model), converted,
+                            runtime, float32_models and _measured_models(kind, info, *float32_models))
+    exported = generator if kind == "generator" else reid_model
     summary = {"model_name": model_name, "version": version, "saved_model": version_dir,
+               "precision": exported.dtype_policy.name,
                **{module.NAME: converted.get(module.NAME, {}) for module in FORMATS}, "parity": parity,
                "num_parity_images": int(len(images))}
     if kind == "embedder" and ranking_set is not None:
@@ -239,7 +270,8 @@ def check_variants(variants):
 
 def export_models(export_dir, generator=None, reid_model=None, *, version=None, overwrite=False,
                   variants=None, representative_images=None, num_parity_images=4,
-                  generator_name="sbsgan_generator", embedder_name=None, runtime=None, ranking_images=None):
+                  generator_name="sbsgan_generator", embedder_name=None, runtime=None, ranking_images=None,
+                  float32_models=None):
     """Exports in-memory models and measures parity; see the module docstring for the layout.
 
     Args:
@@ -258,9 +290,12 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
         num_parity_images: images used for parity.
         generator_name, embedder_name: served model names (embedder default: "da2s_embedder" for DA-2S,
             "ide_embedder" for IDE).
+        float32_models: (generator, reid_model) in float32 with the same weights, when the exported models
+            compute in another precision: each parity entry then has "saved_model_vs_float32".
 
     Returns:
-        {"generator": summary, "embedder": summary, "models_config": path} (present keys only).
+        {"generator": summary, "embedder": summary, "models_config": path} (present keys only); each
+        summary names the exported model's compute `precision` (its Keras dtype policy).
     """
     from bgshift_tf.models.reid import DA2S
 
@@ -300,7 +335,8 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
         parity_images, calibration = images_for(size)
         results[kind] = _convert_and_measure(kind, version_dir, export_dir, model_name, model_version,
                                              parity_images, generator, reid_model, variants, calibration,
-                                             runtime, ranking_images(size) if ranking_images else None)
+                                             runtime, ranking_images(size) if ranking_images else None,
+                                             float32_models)
     # Every folder holding numeric versions is a servable model (the format folders hold model folders).
     served = sorted(name for name in os.listdir(export_dir)
                     if os.path.isdir(os.path.join(export_dir, name))
@@ -311,7 +347,8 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
 
 def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *, version=None, overwrite=False,
                variants=None, representative_tfrecords=None, num_representative=32, tf_trt=False,
-               generator_name="sbsgan_generator", embedder_name=None, runtime=None, ranking_tfrecords=None):
+               generator_name="sbsgan_generator", embedder_name=None, runtime=None, ranking_tfrecords=None,
+               precision="float32"):
     """`python -m bgshift_tf.export`: loads the trained runs and exports them (see `export_models`).
 
     Args:
@@ -323,20 +360,23 @@ def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *
             embedder's variants are ranked on it against the Keras model (rank-1 / mAP changes).
         tf_trt: also write a TF-TRT SavedModel (`<export_dir>/tf_trt/<model>/<version>`; GPU + TensorRT only,
             checked before anything is exported).
+        precision: compute precision of the exported models (a `training.precision` setting); other than
+            float32, the runs are also loaded in float32 and the parity report compares with those.
         Others: see `export_models`.
     """
     if tf_trt and onnx_lib.tensorrt_unavailable_reason() is not None:
         raise RuntimeError(f"--tf_trt needs an NVIDIA GPU and TensorRT: {onnx_lib.tensorrt_unavailable_reason()}. "
                            "Drop --tf_trt and build an engine from the ONNX model with trtexec on a GPU host.")
-    generator = reid_model = None
-    if gan_run_dir:
-        from bgshift_tf.training.gan import load_generator
+    from bgshift_tf.training.gan import load_generator
+    from bgshift_tf.training.reid import load_reid_model
 
-        generator = load_generator(gan_run_dir)
-    if reid_run_dir:
-        from bgshift_tf.training.reid import load_reid_model
+    def load(policy):
+        return (load_generator(gan_run_dir, policy) if gan_run_dir else None,
+                load_reid_model(reid_run_dir, policy) if reid_run_dir else None)
 
-        reid_model = load_reid_model(reid_run_dir)
+    policy = precision_lib.resolve(precision)
+    generator, reid_model = load(policy)
+    float32_models = load("float32") if policy != "float32" else None
     representative = None
     if representative_tfrecords:
         representative = lambda size: load_representative_images(representative_tfrecords, size, num_representative)  # noqa: E731
@@ -347,7 +387,7 @@ def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *
     results = export_models(export_dir, generator, reid_model, version=version, overwrite=overwrite,
                             variants=variants, representative_images=representative,
                             generator_name=generator_name, embedder_name=embedder_name, runtime=runtime,
-                            ranking_images=ranking)
+                            ranking_images=ranking, float32_models=float32_models)
     if tf_trt:
         for kind in ("generator", "embedder"):
             if kind in results:

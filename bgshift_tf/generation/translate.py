@@ -71,13 +71,14 @@ def _write_jpegs(folder, split, filenames, encoded):
         os.replace(tmp, path)
 
 
-def _variant_makers(run_dir, wanted, target_index):
-    """({variant: batch -> images in [-1, 1]}, image size); the generator is loaded only when needed."""
+def _variant_makers(run_dir, wanted, target_index, precision):
+    """({variant: batch -> images in [-1, 1]}, image size); the generator is loaded (computing in
+    `precision`) only when needed."""
     makers = {image_variants.HARD_MASK: lambda batch: images.hard_mask(batch["pixels"], batch["mask01"])}
     if not {image_variants.SOFT_MASK, image_variants.STYLE_TRANSFER} & set(wanted):
         with open(os.path.join(run_dir, "config.json")) as f:
             return makers, tuple(json.load(f)["generator"]["image_size"])
-    generator = load_generator(run_dir)
+    generator = load_generator(run_dir, precision)
     soft_mask = tf.function(lambda x: generator.soft_mask(x), reduce_retracing=True)
     style = tf.function(lambda x: generator.style_transfer(x, tf.fill([tf.shape(x)[0]], target_index)),
                         reduce_retracing=True)
@@ -108,7 +109,8 @@ def _translate_split(files, makers, image_size, *, batch_size, split, jpeg_folde
 
 
 def translate_dataset(run_dir, in_dir, out_root, *, variants=image_variants.GENERATED, target_domain=None,
-                      splits=None, batch_size=32, jpeg_dirs=False, overwrite=False, verbose=1):
+                      splits=None, batch_size=32, jpeg_dirs=False, overwrite=False, verbose=1,
+                      precision="float32"):
     """Writes the requested variants of translated TFRecords for every split of `in_dir` (see module doc).
 
     Args:
@@ -121,6 +123,8 @@ def translate_dataset(run_dir, in_dir, out_root, *, variants=image_variants.GENE
         batch_size: images per generator call.
         jpeg_dirs: also write JPEG files in the Market-1501 layout.
         overwrite: redo splits that are already complete.
+        precision: the generator's compute precision (a `training.precision` setting); the images leave it
+            in float32 whatever it is.
 
     Returns:
         {"outputs": {variant: folder}, "written": {variant: {split: count}},
@@ -145,7 +149,7 @@ def translate_dataset(run_dir, in_dir, out_root, *, variants=image_variants.GENE
         raise ValueError(f"TFRecord folder {in_dir!r} has no split(s) {missing}; it has {sorted(manifest['splits'])}")
 
     # 2. The generator (only when a generated variant is asked for) and its compiled calls.
-    makers, image_size = _variant_makers(run_dir, variants, target_index)
+    makers, image_size = _variant_makers(run_dir, variants, target_index, precision)
     facts = {k: v for k, v in manifest.items() if k not in ("splits", "schema_version", "dataset")}
     generated = {"source": os.path.abspath(in_dir), "run_dir": os.path.abspath(run_dir),
                  "target_domain": target_name, "image_size": list(image_size)}
