@@ -73,7 +73,7 @@ def test_evaluate_run_writes_expected_metrics_json(toy_records, tmp_path, capsys
     printed = capsys.readouterr().out
     assert "rank-1" in printed and "66.67" in printed and "77.78" in printed and "3/4" in printed
     # Per-query results of the 3 valid queries (pids 1, 2, 3: APs 1, 1, 1/3) beside the JSON, and the
-    # bootstrap over those 3 identities: rank-1 resamples lie in {0, 1/3, 2/3, 1}.
+    # the bootstrap over those 3 identities, whose interval holds the measured rank-1 and mAP.
     with np.load(out.parent / "per_query_metrics.npz") as per_query:
         np.testing.assert_array_equal(per_query["pid"], [1, 2, 3])
         np.testing.assert_array_equal(per_query["first_match_rank"], [1, 1, 3])

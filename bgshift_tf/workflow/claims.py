@@ -65,58 +65,58 @@ class Claim:
         return f"{self.measure.key}:{smaller}<{larger}"
 
 
-def _chain(name, text, where, chain, measures):
-    """Claims of every adjacent pair of `chain` (worst first) on each of `measures`."""
-    return tuple(Claim(name, text, where, lower, higher, measure)
-                 for lower, higher in zip(chain, chain[1:]) for measure in measures)
+def _adjacent(*chain):
+    """The adjacent pairs of a chain "a < b < c" (worst first): ((a, b), (b, c))."""
+    return tuple(zip(chain, chain[1:]))
 
 
-CLAIMS = (
-    *_chain("original < hard mask",
-            "A clear performance improvement is achieved by simply removing BGs from both training and testing "
-            "images using masks obtained by JPPNet and Mask-RCNN",
-            "Table 2, Sec. 5.3", ("ide_original", "ide_hardmask"), REID_MEASURES),
-    *_chain("hard mask < soft mask",
-            "the performance of our soft-mask images outperforms the hard-mask images by +4.7% in rank-1 "
-            "accuracy (43.3% vs. 38.6%)",
-            "Table 2, Sec. 5.3", ("ide_hardmask", "ide_softmask"), REID_MEASURES),
-    *_chain("style-transferred < soft mask",
-            "General style-transferred results such as PTGAN and SPGAN achieve competitive performance. "
-            "However, our soft-mask images obtain the best rank-1 accuracy (43.3%)",
-            "Table 2, Sec. 5.3", ("ide_style", "ide_softmask"), REID_MEASURES),
-    *_chain("soft mask w/o L_sc < soft mask",
-            "without L_sc ... the cross-domain re-ID performance is dropped by 1.1% in mAP and 1.6% in "
-            "rank-1 accuracy",
-            "Table 2, Sec. 5.3", ("ide_softmask_nosc", "ide_softmask"), REID_MEASURES),
-    *_chain("soft mask (3 domains) < soft mask (2 domains)",
-            "Without interference from images of the third domain (i.e., CUHK03), we obtain performance gains "
-            "by Softmask_2-Domains (mAP: 23.5%, rank-1: 44.2%)",
-            "Table 2, Sec. 5.3", ("ide_softmask", "ide_softmask_2dom"), REID_MEASURES),
-    *_chain("baseline < +SE < +SE+ISDC-SE < DA-2S",
-            "By using SEBlock, the performance is improved from 50.2% to 50.5% in rank-1 accuracy ... the "
-            "baseline+SEBlock+ISDC produces the best performance (mAP: 30.8%, rank-1: 53.5%) ... If we add "
-            "SEBlock to every ISDC modules (ISDC-SE), the performance is dropped by 2% in rank-1 accuracy",
-            "Table 3, Sec. 5.4", ("da2s_base", "da2s_se", "da2s_isdcse", "da2s"), REID_MEASURES),
-    *(claim for single in ("da2s_2style", "da2s_2soft")
-      for claim in _chain("one image type in both streams < DA-2S",
-                          "The results demonstrate that the combination of the two types of images is better than "
-                          "using them independently",
-                          "Table 3, Sec. 5.4", (single, "da2s"), REID_MEASURES)),
-    *(claim for masked in (SOFT_MASK, HARD_MASK)
-      for claim in _chain("domain distance: masked < style-transferred",
-                          "Compared with the general style-transferred results, the hard-mask and soft-mask images "
-                          "can reduce the domain gap by a large margin",
-                          "Fig. 6, Sec. 5.2", (STYLE_TRANSFER, masked), (DOMAIN_DISTANCE,))),
-    *_chain("domain distance: style-transferred < original",
-            "some researches focus on the inter-domain style transfer to reduce domain gaps for person re-ID "
-            "(Fig. 6: the style-transferred domain distance is below the original images')",
-            "Fig. 6, Sec. 2", (ORIGINAL, STYLE_TRANSFER), (DOMAIN_DISTANCE,)),
-    *_chain("soft mask keeps the body the parser missed",
-            "when people carry objects (e.g., bags), these objects are regarded as BGs and removed by noisy FG "
-            "masks ... In our soft-mask images, important cues such as bags and body parts can be well "
-            "generated and retained",
-            "Fig. 4, Sec. 5.2", (HARD_MASK, SOFT_MASK), (MISSED_PSNR,)),
+# (name, the paper's words, where, (lower, higher) pairs, measures): one Claim per pair and measure.
+_PAPER_CLAIMS = (
+    ("original < hard mask",
+     "A clear performance improvement is achieved by simply removing BGs from both training and testing images "
+     "using masks obtained by JPPNet and Mask-RCNN",
+     "Table 2, Sec. 5.3", _adjacent("ide_original", "ide_hardmask"), REID_MEASURES),
+    ("hard mask < soft mask",
+     "the performance of our soft-mask images outperforms the hard-mask images by +4.7% in rank-1 accuracy "
+     "(43.3% vs. 38.6%)",
+     "Table 2, Sec. 5.3", _adjacent("ide_hardmask", "ide_softmask"), REID_MEASURES),
+    ("style-transferred < soft mask",
+     "General style-transferred results such as PTGAN and SPGAN achieve competitive performance. However, our "
+     "soft-mask images obtain the best rank-1 accuracy (43.3%)",
+     "Table 2, Sec. 5.3", _adjacent("ide_style", "ide_softmask"), REID_MEASURES),
+    ("soft mask w/o L_sc < soft mask",
+     "without L_sc ... the cross-domain re-ID performance is dropped by 1.1% in mAP and 1.6% in rank-1 accuracy",
+     "Table 2, Sec. 5.3", _adjacent("ide_softmask_nosc", "ide_softmask"), REID_MEASURES),
+    ("soft mask (3 domains) < soft mask (2 domains)",
+     "Without interference from images of the third domain (i.e., CUHK03), we obtain performance gains by "
+     "Softmask_2-Domains (mAP: 23.5%, rank-1: 44.2%)",
+     "Table 2, Sec. 5.3", _adjacent("ide_softmask", "ide_softmask_2dom"), REID_MEASURES),
+    ("baseline < +SE < +SE+ISDC-SE < DA-2S",
+     "By using SEBlock, the performance is improved from 50.2% to 50.5% in rank-1 accuracy ... the "
+     "baseline+SEBlock+ISDC produces the best performance (mAP: 30.8%, rank-1: 53.5%) ... If we add SEBlock to "
+     "every ISDC modules (ISDC-SE), the performance is dropped by 2% in rank-1 accuracy",
+     "Table 3, Sec. 5.4", _adjacent("da2s_base", "da2s_se", "da2s_isdcse", "da2s"), REID_MEASURES),
+    ("one image type in both streams < DA-2S",
+     "The results demonstrate that the combination of the two types of images is better than using them "
+     "independently",
+     "Table 3, Sec. 5.4", (("da2s_2style", "da2s"), ("da2s_2soft", "da2s")), REID_MEASURES),
+    ("domain distance: masked < style-transferred",
+     "Compared with the general style-transferred results, the hard-mask and soft-mask images can reduce the "
+     "domain gap by a large margin",
+     "Fig. 6, Sec. 5.2", ((STYLE_TRANSFER, SOFT_MASK), (STYLE_TRANSFER, HARD_MASK)), (DOMAIN_DISTANCE,)),
+    ("domain distance: style-transferred < original",
+     "some researches focus on the inter-domain style transfer to reduce domain gaps for person re-ID (Fig. 6: "
+     "the style-transferred domain distance is below the original images')",
+     "Fig. 6, Sec. 2", _adjacent(ORIGINAL, STYLE_TRANSFER), (DOMAIN_DISTANCE,)),
+    ("soft mask keeps the body the parser missed",
+     "when people carry objects (e.g., bags), these objects are regarded as BGs and removed by noisy FG masks "
+     "... In our soft-mask images, important cues such as bags and body parts can be well generated and "
+     "retained",
+     "Fig. 4, Sec. 5.2", _adjacent(HARD_MASK, SOFT_MASK), (MISSED_PSNR,)),
 )
+CLAIMS = tuple(Claim(name, text, where, lower, higher, measure)
+               for name, text, where, pairs, measures in _PAPER_CLAIMS
+               for lower, higher in pairs for measure in measures)
 
 
 def _value(seed_data, measure, target, item):
