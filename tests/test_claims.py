@@ -101,3 +101,14 @@ def test_one_seed_and_partial_seeds():
     del partial[1]["rows"]["duke"]["ide_hardmask"]
     result = _results(partial)[("R-1:ide_original<ide_hardmask", "duke")]
     assert result["seeds"] == [0, 3] and result["per_seed"] == [5.0, 6.0]
+
+
+def test_verdict_table_lists_every_result():
+    results = claims.evaluate_claims({0: _seed(20, 25), 1: _seed(21, 27), 2: _seed(22, 27)})
+    lines = claims.verdict_table(results).splitlines()
+    assert len(lines) == 2 + len(results)
+    # Differences [5, 6, 5]: mean 5.33, interval 5.33 +- 4.3027 * 0.5774 / sqrt(3) = [3.90, 6.77].
+    (row,) = [line for line in lines if line.startswith("| R-1:ide_original<ide_hardmask |")]
+    assert "| 3 | +5.33 | [+3.90, +6.77] | holds |" in row
+    (missing,) = [line for line in lines if line.startswith("| missed_psnr:hard_mask<soft_mask |")]
+    assert missing.endswith("| 0 | – | – | not run (no seed measured both 'hard_mask' and 'soft_mask') |")

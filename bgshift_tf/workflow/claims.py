@@ -170,3 +170,19 @@ def evaluate_claims(per_seed, claims=CLAIMS, confidence=0.95) -> list:
         targets = _targets(per_seed, claim.measure.source) or [None]
         results += [evaluate_claim(claim, per_seed, target, confidence) for target in targets]
     return results
+
+
+def _number(value):
+    return "–" if value is None else f"{value:+.2f}"
+
+
+def verdict_table(results) -> str:
+    """`evaluate_claims` results as a markdown table: claim, where, target, measure, seeds, mean paired
+    difference and its interval (signed: > 0 is the paper's direction), verdict."""
+    lines = ["| Claim | Where | Target | Measure | Seeds | Difference | 95% CI | Verdict |", "|" + "---|" * 8]
+    for r in results:
+        interval = "–" if r["lo"] is None else f"[{_number(r['lo'])}, {_number(r['hi'])}]"
+        verdict = r["verdict"] if r["reason"] is None else f"{r['verdict']} ({r['reason']})"
+        lines.append(f"| {r['claim']} | {r['where']} | {r['target'] or '–'} | {r['measure']} ({r['unit']}) | "
+                     f"{r['n']} | {_number(r['mean'])} | {interval} | {verdict} |")
+    return "\n".join(lines) + "\n"
