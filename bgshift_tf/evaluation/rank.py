@@ -29,11 +29,10 @@ Per query (`per_query` of the result, the input of `evaluation.stats.bootstrap_c
 counts (the valid ones; every query in "market_official"), in query order, with their pid, AP (NaN when
 invalid), 1-based rank of the first true match on the full gallery (0 when invalid), rank-1 hit and
 validity. The aggregates are these arrays' means: rank-1 = mean(rank1), mAP = mean(ap[valid]). In
-"cuhk03_sgs" a query's rank1 is
-the share of its `num_repeats` gallery draws that put its drawn true match first (its expected rank-1 hit
-under the protocol), so a bootstrap over queries resamples the query identities only, with the gallery
-draws averaged out; rank-1 = mean(rank1) up to float rounding (the CMC sums the hits of all repeats
-first).
+"cuhk03_sgs" a query's rank1 is the share of its `num_repeats` gallery draws that put its drawn true
+match first (its expected rank-1 hit under the protocol), so a bootstrap over queries resamples the query
+identities only, with the gallery draws averaged out; rank-1 = mean(rank1) up to float rounding (the CMC
+sums the hits of all repeats first).
 
 Inputs are never modified. Distances may be float32 or float64 (ranked as given, no conversion).
 """
