@@ -72,6 +72,16 @@ def test_evaluate_run_writes_expected_metrics_json(toy_records, tmp_path, capsys
     ]
     printed = capsys.readouterr().out
     assert "rank-1" in printed and "66.67" in printed and "77.78" in printed and "3/4" in printed
+    # Per-query results of the 3 valid queries (pids 1, 2, 3: APs 1, 1, 1/3) beside the JSON, and the
+    # the bootstrap over those 3 identities, whose interval holds the measured rank-1 and mAP.
+    with np.load(out.parent / "per_query_metrics.npz") as per_query:
+        np.testing.assert_array_equal(per_query["pid"], [1, 2, 3])
+        np.testing.assert_array_equal(per_query["first_match_rank"], [1, 1, 3])
+        np.testing.assert_allclose(per_query["ap"], [1, 1, 1 / 3])
+    ci = written["bootstrap_ci"]
+    assert ci["unit"] == "query identity" and ci["num_identities"] == 3 and ci["confidence"] == 0.95
+    assert 0 <= ci["R-1"][0] <= 2 / 3 <= ci["R-1"][1] <= 1 and ci["mAP"][0] <= 7 / 9 <= ci["mAP"][1]
+    assert "bootstrap CI over 3 query identities" in printed
     assert not [name for name in os.listdir(out.parent) if ".tmp" in name]
 
 

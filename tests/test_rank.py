@@ -282,3 +282,46 @@ def test_top_k_matches_ranks_as_evaluate_rank_does():
         rank_module.top_k_matches(distmat, q_pids, g_pids, q_cams, g_cams, k=0)
     with pytest.raises(ValueError, match="g_camids"):
         rank_module.top_k_matches(distmat, q_pids, g_pids, q_cams, g_cams[:-1])
+
+
+def test_hand_case_per_query():
+    per_query = evaluate_rank(DISTMAT, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS)["per_query"]
+    # The invalid q1 counts nowhere in "standard"; q0 first hit at rank 3, q2 at rank 4 (see DISTMAT).
+    np.testing.assert_array_equal(per_query["pid"], [1, 2])
+    np.testing.assert_array_equal(per_query["first_match_rank"], [3, 4])
+    np.testing.assert_array_equal(per_query["rank1"], [0.0, 0.0])
+    np.testing.assert_allclose(per_query["ap"], [11 / 30, 15 / 56], atol=1e-12)
+    official = evaluate_rank(DISTMAT, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, mode="market_official")["per_query"]
+    # market_official counts q1 in the CMC (a miss): kept, invalid, AP NaN, first-match rank 0.
+    np.testing.assert_array_equal(official["pid"], Q_PIDS)
+    np.testing.assert_array_equal(official["valid"], [True, False, True])
+    np.testing.assert_array_equal(official["first_match_rank"], [3, 0, 4])
+    assert np.isnan(official["ap"][1])
+
+
+@pytest.mark.parametrize("mode", ["standard", "market_official"])
+def test_per_query_reproduces_the_aggregates_exactly(mode):
+    for seed in range(4):
+        distmat, q_pids, g_pids, q_cams, g_cams = _random_problem(seed, integer_distances=seed % 2 == 0)
+        g_pids = np.where(np.arange(len(g_pids)) % 17 == 0, -1, g_pids) if mode == "market_official" else g_pids
+        result = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, mode=mode)
+        per_query = result["per_query"]
+        assert np.mean(per_query["rank1"]) == result["cmc"][0]
+        assert np.mean(per_query["ap"][per_query["valid"]]) == result["mAP"]
+        assert np.count_nonzero(per_query["valid"]) == result["num_valid_queries"]
+        # The first-match ranks give the whole CMC.
+        first = per_query["first_match_rank"]
+        cmc = [np.mean(per_query["valid"] & (first <= k)) for k in range(1, 51)]
+        np.testing.assert_array_equal(cmc, result["cmc"])
+
+
+def test_per_query_single_gallery_shot_rank1_is_the_share_of_repeats():
+    result = evaluate_rank(*_sgs_problem(), max_rank=3, mode="cuhk03_sgs", num_repeats=4000, seed=7)
+    per_query = result["per_query"]
+    # One query: its rank1 is the share of the 4000 draws that hit at rank 1 (expected 3/4, see above).
+    assert per_query["rank1"][0] == result["cmc"][0] == pytest.approx(0.75, abs=0.03)
+    problem = _random_problem(2, integer_distances=False)
+    result = evaluate_rank(*problem, mode="cuhk03_sgs", num_repeats=7, seed=1)
+    assert np.mean(result["per_query"]["rank1"]) == pytest.approx(result["cmc"][0], abs=1e-12)
+    assert np.all(result["per_query"]["rank1"] * 7 == np.round(result["per_query"]["rank1"] * 7))
+    assert np.mean(result["per_query"]["ap"]) == result["mAP"]

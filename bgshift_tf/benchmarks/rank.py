@@ -30,7 +30,7 @@ def reference_evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_ran
     """Straightforward "standard" metric: per query, a full stable argsort and boolean masks.
 
     Kept as the readable definition the fast `evaluate_rank` is tested against. Same return keys
-    (without "convention"); raises ValueError when no query is valid.
+    (without "convention" and "per_query"); raises ValueError when no query is valid.
     """
     cmc_sum = np.zeros(max_rank)
     average_precisions, inverse_negative_penalties = [], []

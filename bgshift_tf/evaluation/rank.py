@@ -25,6 +25,15 @@ Conventions (`mode`; every result carries its `convention` string, so a number n
   * mAP averages the valid queries only (the MATLAB code would give 0/0 = NaN for the others; Market-1501
     has none). mINP is not part of that code and follows "standard".
 
+Per query (`per_query` of the result, the input of `evaluation.stats.bootstrap_ci`): the queries the CMC
+counts (the valid ones; every query in "market_official"), in query order, with their pid, AP (NaN when
+invalid), 1-based rank of the first true match on the full gallery (0 when invalid), rank-1 hit and
+validity. The aggregates are these arrays' means: rank-1 = mean(rank1), mAP = mean(ap[valid]). In
+"cuhk03_sgs" a query's rank1 is the share of its `num_repeats` gallery draws that put its drawn true
+match first (its expected rank-1 hit under the protocol), so a bootstrap over queries resamples the query
+identities only, with the gallery draws averaged out; rank-1 = mean(rank1) up to float rounding (the CMC
+sums the hits of all repeats first).
+
 Inputs are never modified. Distances may be float32 or float64 (ranked as given, no conversion).
 """
 
@@ -154,7 +163,8 @@ def _average_precision(ranks, trapezoid):
 
 
 def _single_gallery_shot_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, num_repeats, seed):
-    """CMC [max_rank] of the CUHK03 classic protocol, averaged over repeats and valid queries.
+    """(CMC [max_rank] of the CUHK03 classic protocol averaged over repeats and valid queries, int64
+    [num_query] number of repeats in which each query's drawn true match is at rank 1).
 
     For each query and repeat one kept gallery image per identity is drawn uniformly; the query's rank
     is 1 + the number of drawn images of other identities ranked before its drawn true match.
@@ -165,6 +175,7 @@ def _single_gallery_shot_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_ra
     gid_starts = np.searchsorted(gid[gid_order], np.arange(gid.max() + 1))
     generators = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(num_repeats)]
     hits = np.zeros(max_rank + 1, dtype=np.float64)
+    rank1_hits = np.zeros(num_q, dtype=np.int64)
     num_valid = 0
     for start in range(0, num_q, _SGS_CHUNK_ROWS):
         rows = slice(start, min(start + _SGS_CHUNK_ROWS, num_q))
@@ -185,7 +196,8 @@ def _single_gallery_shot_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_ra
             match_position = np.where(drawn & match, positions, -1).max(axis=1)
             rank = 1 + np.count_nonzero(drawn & (positions < match_position[:, None]), axis=1)
             hits += np.bincount(np.minimum(rank[valid], max_rank + 1) - 1, minlength=max_rank + 1)
-    return np.cumsum(hits[:max_rank]) / (num_repeats * num_valid)
+            rank1_hits[rows] += valid & (rank == 1)
+    return np.cumsum(hits[:max_rank]) / (num_repeats * num_valid), rank1_hits
 
 
 def evaluate_rank(
@@ -204,7 +216,9 @@ def evaluate_rank(
 
     Returns:
       dict: "cmc" float64 [max_rank] in [0, 1] (cmc[0] = rank-1), "mAP" and "mINP" floats in [0, 1],
-      "num_valid_queries" int, "num_queries" int, "convention" str.
+      "num_valid_queries" int, "num_queries" int, "convention" str, "per_query" {"pid" int64, "ap"
+      float64, "first_match_rank" int64, "rank1" float64, "valid" bool} arrays over the queries the CMC
+      counts (module docstring).
 
     Raises:
       ValueError: bad shapes, NaN/Inf distances, max_rank < 1, unknown mode, or no valid query.
@@ -218,6 +232,7 @@ def evaluate_rank(
         if not kept.all():
             distmat, g_pids, g_camids = distmat[:, kept], g_pids[kept], g_camids[kept]
     ranks = _true_match_ranks(distmat, q_pids, g_pids, q_camids, g_camids)
+    valid = np.array([len(r) > 0 for r in ranks])
     ranks = [r for r in ranks if len(r)]
     num_q = distmat.shape[0]
     if not ranks:
@@ -228,16 +243,23 @@ def evaluate_rank(
     trapezoid = mode == "market_official"
     average_precisions = np.array([_average_precision(r, trapezoid) for r in ranks])
     inverse_negative_penalties = np.array([len(r) / r[-1] for r in ranks])
+    first_hits = np.array([r[0] for r in ranks])
+    first_match_rank = np.zeros(num_q, dtype=np.int64)
+    first_match_rank[valid] = first_hits
     if mode == "cuhk03_sgs":
-        cmc = _single_gallery_shot_cmc(
+        cmc, rank1_hits = _single_gallery_shot_cmc(
             distmat, q_pids, g_pids, q_camids, g_camids, max_rank, num_repeats, seed
         )
+        rank1 = rank1_hits / num_repeats
         convention = CONVENTIONS[mode].format(num_repeats=num_repeats, seed=seed)
     else:
-        first_hits = np.array([r[0] for r in ranks])
         hits = np.bincount(np.minimum(first_hits, max_rank + 1) - 1, minlength=max_rank + 1)
         cmc = np.cumsum(hits[:max_rank]) / (num_q if mode == "market_official" else len(ranks))
+        rank1 = (first_match_rank == 1).astype(np.float64)
         convention = CONVENTIONS[mode]
+    query_ap = np.full(num_q, np.nan)
+    query_ap[valid] = average_precisions
+    counted = np.ones(num_q, dtype=bool) if mode == "market_official" else valid
     return {
         "cmc": cmc.astype(np.float64),
         "mAP": float(average_precisions.mean()),
@@ -245,6 +267,10 @@ def evaluate_rank(
         "num_valid_queries": len(ranks),
         "num_queries": num_q,
         "convention": convention,
+        "per_query": {
+            "pid": q_pids[counted].astype(np.int64), "ap": query_ap[counted],
+            "first_match_rank": first_match_rank[counted], "rank1": rank1[counted], "valid": valid[counted],
+        },
     }
 
 

@@ -11,6 +11,14 @@ image; the soft-mask images come as their own TFRecords listing the same files i
 `evaluate_cuhk03_classic` runs `evaluate_run` on each split folder of a `--cuhk03_split=all` build and
 reports the mean and spread over the splits.
 
+Sampling error of one evaluation: the metrics carry `bootstrap_ci` (`evaluation.stats.bootstrap_ci`: 95%
+percentile interval of rank-1 and mAP over query identities, fractions), and the per-query results it is
+computed from are saved beside the metrics JSON as `per_query_<json stem>.npz` (arrays "pid", "ap",
+"first_match_rank", "rank1", "valid"; see `evaluation.rank`). CUHK03 classic: each split's interval
+resamples that split's test identities, each query carrying its rank-1 hit averaged over the
+single-gallery-shot repeats (the gallery draws are averaged out, not resampled); the variation between
+the 20 splits stays in the summary's spread.
+
 Query/gallery features can be cached (`features_cache_dir`): extraction is the long part, so a second
 run (another distance, re-ranking, another convention) or a resumed one reuses them when the inputs
 match: the key holds the content's identity (each TFRecord file's size and mtime_ns, a shard folder's
@@ -39,6 +47,7 @@ from bgshift_tf.evaluation.features import SOFT_MASK_KEY, FeatureSet, extract_fe
 from bgshift_tf.evaluation.rank import evaluate_rank
 from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
+from bgshift_tf.evaluation.stats import bootstrap_ci
 from bgshift_tf.models.reid import DA2S
 from bgshift_tf.training import loop
 
@@ -170,18 +179,42 @@ def format_table(metrics):
     header = " | ".join(c.rjust(w) for c, w in zip(columns, widths))
     row = " | ".join(v.rjust(w) for v, w in zip(values, widths))
     rerank = f"on ({metrics['rerank_convention']})" if metrics["rerank"] else "off"
-    return "\n".join([header, "-" * len(header), row, f"(%; distance {metrics['distance']}, "
-                      f"re-ranking {rerank}; convention: {metrics['convention']})"])
+    lines = [header, "-" * len(header), row, f"(%; distance {metrics['distance']}, "
+             f"re-ranking {rerank}; convention: {metrics['convention']})"]
+    if "bootstrap_ci" in metrics:
+        ci = metrics["bootstrap_ci"]
+        lines.append(f"{100 * ci['confidence']:g}% bootstrap CI over {ci['num_identities']} query identities: "
+                     + ", ".join(f"{name} [{100 * ci[name][0]:.2f}, {100 * ci[name][1]:.2f}]"
+                                 for name in ("R-1", "mAP")))
+    return "\n".join(lines)
+
+
+def per_query_path(metrics_path):
+    """Where the per-query results of the metrics JSON `metrics_path` go: `per_query_<stem>.npz` beside it."""
+    folder, name = os.path.split(os.fspath(metrics_path))
+    return os.path.join(folder, f"per_query_{os.path.splitext(name)[0]}.npz")
+
+
+def save_per_query(path, per_query):
+    """Writes the per-query arrays of `evaluate_rank` as an .npz (atomically). Returns the path."""
+
+    def write(tmp_path):
+        with open(tmp_path, "wb") as f:
+            np.savez(f, **per_query)
+
+    return atomic_io.atomic_write(path, write)
 
 
 def evaluate_features(
     query, gallery, *, distance="euclidean", rerank=False, mode="standard", max_rank=50, num_repeats=10, seed=0,
-    rerank_convention="zhong2017",
+    rerank_convention="zhong2017", per_query_out=None,
 ):
-    """Metrics of query/gallery `FeatureSet`s: distances, optional re-ranking, `evaluate_rank`.
+    """Metrics of query/gallery `FeatureSet`s: distances, optional re-ranking, `evaluate_rank`, and the
+    bootstrap interval of rank-1 and mAP; the per-query results are written to `per_query_out` (.npz) if given.
 
     Returns:
-      dict: rank1/5/10/20 (those <= max_rank), mAP, mINP (floats in [0, 1]), cmc (list [max_rank]),
+      dict: rank1/5/10/20 (those <= max_rank), mAP, mINP (floats in [0, 1]), bootstrap_ci
+      (`evaluation.stats.bootstrap_ci`: "R-1"/"mAP" [lo, hi] fractions), cmc (list [max_rank]),
       num_valid_queries, num_queries (scored, distractors excluded), num_skipped_distractor_queries (query
       pid 0 or -1: skipped, see the module doc), num_gallery, feature_dim, convention, mode, distance,
       rerank, rerank_convention (the re-ranking's convention string, None without re-ranking).
@@ -204,8 +237,11 @@ def evaluate_features(
         num_repeats=num_repeats, seed=seed,
     )
     metrics = {f"rank{k}": float(result["cmc"][k - 1]) for k in REPORTED_RANKS if k <= max_rank}
+    if per_query_out:
+        save_per_query(per_query_out, result["per_query"])
     metrics.update(
-        mAP=result["mAP"], mINP=result["mINP"], cmc=[float(v) for v in result["cmc"]],
+        mAP=result["mAP"], mINP=result["mINP"], bootstrap_ci=bootstrap_ci(result["per_query"]),
+        cmc=[float(v) for v in result["cmc"]],
         num_valid_queries=result["num_valid_queries"], num_queries=result["num_queries"],
         num_skipped_distractor_queries=int(distractor.sum()),
         num_gallery=int(distmat.shape[1]), feature_dim=int(query.features.shape[1]),
@@ -235,7 +271,7 @@ def evaluate_run(
       mode, max_rank, num_repeats, seed: see `evaluate_rank`.
       batch_size, image_size: evaluation batches; image_size (H, W) defaults to the model's input.
       out_path: where to write the metrics JSON (atomically); default `<run_dir>/metrics.json`, none if
-        both are missing.
+        both are missing. The per-query results go beside it (`per_query_path`).
       features_cache_dir: folder caching query/gallery features (reused when the inputs match).
       model: an IDE/DA2S instance to use instead of loading `run_dir`.
       embed_fn: batch dict -> [B, D] features, instead of a model.
@@ -272,16 +308,17 @@ def evaluate_run(
     query, query_files = _split_features("query", query_tfrecords, soft_mask_query_tfrecords, **extraction)
     gallery, gallery_files = _split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords, **extraction)
 
-    # 3. Metrics, then the JSON (atomically) and the table.
+    # 3. Metrics and the per-query results, then the JSON (atomically) and the table.
+    out_path = out_path or (os.path.join(run_dir, "metrics.json") if run_dir else None)
     metrics = evaluate_features(
         query, gallery, distance=distance, rerank=rerank, mode=mode, max_rank=max_rank,
         num_repeats=num_repeats, seed=seed, rerank_convention=rerank_convention,
+        per_query_out=per_query_path(out_path) if out_path else None,
     )
     metrics.update(
         flip_average=bool(flip_average), model=type(model).__name__ if model is not None else "embed_fn",
         precision=_compute_policy(model), run_dir=run_dir, query_tfrecords=query_files, gallery_tfrecords=gallery_files,
     )
-    out_path = out_path or (os.path.join(run_dir, "metrics.json") if run_dir else None)
     if out_path:
         atomic_io.write_json(out_path, metrics)
     if progress:

@@ -41,8 +41,8 @@ from bgshift_tf.workflow import model_table, report_data, report_figures
 from bgshift_tf.workflow import stages as stages_lib
 from bgshift_tf.workflow.run_layout import AUTO_MASKS, RunLayout
 
-EVAL_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_valid_queries", "num_queries",
-                "convention")
+EVAL_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "bootstrap_ci", "num_valid_queries",
+                "num_queries", "convention")
 
 
 def _stage(name, fn, *, config, deps=(), clean=(), budget=60.0):
