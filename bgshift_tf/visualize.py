@@ -16,6 +16,7 @@ from absl import app, flags
 from bgshift_tf import errors
 from bgshift_tf.data import variants
 from bgshift_tf.report import domain_analysis
+from bgshift_tf.training import precision
 
 _TFRECORD_DIRS = flags.DEFINE_list("tfrecord_dirs", None, "TFRecord folders, one per domain (index = position).")
 _VARIANTS = flags.DEFINE_list(
@@ -32,6 +33,7 @@ _PERPLEXITY = flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity.")
 _GAN_RUN_DIR = flags.DEFINE_string("gan_run_dir", None, "SBSGAN run (needed for soft_mask / style_transfer).")
 _REID_RUN_DIR = flags.DEFINE_string("reid_run_dir", None, "Re-ID run whose embeddings replace pixel features.")
 _STYLE_TARGET = flags.DEFINE_integer("style_target", 1, "Domain index style_transfer maps the others to.")
+_PRECISION = flags.DEFINE_enum("precision", "float32", list(precision.PRECISIONS), precision.FLAG_HELP)
 
 flags.mark_flags_as_required(["tfrecord_dirs", "out_dir"])
 
@@ -60,6 +62,7 @@ def main(argv):
         gan_run_dir=_GAN_RUN_DIR.value,
         reid_run_dir=_REID_RUN_DIR.value,
         style_target=_STYLE_TARGET.value,
+        precision=_PRECISION.value,
     )
     for variant, entry in summary["variants"].items():
         for pair in summary["pairs"]:

@@ -1,5 +1,6 @@
 """The main job end to end on the tiny preset (one run per test session), its resume, and its config parsing."""
 
+import dataclasses
 import json
 import os
 import re
@@ -7,7 +8,7 @@ import re
 import pytest
 from PIL import Image
 
-from bgshift_tf.training import gan_run
+from bgshift_tf.training import gan_run, precision
 from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import experiments, main_job, model_table, report_data
 from bgshift_tf.workflow import stages as stages_lib
@@ -152,6 +153,9 @@ def test_bad_pipeline_settings_name_the_flag():
         config_lib.merge_config({**tiny, "ide_variants": ["softmask"]})  # the old spelling is gone
     with pytest.raises(ValueError, match=r"unknown pipeline settings \['nope'\]"):
         config_lib.merge_config({"nope": 1})
+    with pytest.raises(ValueError, match=r"`precision` \(flag --precision\) must be one of auto, float32, .*"
+                                         r"Received: precision='bf16'"):
+        main_job.layout({**tiny, "precision": "bf16"})
 
 
 def test_model_table_drives_training_and_evaluation_inputs_and_rejects_unknown_keys(tmp_path):
@@ -188,6 +192,53 @@ def test_a_stage_whose_dependency_is_missing_fails_before_anything_runs(tmp_path
     with pytest.raises(ValueError, match=r"stage 'sketch' depends on \['train_gan_sketch'\]"):
         stages_lib.run_stages(ctx.run_dir, stages[:-1] + [orphan])
     assert not os.path.exists(os.path.join(ctx.run_dir, "timings.json"))  # nothing ran
+
+
+def test_pipeline_precision_replaces_the_trainer_flagfiles_unless_their_overrides_set_it(tmp_path):
+    flagfile = tmp_path / "gan.flags"
+    flagfile.write_text("--precision=mixed_float16\n--max_steps=3\n")
+    defaults = gan_run.DEFAULT_CONFIG
+    assert config_lib.trainer_config(str(flagfile), [], defaults, "gan")["precision"] == "mixed_float16"
+    assert config_lib.trainer_config(str(flagfile), [], defaults, "gan", precision="float32")["precision"] == "float32"
+    assert config_lib.trainer_config(str(flagfile), ["precision=mixed_bfloat16"], defaults, "gan",
+                                     precision="float32")["precision"] == "mixed_bfloat16"
+    tiny = config_lib.config_from_flagfile(TINY_FLAGS)
+    ctx = main_job.layout({**tiny, "runs_root": str(tmp_path), "precision": "mixed_bfloat16",
+                           "reid_overrides": ["precision=float32"]})
+    assert ctx.gan_config()["precision"] == ctx.gan_config("_nosc", lambda_sc=0)["precision"] == "mixed_bfloat16"
+    assert main_job.reid_train_config(ctx, "da2s")["precision"] == "float32"
+
+
+# The stages that run a network, by name: they carry the precision in their config.
+COMPUTING_STAGES = re.compile(r"train_gan\w*|generate\w*|train_\w+|eval_\w+|domain_distance|export|figures")
+
+
+def _run_stubs(run_dir, stages):
+    """`run_stages` on `stages` with their work replaced by nothing: {name: (status, reason)}."""
+    stubs = [dataclasses.replace(stage, fn=dict, clean_paths=()) for stage in stages]
+    results = stages_lib.run_stages(run_dir, stubs, log=lambda line: None)
+    return {name: (result["status"], result["reason"]) for name, result in results.items()}
+
+
+def test_a_changed_precision_reruns_exactly_the_stages_that_run_a_network(tmp_path, monkeypatch):
+    tiny = {**config_lib.config_from_flagfile(TINY_FLAGS), "runs_root": str(tmp_path)}
+    ctx = main_job.layout({**tiny, "precision": "mixed_bfloat16"})
+    bf16 = main_job.main_job_stages(ctx)
+    computing = {stage.name for stage in bf16 if COMPUTING_STAGES.fullmatch(stage.name)}
+    assert {"train_gan", "generate", "train_da2s", "eval_da2s", "domain_distance", "export", "figures"} <= computing
+    assert {stage.name for stage in bf16 if stage.config.get("precision") == "mixed_bfloat16"} == computing
+    _run_stubs(ctx.run_dir, main_job.main_job_stages(main_job.layout(tiny)))  # float32, the default
+    results = _run_stubs(ctx.run_dir, bf16)
+    assert {name for name, (_, reason) in results.items() if reason == "config changed: precision"} == computing
+    assert results["world"][0] == results["tfrecords"][0] == "skipped"
+    others = {name: reason for name, (status, reason) in results.items() if status == "ran" and name not in computing}
+    assert set(others) == {"quality", "report"}
+    assert all(reason.startswith("upstream stage(s) re-ran") for reason in others.values())
+    # `auto` is resolved once per run: where it picks mixed_bfloat16, the stages above are up to date.
+    monkeypatch.setattr(precision, "device_facts", lambda: precision.DeviceFacts(cpu_flags=frozenset({"amx_bf16"})))
+    auto = main_job.layout({**tiny, "precision": "auto"})
+    assert auto.precision == "mixed_bfloat16"
+    assert {status for status, _ in _run_stubs(ctx.run_dir, main_job.main_job_stages(auto)).values()} == {"skipped"}
 
 
 def _row(key, name, mAP, r1):

@@ -10,7 +10,8 @@ turned into each requested image variant (`data.variants.ALL`), converted to fea
   G(x, D_k); the target domain's own images stay original (the paper's Fig. 6: Market transferred to
   Duke, compared with Duke) (needs `gan_run_dir`).
 Features: downsampled pixels (`tsne.image_features`), or the re-ID embedding of `reid_run_dir` (IDE:
-`embed(x)`; DA-2S: `embed((x, x))`, the variant fed to both streams).
+`embed(x)`; DA-2S: `embed((x, x))`, the variant fed to both streams). The generator and the re-ID model compute
+in `precision` (a `training.precision` setting); their outputs are float32 in every precision.
 """
 
 import json
@@ -119,6 +120,7 @@ def analyze_tfrecord_dirs(
     gan_run_dir: str | None = None,
     reid_run_dir: str | None = None,
     style_target: int = 1,
+    precision: str = "float32",
 ) -> dict:
     """Runs the domain-distance analysis and writes `<out_dir>/domain_distance.{png,json}`.
 
@@ -128,6 +130,7 @@ def analyze_tfrecord_dirs(
       domain_names: display names (default: the folders' base names).
       image_size: (H, W) images are read at; replaced by the generator's size with `gan_run_dir`.
       feature_size: (H, W) of the downsampled-pixel features (unused with `reid_run_dir`).
+      precision: compute precision of the generator and the re-ID model (`training.precision.PRECISIONS`).
     Returns:
       the JSON written (`tsne.to_json` of the result plus "features", "split", "tfrecord_dirs",
       "figure" = the PNG path).
@@ -145,13 +148,13 @@ def analyze_tfrecord_dirs(
     if gan_run_dir:
         from bgshift_tf.training.gan import load_generator
 
-        generator = load_generator(gan_run_dir)
+        generator = load_generator(gan_run_dir, precision)
         image_size = tuple(generator.image_size)
     reid_model = None
     if reid_run_dir:
         from bgshift_tf.training.reid import load_reid_model
 
-        reid_model = load_reid_model(reid_run_dir)
+        reid_model = load_reid_model(reid_run_dir, precision)
 
     features = {variant: {} for variant in variants}
     for domain, (folder, name) in enumerate(tqdm(list(zip(tfrecord_dirs, names)), desc="domains", unit="domain")):

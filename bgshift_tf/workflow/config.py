@@ -6,6 +6,10 @@ e.g. configs/gan_demo.flags) plus `key=value` overrides (`gan_overrides`, `reid_
 parsed by an `absl.flags.FlagValues` holding one flag per key of the trainer's DEFAULT_CONFIG
 (`gan_run.DEFAULT_CONFIG`, `training.reid.DEFAULT_CONFIG`), so nested `--flagfile=` lines, `--name` /
 `--noname` booleans and list values mean exactly what they mean on a trainer's command line.
+
+`precision` (a `training.precision` setting) is the compute precision of every stage that runs a network
+(training, generation, evaluation, domain analysis, export, figures). It is the trainers' `precision` too,
+over whatever their flagfiles say, unless `gan_overrides` / `reid_overrides` set `precision=` themselves.
 """
 
 import os
@@ -13,6 +17,7 @@ import os
 from absl import flags
 
 from bgshift_tf.data import segment, variants
+from bgshift_tf.training import precision as precision_lib
 
 DEFAULT_CONFIG = {
     "name": "demo",  # run folder name under runs_root
@@ -32,6 +37,7 @@ DEFAULT_CONFIG = {
     "source": "synmarket",  # training domain of the re-ID models
     "targets": [],  # test domains; empty = every other domain. The first is the style target of DA-2S
     "num_shards": 4,
+    "precision": "float32",  # training.precision.PRECISIONS; the trainers' too unless *_overrides set it
     "gan_flagfile": "bgshift_tf/configs/gan_demo.flags",
     "gan_overrides": [],  # "key=value" items applied over gan_flagfile
     "reid_flagfile": "bgshift_tf/configs/reid_demo.flags",
@@ -69,6 +75,8 @@ HELP = {
     "source": "Domain the re-ID models train on.",
     "targets": "Test domains (default: all others); the first is the style-transfer target of DA-2S.",
     "num_shards": "TFRecord shards per split.",
+    "precision": f"{precision_lib.FLAG_HELP} Used by every stage that runs a network; it replaces the trainer "
+                 "flagfiles' precision unless --gan_overrides / --reid_overrides set precision=...",
     "gan_flagfile": "SBSGAN trainer flagfile (train_gan flags; data and run folders are set by the pipeline).",
     "gan_overrides": "key=value SBSGAN settings over --gan_flagfile (e.g. max_steps=200).",
     "reid_flagfile": "Re-ID trainer flagfile (train_reid flags; data and run folders are set by the pipeline).",
@@ -120,8 +128,9 @@ def parse_flags(defaults, args, source) -> dict:
     return {key: flag_values[key].value for key in defaults if flag_values[key].present}
 
 
-def trainer_config(flagfile, overrides, defaults, source_name) -> dict:
-    """A trainer's config: `defaults` keys only, from `flagfile` (may be "") then "key=value" `overrides`."""
+def trainer_config(flagfile, overrides, defaults, source_name, precision=None) -> dict:
+    """A trainer's config: `defaults` keys only, from `flagfile` (may be "") then "key=value" `overrides`;
+    a `precision` (the pipeline's) replaces the flagfile's unless `overrides` set it."""
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"`{source_name}_overrides` items must be key=value. Received: {item!r}")
@@ -133,7 +142,10 @@ def trainer_config(flagfile, overrides, defaults, source_name) -> dict:
     args = [f"--flagfile={flagfile}"] if flagfile else []
     args += [f"--{key.strip()}={value.strip()}" for key, _, value in (item.partition("=") for item in overrides)]
     source = f"{source_name} flagfile {flagfile!r} (or one it includes)" if flagfile else f"{source_name}_overrides"
-    return parse_flags(defaults, args, source)
+    parsed = parse_flags(defaults, args, source)
+    if precision is not None and "precision" not in override_keys:
+        parsed["precision"] = precision
+    return parsed
 
 
 def config_from_flagfile(path, defaults=None) -> dict:
@@ -157,6 +169,9 @@ def merge_config(config, defaults=None):
         raise ValueError(f'`data` (flag --data) must be "synthetic" or "real". Received: data={merged["data"]!r}')
     if not merged["name"] or os.sep in merged["name"]:
         raise ValueError(f"`name` (flag --name) must be a plain folder name. Received: name={merged['name']!r}")
+    if merged["precision"] not in precision_lib.PRECISIONS:
+        raise ValueError(f"`precision` (flag --precision) must be one of {', '.join(precision_lib.PRECISIONS)}. "
+                         f"Received: precision={merged['precision']!r}")
     bad = sorted(set(merged["ide_variants"]) - set(variants.ALL))
     if bad:
         raise ValueError(f"`ide_variants` (flag --ide_variants) must be among {','.join(variants.ALL)}. "

@@ -18,6 +18,10 @@ Stages (in order; each skips itself when complete with the same config):
     <extra stages>   e.g. the experiments job's `tables`
     figures          the report's images from the trained models (`workflow.report_figures`)
     report           `<run_dir>/report.html` from files only (`workflow.report_data`, `report.html`)
+
+The stages that run a network (train_gan*, generate*, train_*, eval_*, domain_distance, export, figures) compute
+in `ctx.precision` (the `precision` setting, resolved) and carry it in their stage config, so changing it
+re-runs them (and what depends on them) and nothing else.
 """
 
 import os
@@ -149,7 +153,7 @@ def _translate(ctx, sbsgan, domain, variant_list, **kwargs):
     """`translate_dataset` of `domain` into `generated<suffix>/`; {variant: folder} (`ctx.images`' names)."""
     result = translate_dataset(ctx.gan_dir(sbsgan.suffix), ctx.tfrecords(domain), ctx.generated_root(sbsgan.suffix),
                                variants=variant_list, batch_size=ctx.config["eval_batch_size"],
-                               verbose=ctx.config["verbose"], **kwargs)
+                               verbose=ctx.config["verbose"], precision=ctx.precision, **kwargs)
     return result["outputs"]
 
 
@@ -171,7 +175,8 @@ def generate_stage(ctx, sbsgan=model_table.PAPER_SBSGAN):
                 splits=["train"])[variants.STYLE_TRANSFER]
         return {"outputs": outputs}
 
-    return _stage(f"generate{sbsgan.suffix}", fn, config={"variants": list(sbsgan.variants), "targets": targets},
+    return _stage(f"generate{sbsgan.suffix}", fn, config={"variants": list(sbsgan.variants), "targets": targets,
+                                                          "precision": ctx.precision},
                   deps=[f"train_gan{sbsgan.suffix}"], clean=[ctx.generated_root(sbsgan.suffix)], budget=90)
 
 
@@ -256,7 +261,7 @@ def eval_stage(ctx, key):
     suffix = model_table.model(key).sbsgan.suffix
 
     def fn():
-        model = load_reid_model(ctx.reid_dir(key))
+        model = load_reid_model(ctx.reid_dir(key), ctx.precision)
         results, notes = {}, []
         for domain in ctx.eval_domains:
             results[domain], note = _evaluate(ctx, key, model, domain)
@@ -264,7 +269,8 @@ def eval_stage(ctx, key):
         return {"metrics": results, "notes": notes}
 
     settings = {"domains": ctx.eval_domains, "distance": config["eval_distance"],
-                "flip_average": config["eval_flip_average"], "batch_size": config["eval_batch_size"]}
+                "flip_average": config["eval_flip_average"], "batch_size": config["eval_batch_size"],
+                "precision": ctx.precision}
     deps = [f"train_{key}", "generate"] + ([f"generate{suffix}"] if suffix else [])
     return _stage(f"eval_{key}", fn, config=settings, deps=deps, clean=[ctx.eval_dir(key)], budget=40)
 
@@ -300,10 +306,11 @@ def domain_distance_stage(ctx):
         summary = domain_analysis.analyze_tfrecord_dirs(
             [ctx.tfrecords(d) for d in ctx.domains], variants=list(variants.ALL),
             out_dir=ctx.path("domain_distance"), domain_names=ctx.domains, split="train", num_per_domain=num,
-            gan_run_dir=ctx.gan_dir(), style_target=ctx.domains.index(ctx.target), seed=0)
+            gan_run_dir=ctx.gan_dir(), style_target=ctx.domains.index(ctx.target), seed=0, precision=ctx.precision)
         return {"summary_json": ctx.path("domain_distance", "domain_distance.json"), "figure": summary["figure"]}
 
-    return _stage("domain_distance", fn, config={"num_per_domain": num, "style_target": ctx.target},
+    return _stage("domain_distance", fn, config={"num_per_domain": num, "style_target": ctx.target,
+                                                 "precision": ctx.precision},
                   deps=["train_gan"], clean=[ctx.path("domain_distance")], budget=60)
 
 
@@ -334,13 +341,15 @@ def export_stage(ctx, model_keys):
     config = ctx.config
     key = export_model_key(model_keys)
     export_dir = ctx.path("saved_models")
-    settings = {"tflite": config["export_tflite"], "onnx": config["export_onnx"], "model": key}
+    settings = {"tflite": config["export_tflite"], "onnx": config["export_onnx"], "model": key,
+                "precision": ctx.precision}
 
     def fn():
         results = export_all(ctx.gan_dir(), ctx.reid_dir(key), export_dir, version=1, overwrite=True,
                              variants={"tflite": tuple(config["export_tflite"]),
                                        "onnx": ("float32",) if config["export_onnx"] else ()},
-                             representative_tfrecords=ctx.tfrecords(ctx.source), num_representative=8)
+                             representative_tfrecords=ctx.tfrecords(ctx.source), num_representative=8,
+                             precision=ctx.precision)
         # Recorded here so that the report reads them from the manifest instead of loading the models.
         signatures = {kind: _signatures(results[kind]["saved_model"]) for kind in ("generator", "embedder")
                       if results.get(kind)}
@@ -360,7 +369,7 @@ def figures_stage(ctx, model_keys):
     ranked_key = "da2s" if "da2s" in model_keys else model_keys[0]
     settings = {"extra_generators": extra_generators, "ranked_key": ranked_key,
                 "num_ranked_queries": ctx.config["num_ranked_queries"],
-                "num_grid_samples": ctx.config["num_grid_samples"]}
+                "num_grid_samples": ctx.config["num_grid_samples"], "precision": ctx.precision}
 
     def fn():
         return {"index": report_figures.write_figures(ctx, extra_generators, ranked_key)}

@@ -6,6 +6,7 @@
     ranked_lists.png     top-10 ranked lists of one model on the primary target (from its feature cache)
     figures.json         {"suppression_grids": [entry], "ranked_lists": [entry]}, entry = {"image": file name,
                          "title", "caption"}; `workflow.report_data` reads it.
+The generators are loaded in the run's compute precision (`ctx.precision`).
 """
 
 import os
@@ -85,8 +86,8 @@ def _grid_columns(ctx, generator, extras, index, sample):
 
 def suppression_grid(ctx, extra_generators):
     """(image, entry) of the Fig. 1/4/5 analogue; `extra_generators` {label: gan run dir} add a soft-mask row each."""
-    generator = load_generator(ctx.gan_dir())
-    extras = {label: load_generator(path) for label, path in extra_generators.items()}
+    generator = load_generator(ctx.gan_dir(), ctx.precision)
+    extras = {label: load_generator(path, ctx.precision) for label, path in extra_generators.items()}
     size = tuple(generator.image_size)
     samples = []
     for index, domain in enumerate(ctx.domains):

@@ -15,7 +15,7 @@ import os
 
 from bgshift_tf.data import synthetic
 from bgshift_tf.data import variants
-from bgshift_tf.training import gan_run, reid
+from bgshift_tf.training import gan_run, precision, reid
 from bgshift_tf.workflow import config as config_lib
 
 
@@ -23,7 +23,8 @@ from bgshift_tf.workflow import config as config_lib
 AUTO_MASKS = "auto"
 
 class RunLayout:
-    """Resolved settings (`config`, `domains`, `source`, `targets`, `gan`, `reid`) and paths of one run."""
+    """Resolved settings (`config`, `domains`, `source`, `targets`, `precision`, `gan`, `reid`) and paths of one
+    run. `precision` is the dtype policy `config["precision"]` resolves to here (`auto` picked once)."""
 
     def __init__(self, config):
         self.config = config
@@ -50,10 +51,11 @@ class RunLayout:
                              f"{self.domains}. Received: targets={config['targets']}")
         self.target = self.targets[0]
         self.eval_domains = self.targets + [self.source]
+        self.precision = precision.resolve(config["precision"])
         self.gan = config_lib.trainer_config(config["gan_flagfile"], config["gan_overrides"],
-                                             gan_run.DEFAULT_CONFIG, "gan")
+                                             gan_run.DEFAULT_CONFIG, "gan", precision=self.precision)
         self.reid = config_lib.trainer_config(config["reid_flagfile"], config["reid_overrides"],
-                                              reid.DEFAULT_CONFIG, "reid")
+                                              reid.DEFAULT_CONFIG, "reid", precision=self.precision)
 
     def world_overrides(self):
         keys = {"world_num_ids": "num_ids", "world_images_per_id": "images_per_id"}
