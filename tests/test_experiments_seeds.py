@@ -71,13 +71,13 @@ def test_seeds_share_the_world_train_apart_and_summarise_in_experiments_json(see
     names = list(result["stages"])
     assert names[:2] == ["world", "tfrecords"]  # once, not per seed
     for seed in (0, 1):
-        assert f"seed_{seed}.train_gan" in names and f"seed_{seed}.eval_{ROW}" in names
+        assert f"seed_{seed}/train_gan" in names and f"seed_{seed}/eval_{ROW}" in names
         assert os.path.isdir(os.path.join(run_dir, f"seed_{seed}", "reid", ROW))
         for stage in ("train_gan", f"train_{ROW}"):
-            assert stages_lib.read_manifest(run_dir, f"seed_{seed}.{stage}")["config"]["seed"] == seed
-    assert "seed_0.report" in names and "seed_1.report" not in names  # the single-run report: first seed only
+            assert stages_lib.read_manifest(run_dir, f"seed_{seed}/{stage}")["config"]["seed"] == seed
+    assert "seed_0/report" in names and "seed_1/report" not in names  # the single-run report: first seed only
     assert not os.path.exists(os.path.join(run_dir, "reid"))  # nothing trained outside the seed folders
-    gan_dirs = [stages_lib.read_manifest(run_dir, f"seed_{s}.train_gan")["config"]["domain_dirs"] for s in (0, 1)]
+    gan_dirs = [stages_lib.read_manifest(run_dir, f"seed_{s}/train_gan")["config"]["domain_dirs"] for s in (0, 1)]
     assert gan_dirs[0] == gan_dirs[1] == [os.path.join(run_dir, "tfrecords", d) for d in
                                           ("synmarket", "synduke", "syncuhk")]
 
@@ -88,7 +88,7 @@ def test_seeds_share_the_world_train_apart_and_summarise_in_experiments_json(see
     (row,) = summary["rows"]
     assert (row["key"], row["table"]) == (ROW, "table2") and set(row["paper"]) == {"mAP", "R-1", "R-5", "R-10"}
     for metric, entry in row["per_target"]["synduke"].items():
-        eval_metrics = [stages_lib.read_manifest(run_dir, f"seed_{s}.eval_{ROW}")["outputs"]["metrics"]["synduke"]
+        eval_metrics = [stages_lib.read_manifest(run_dir, f"seed_{s}/eval_{ROW}")["outputs"]["metrics"]["synduke"]
                         for s in (0, 1)]
         column = {"mAP": "mAP", "R-1": "rank1", "R-5": "rank5", "R-10": "rank10"}[metric]
         assert entry["per_seed"] == {str(s): pytest.approx(100 * eval_metrics[s][column]) for s in (0, 1)}
@@ -106,16 +106,16 @@ def test_a_removed_stage_output_of_seed_1_reruns_only_that_seeds_stage_and_depen
     config, result = seeded_run
     run_dir = result["run_dir"]
     seed0_before = {name: stages_lib.read_manifest(run_dir, name)["run_id"] for name in result["stages"]
-                    if not name.startswith("seed_1.")}
+                    if not name.startswith("seed_1/")}
     shutil.rmtree(os.path.join(run_dir, "seed_1", "reid", ROW))
     lines = []
     with pytest.MonkeyPatch.context() as patch:
         _one_row(patch)
         again = experiments.run_experiments(config, log=lines.append)
     ran = [name for name, stage in again["stages"].items() if stage["status"] == "ran"]
-    assert ran == [f"seed_1.train_{ROW}", f"seed_1.eval_{ROW}", "seed_1.tables"]
-    assert "missing" in again["stages"][f"seed_1.train_{ROW}"]["reason"]
-    assert any(line.startswith(f"[stage") and f"seed_1.train_{ROW}] running" in line for line in lines)
+    assert ran == [f"seed_1/train_{ROW}", f"seed_1/eval_{ROW}", "seed_1/tables"]
+    assert "missing" in again["stages"][f"seed_1/train_{ROW}"]["reason"]
+    assert any(line.startswith(f"[stage") and f"seed_1/train_{ROW}] running" in line for line in lines)
     assert {name: stages_lib.read_manifest(run_dir, name)["run_id"] for name in seed0_before} == seed0_before
 
 

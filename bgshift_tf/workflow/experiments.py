@@ -13,7 +13,8 @@ completed with the same settings (data, SBSGAN, shared re-ID models, evaluations
 Each model is tested on the target domain with its `eval_variants` (`workflow.model_table`).
 
 Seeds (`config["seeds"]`, e.g. 0,1,2): the world, masks and TFRecords stages run once (one fixed world);
-every other stage runs once per seed as `seed_<k>.<stage>` with its outputs in `<run_dir>/seed_<k>/`
+every other stage runs once per seed as `seed_<k>/<stage>` with its outputs (and manifests) in
+`<run_dir>/seed_<k>/`
 (`run_layout.RunLayout(config, seed=k)`: the trainers' `seed` = k, and Keras/TF/NumPy are seeded with k
 before each of those stages), export / figures / report for the first seed only. `run_stages` resumes
 each seed's stages on its own. No seeds: one run in the run folder itself, as before.
@@ -146,8 +147,9 @@ def experiment_stages(ctx):
 
 
 def seed_stage_name(seed, name) -> str:
-    """`seed_<k>.<name>` for a trained or measured stage; the shared data stages keep their names."""
-    return name if name in SHARED_STAGES else f"{run_layout.seed_folder(seed)}.{name}"
+    """`seed_<k>/<name>` for a trained or measured stage (its manifest in `seed_<k>/stages/`, see
+    `stages.manifest_path`); the shared data stages keep their names."""
+    return name if name in SHARED_STAGES else f"{run_layout.seed_folder(seed)}/{name}"
 
 
 def _seeded(stage, seed):
@@ -172,7 +174,7 @@ def seed_layouts(config):
 
 def seeded_experiment_stages(config):
     """The stage list over `config["seeds"]`: world / masks / tfrecords once, then per seed every SBSGAN,
-    generation, re-ID model, evaluation, quality, domain distance and tables stage (`seed_<k>.<name>`);
+    generation, re-ID model, evaluation, quality, domain distance and tables stage (`seed_<k>/<name>`);
     export, figures and report for the first seed only. No seeds: `experiment_stages` as it is."""
     layouts = seed_layouts(config)
     if not config["seeds"]:
@@ -306,7 +308,8 @@ def experiments_summary(config, layouts, results) -> dict:
     return {
         "setting": {"source": ctx.source, "targets": ctx.targets, "data": config["data"],
                     "preset": config["preset"] if config["data"] == "synthetic" else None,
-                    "seeds": [seed for seed, _ in layouts], "precision": {"gan": ctx.gan.get("precision"), "reid": ctx.reid.get("precision")},
+                    "seeds": [seed for seed, _ in layouts],
+                    "precision": {"gan": ctx.gan.get("precision"), "reid": ctx.reid.get("precision")},
                     "commit": _commit(), "wall_seconds": sum(timings.values()),
                     "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}},
         "rows": experiment_rows(per_seed, keys, ctx.targets),
