@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export CUDA_VISIBLE_DEVICES ?=
 
-.PHONY: venv browser demo experiments test bench clean
+.PHONY: venv browser demo experiments study test bench clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ browser:
 # The paper's Table 2 / Table 3 comparisons on the synthetic world (reuses the demo's finished stages).
 experiments: $(STAMP)
 	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/experiments_demo.flags
+
+# The reference study of docs/RESULTS.md: every Table 2/3 row, both targets, three seeds on the study
+# world (configs/study.flags: about 2.5 h on 2 idle cores). Writes runs/study/experiments.json.
+study: $(STAMP)
+	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/study.flags
 
 # The whole test suite (what .ci/run calls).
 test: $(STAMP) browser

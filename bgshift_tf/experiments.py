@@ -1,14 +1,17 @@
-"""The paper's comparisons on one source -> target pair: Table 2 (IDE on original / hard-mask /
+"""The paper's comparisons on one source -> its targets: Table 2 (IDE on original / hard-mask /
 style-transferred / soft-mask / soft-mask without L_sc images) and Table 3 (DA-2S ablation), as markdown
-and JSON tables next to the paper's numbers, plus the run's report with every row.
+and JSON tables next to the paper's numbers, plus the run's report with every row; over `--seeds`, every
+trained model once per seed on one world, summarised in experiments.json.
 
 Usage:
     python -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/experiments_demo.flags
     python -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/experiments_tiny.flags --runs_root=/tmp/runs
+    python -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/study.flags      (--seeds=0,1,2)
 
 It takes the main job's flags (the experiments flagfile includes the main job's) and runs in the same
-run folder, so stages the main job already completed with the same settings are skipped. Writes
-<runs_root>/<name>/experiments/{table2.md,table3.md,tables.json} and <runs_root>/<name>/report.html.
+run folder, so stages the main job already completed with the same settings are skipped (without
+--seeds; with them, world and TFRecords are still shared). Writes <runs_root>/<name>/experiments.json,
+<runs_root>/<name>[/seed_<k>]/experiments/{table2.md,table3.md,tables.json} and report.html (first seed).
 """
 
 from bgshift_tf import errors
@@ -25,7 +28,7 @@ def main(argv):
     for path in result["markdown"].values():
         with open(path) as f:
             print(f.read())
-    print(f"tables: {result['markdown']}; report: {result['report']}")
+    print(f"tables: {result['markdown']}; report: {result['report']}; all seeds: {result['experiments_json']}")
 
 
 if __name__ == "__main__":

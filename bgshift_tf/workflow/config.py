@@ -23,7 +23,7 @@ DEFAULT_CONFIG = {
     "name": "demo",  # run folder name under runs_root
     "runs_root": "runs",
     "data": "synthetic",  # "synthetic" (built-in world) | "real" (folders below)
-    "preset": "demo",  # synthetic world preset (data_synthetic.PRESETS): tiny | demo
+    "preset": "demo",  # synthetic world preset (data_synthetic.PRESETS): tiny | demo | study
     "world_seed": 0,
     "world_num_ids": 0,  # 0 = the preset's
     "world_images_per_id": 0,
@@ -54,13 +54,14 @@ DEFAULT_CONFIG = {
     "num_ranked_queries": 4,
     "num_grid_samples": 3,  # images per domain in the Fig. 1/4/5 grid
     "verbose": 1,
+    "seeds": [],  # experiments job: training seeds, one trained copy of everything each; empty = one run as today
 }
 
 HELP = {
     "name": "Run folder name under --runs_root.",
     "runs_root": "Parent folder of the run folders.",
     "data": "synthetic (the built-in world) or real (--domain_* flags).",
-    "preset": "Synthetic world size preset: tiny (tests) or demo.",
+    "preset": "Synthetic world size preset: tiny (tests), demo or study (configs/study.flags).",
     "world_seed": "Synthetic world seed.",
     "world_num_ids": "Identities per synthetic domain (0 = the preset's).",
     "world_images_per_id": "Mean images per synthetic identity (0 = the preset's).",
@@ -93,6 +94,8 @@ HELP = {
     "num_ranked_queries": "Queries shown in the report's ranked lists.",
     "num_grid_samples": "Images per domain in the report's SBSGAN image grid.",
     "verbose": "1 = progress bars from the trainers and data jobs, 0 = stage lines only.",
+    "seeds": "Experiments job: training seeds (e.g. 0,1,2); every SBSGAN and re-ID model is trained once per "
+             "seed on the same world, in <run>/seed_<k>/. Empty = one run in the run folder itself.",
 }
 
 
@@ -179,4 +182,7 @@ def merge_config(config, defaults=None):
     if not all(c.isdigit() for c in merged["mask_person_classes"]) or not merged["mask_person_classes"]:
         raise ValueError("`mask_person_classes` (flag --mask_person_classes) must be class ids (integers >= 0). "
                          f"Received: {merged['mask_person_classes']}")
+    if not all(s.isdigit() for s in merged["seeds"]) or len(set(merged["seeds"])) != len(merged["seeds"]):
+        raise ValueError("`seeds` (flag --seeds) must be distinct integers >= 0. "
+                         f"Received: {merged['seeds']}")
     return merged

@@ -11,16 +11,53 @@ stage writing `<run_dir>/experiments/table2.md`, `table3.md` and `tables.json`, 
 the main job's settings (the experiments flagfile includes the main one), so every stage the main job has
 completed with the same settings (data, SBSGAN, shared re-ID models, evaluations) is skipped.
 Each model is tested on the target domain with its `eval_variants` (`workflow.model_table`).
+
+Seeds (`config["seeds"]`, e.g. 0,1,2): the world, masks and TFRecords stages run once (one fixed world);
+every other stage runs once per seed as `seed_<k>/<stage>` with its outputs (and manifests) in
+`<run_dir>/seed_<k>/`
+(`run_layout.RunLayout(config, seed=k)`: the trainers' `seed` = k, and Keras/TF/NumPy are seeded with k
+before each of those stages), export / figures / report for the first seed only. `run_stages` resumes
+each seed's stages on its own. No seeds: one run in the run folder itself, as before.
+
+After the stages, `<run_dir>/experiments.json` (atomic):
+    {"setting": {"source", "targets", "data", "preset", "seeds", "precision", "commit", "machine",
+                 "wall_seconds" (sum of every stage's recorded seconds, reused stages included)},
+     "rows": [{"key", "name", "table", "paper_key", "paper": {metric: value}, "per_target": {target:
+               {metric: {"per_seed": {seed: value}, "n", "mean", "std", "lo", "hi",
+                         "bootstrap_ci": {seed: [lo, hi] or None}}}}}],
+     "claims": `claims.evaluate_claims(per_seed)` (rows in percent),
+     "domain_distance": {"per_seed": {seed: {target: {variant: separation}}}, "aggregate": {target:
+                         {variant: {"per_seed", "n", "mean", "std", "lo", "hi"}}}},
+     "quality": {"per_seed": {seed: {domain: {variant: {metric}}}}, "aggregate": {domain: {variant:
+                 {metric: {"per_seed", "n", "mean", ...}}}}},
+     "timings": {stage: seconds}}
+Metrics in percent (mAP, R-1, R-5, R-10); "lo"/"hi" the t interval over seeds (`stats.t_interval`, 95%;
+None with one seed); "bootstrap_ci" each run's own bootstrap CI over query identities (evaluation).
 """
 
+import dataclasses
+import json
+import math
 import os
+import platform
+import subprocess
+
+import keras
 
 from bgshift_tf import atomic_io
-from bgshift_tf.report import paper_results
-from bgshift_tf.workflow import main_job, model_table, report_data
+from bgshift_tf.evaluation import stats
+from bgshift_tf.report import paper_results, tsne
+from bgshift_tf.workflow import claims, main_job, model_table, report_data, run_layout
+from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import stages as stages_lib
 
 TABLES = {"table2": paper_results.TABLE2, "table3": paper_results.TABLE3}
+METRICS = ("mAP", "R-1", "R-5", "R-10")
+QUALITY_METRICS = ("fg_psnr", "fg_l1", "bg_energy")
+# Stages of the fixed world, run once for every seed.
+SHARED_STAGES = ("world", "masks", "tfrecords")
+# Stages run for the first seed only (serving export and the single-run report of that seed).
+FIRST_SEED_ONLY = ("export", "figures", "report")
 
 
 def experiment_keys():
@@ -106,10 +143,197 @@ def experiment_stages(ctx):
     return main_job.main_job_stages(ctx, extra_models=experiment_keys(), extra_stages=[tables_stage(ctx)])
 
 
+# === Seeds ===
+
+
+def seed_stage_name(seed, name) -> str:
+    """`seed_<k>/<name>` for a trained or measured stage (its manifest in `seed_<k>/stages/`, see
+    `stages.manifest_path`); the shared data stages keep their names."""
+    return name if name in SHARED_STAGES else f"{run_layout.seed_folder(seed)}/{name}"
+
+
+def _seeded(stage, seed):
+    """`stage` of training seed `seed`: renamed (`seed_stage_name`, deps too), run with Keras/TF/NumPy/Python
+    seeded by `seed` (weight initialisation and any unseeded random op), after the main job's own set-up."""
+    def run():
+        keras.utils.set_random_seed(int(seed))
+        return stage.fn()
+
+    return dataclasses.replace(stage, name=seed_stage_name(seed, stage.name), fn=run,
+                               deps=[seed_stage_name(seed, dep) for dep in stage.deps])
+
+
+def seed_layouts(config):
+    """[(seed, RunLayout)] of `config["seeds"]` (merged config); no seeds: [(the trainers' re-ID seed,
+    the unseeded layout)], today's single run in the run folder itself."""
+    if not config["seeds"]:
+        ctx = run_layout.RunLayout(config)
+        return [(ctx.reid["seed"], ctx)]
+    return [(int(seed), run_layout.RunLayout(config, seed=int(seed))) for seed in config["seeds"]]
+
+
+def seeded_experiment_stages(config):
+    """The stage list over `config["seeds"]`: world / masks / tfrecords once, then per seed every SBSGAN,
+    generation, re-ID model, evaluation, quality, domain distance and tables stage (`seed_<k>/<name>`);
+    export, figures and report for the first seed only. No seeds: `experiment_stages` as it is."""
+    layouts = seed_layouts(config)
+    if not config["seeds"]:
+        return experiment_stages(layouts[0][1])
+    stages = [stage for stage in experiment_stages(main_job.layout(config)) if stage.name in SHARED_STAGES]
+    for index, (seed, ctx) in enumerate(layouts):
+        stages += [_seeded(stage, seed) for stage in experiment_stages(ctx)
+                   if stage.name not in SHARED_STAGES and (index == 0 or stage.name not in FIRST_SEED_ONLY)]
+    return stages
+
+
+# === experiments.json ===
+
+
+def interval(values) -> dict:
+    """{"n", "mean", "std", "lo", "hi"}: `stats.t_interval` of `values`; one value: its mean, no interval."""
+    summary = stats.t_interval(values)
+    if summary is None:
+        return {"n": len(values), "mean": values[0] if values else None, "std": None, "lo": None, "hi": None}
+    return summary
+
+
+def _percent_interval(pair):
+    return None if pair is None else [100 * float(pair[0]), 100 * float(pair[1])]
+
+
+def per_seed_results(layouts, keys) -> dict:
+    """{seed: {"rows", "domain_distance", "quality"}} (`claims.evaluate_claims`' input; rows: {target:
+    {key: {metric: percent}}}) plus "bootstrap_ci": {target: {key: {metric: [lo, hi] percent or None}}}."""
+    per_seed = {}
+    for seed, ctx in layouts:
+        rows = {target: {} for target in ctx.targets}
+        bootstrap = {target: {} for target in ctx.targets}
+        for key in keys:
+            evals = report_data.read_eval(ctx, key)
+            for target in ctx.targets:
+                rows[target][key] = {c: 100 * v for c, v in report_data.metrics_row(evals[target]).items()}
+                cis = evals[target].get("bootstrap_ci") or {}
+                bootstrap[target][key] = {metric: _percent_interval(cis.get(metric)) for metric in METRICS}
+        per_seed[seed] = {"rows": rows, "bootstrap_ci": bootstrap, "domain_distance": _domain_distances(ctx),
+                          "quality": _quality(ctx)}
+    return per_seed
+
+
+def _domain_distances(ctx) -> dict:
+    """{target: {variant: feature-space separation of source vs target}} (t-SNE's 2-D L1 is within-run only)."""
+    with open(ctx.path("domain_distance", "domain_distance.json")) as f:
+        summary = json.load(f)
+    return {target: {variant: entry["separation"][tsne.pair_name(ctx.source, target)]
+                     for variant, entry in summary["variants"].items()} for target in ctx.targets}
+
+
+def _quality(ctx) -> dict:
+    """{domain: {variant: {metric: value}}} of the `quality` stage ({} on real data: no exact masks)."""
+    manifest = stages_lib.read_manifest(ctx.run_dir, "quality")
+    if manifest is None:
+        return {}
+    return {domain: {variant: {m: metrics[m] for m in QUALITY_METRICS} for variant, metrics in entry["metrics"].items()}
+            for domain, entry in manifest["outputs"]["quality"].items()}
+
+
+def _over_seeds(per_seed, path):
+    """{seed: value} of `per_seed[seed]` followed along the keys `path`."""
+    values = {}
+    for seed, entry in per_seed.items():
+        for part in path:
+            entry = entry[part]
+        values[seed] = entry
+    return values
+
+
+def _aggregate(per_seed, path, leaf_keys):
+    """{leaf: {"per_seed": {seed: value}, **interval}} for the finite values at `path` + each leaf key."""
+    result = {}
+    for leaf in leaf_keys:
+        values = _over_seeds(per_seed, [*path, leaf])
+        finite = [v for v in values.values() if math.isfinite(v)]
+        result[leaf] = {"per_seed": values, **interval(finite)}
+    return result
+
+
+def experiment_rows(per_seed, keys, targets) -> list:
+    """experiments.json "rows": each model's paper numbers and, per target and metric, the per-seed values,
+    their interval (`interval`) and each seed's bootstrap CI."""
+    rows = []
+    for key in keys:
+        spec = model_table.model(key)
+        paper_rows = {row["key"]: row for row in TABLES[spec.table]["rows"]}
+        per_target = {}
+        for target in targets:
+            per_target[target] = _aggregate(per_seed, ["rows", target, key], METRICS)
+            for metric in METRICS:
+                per_target[target][metric]["bootstrap_ci"] = _over_seeds(
+                    per_seed, ["bootstrap_ci", target, key, metric])
+        rows.append({"key": key, "name": spec.name, "table": spec.table, "paper_key": spec.paper_key,
+                     "paper": {c: paper_rows[spec.paper_key][c] for c in TABLES[spec.table]["columns"]},
+                     "per_target": per_target})
+    return rows
+
+
+def _nested_aggregate(per_seed, section):
+    """{outer: {inner: aggregate}} of a per-seed section shaped {outer: {inner: value}} or
+    {outer: {inner: {metric: value}}} (domain distance, quality)."""
+    first = next(iter(per_seed.values()))[section]
+    result = {}
+    for outer, inner in first.items():
+        result[outer] = {}
+        for name, value in inner.items():
+            if isinstance(value, dict):
+                result[outer][name] = _aggregate(per_seed, [section, outer, name], list(value))
+            else:
+                result[outer][name] = _aggregate(per_seed, [section, outer], [name])[name]
+    return result
+
+
+def _commit() -> str:
+    """The git commit of the package's checkout ("unknown" outside a git checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def experiments_summary(config, layouts, results) -> dict:
+    """The `experiments.json` document (see the module docstring) from the seeds' finished stages."""
+    keys = experiment_keys()
+    ctx = layouts[0][1]
+    per_seed = per_seed_results(layouts, keys)
+    timings = {name: result["seconds"] for name, result in results.items()}
+    return {
+        "setting": {"source": ctx.source, "targets": ctx.targets, "data": config["data"],
+                    "preset": config["preset"] if config["data"] == "synthetic" else None,
+                    "seeds": [seed for seed, _ in layouts],
+                    "precision": {"gan": ctx.gan.get("precision"), "reid": ctx.reid.get("precision")},
+                    "commit": _commit(), "wall_seconds": sum(timings.values()),
+                    "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}},
+        "rows": experiment_rows(per_seed, keys, ctx.targets),
+        "claims": claims.evaluate_claims(
+            {seed: {part: entry[part] for part in ("rows", "domain_distance", "quality")}
+             for seed, entry in per_seed.items()}),
+        "domain_distance": {"per_seed": _over_seeds(per_seed, ["domain_distance"]),
+                            "aggregate": _nested_aggregate(per_seed, "domain_distance")},
+        "quality": {"per_seed": _over_seeds(per_seed, ["quality"]),
+                    "aggregate": _nested_aggregate(per_seed, "quality")},
+        "timings": timings,
+    }
+
+
 def run_experiments(config, *, force=(), log=None) -> dict:
-    """Runs the experiments on `config` (keys of config.DEFAULT_CONFIG); returns the tables and paths."""
-    ctx = main_job.layout(config)
-    results = stages_lib.run_stages(ctx.run_dir, experiment_stages(ctx), force=tuple(force), log=log)
-    outputs = results["tables"]["outputs"]
-    return {"run_dir": ctx.run_dir, "tables": outputs["tables"], "markdown": outputs["markdown"],
-            "report": ctx.report(), "stages": results}
+    """Runs the experiments on `config` (keys of config.DEFAULT_CONFIG) over its seeds, writes
+    `<run>/experiments.json`; returns the first seed's tables and paths, the summary and the stage results."""
+    config = config_lib.merge_config(config)
+    layouts = seed_layouts(config)
+    run_dir = layouts[0][1].data_dir
+    results = stages_lib.run_stages(run_dir, seeded_experiment_stages(config), force=tuple(force), log=log)
+    summary = experiments_summary(config, layouts, results)
+    summary_path = atomic_io.write_json(os.path.join(run_dir, "experiments.json"), summary)
+    first_seed, first = layouts[0]
+    outputs = results[seed_stage_name(first_seed, "tables") if config["seeds"] else "tables"]["outputs"]
+    return {"run_dir": run_dir, "tables": outputs["tables"], "markdown": outputs["markdown"],
+            "report": first.report(), "experiments_json": summary_path, "summary": summary, "stages": results}

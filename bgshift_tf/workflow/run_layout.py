@@ -9,6 +9,10 @@
     quality.json  domain_distance/  saved_models/
     figures/                      PNGs of the report + figures.json (titles, captions)
     report.html  pipeline_config.json  stages/<stage>.json  timings.json
+
+A seeded layout (`RunLayout(config, seed=k)`, the experiments job's `--seeds`) keeps world/, masks/ and
+tfrecords/ in `<runs_root>/<name>/` (one fixed world) and puts everything trained or measured from trained
+models in `<runs_root>/<name>/seed_<k>/` (its `run_dir`), with the trainers' `seed` set to k.
 """
 
 import os
@@ -22,14 +26,23 @@ from bgshift_tf.workflow import config as config_lib
 # A `domain_mask_dirs` entry asking the pipeline to make the masks (`masks` stage, `make_masks`).
 AUTO_MASKS = "auto"
 
+
+def seed_folder(seed) -> str:
+    """`seed_<k>`: the folder of training seed k inside the run folder."""
+    return f"seed_{int(seed)}"
+
+
 class RunLayout:
     """Resolved settings (`config`, `domains`, `source`, `targets`, `precision`, `gan`, `reid`) and paths of one
-    run. `precision` is the dtype policy `config["precision"]` resolves to here (`auto` picked once)."""
+    run (of one training `seed` when given: see the module docstring). `precision` is the dtype policy
+    `config["precision"]` resolves to here (`auto` picked once)."""
 
-    def __init__(self, config):
+    def __init__(self, config, seed=None):
         self.config = config
-        self.run_dir = os.path.join(config["runs_root"], config["name"])
-        self.world_dir = os.path.join(self.run_dir, "world")
+        self.seed = seed
+        self.data_dir = os.path.join(config["runs_root"], config["name"])
+        self.run_dir = self.data_dir if seed is None else os.path.join(self.data_dir, seed_folder(seed))
+        self.world_dir = os.path.join(self.data_dir, "world")
         if config["data"] == "synthetic":
             world = synthetic.resolve_config(config["preset"], **self.world_overrides())
             self.domains = list(world["domains"])
@@ -56,6 +69,8 @@ class RunLayout:
                                              gan_run.DEFAULT_CONFIG, "gan", precision=self.precision)
         self.reid = config_lib.trainer_config(config["reid_flagfile"], config["reid_overrides"],
                                               reid.DEFAULT_CONFIG, "reid", precision=self.precision)
+        if seed is not None:
+            self.gan["seed"] = self.reid["seed"] = int(seed)
 
     def world_overrides(self):
         keys = {"world_num_ids": "num_ids", "world_images_per_id": "images_per_id"}
@@ -72,10 +87,10 @@ class RunLayout:
 
     def masks(self, domain):
         """`masks/<domain>`: the body masks the `masks` stage makes for an "auto" domain."""
-        return self.path("masks", domain)
+        return os.path.join(self.data_dir, "masks", domain)
 
     def tfrecords(self, domain):
-        return self.path("tfrecords", domain)
+        return os.path.join(self.data_dir, "tfrecords", domain)
 
     def generated_root(self, suffix=""):
         return self.path(f"generated{suffix}")

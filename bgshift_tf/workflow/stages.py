@@ -5,7 +5,8 @@ result (JSON-able), the names of the stages it depends on, the paths it writes (
 time `budget` in seconds (used for the ETA until a real duration is recorded).
 
 `run_stages(run_dir, stages, force=())` runs them in order. For each stage:
-- its manifest `<run_dir>/stages/<name>.json` records {config, deps: {dep: dep's run_id}, run_id,
+- its manifest `<run_dir>/stages/<name>.json` (a name `<folder>/<stage>`: `<run_dir>/<folder>/stages/
+  <stage>.json`) records {config, deps: {dep: dep's run_id}, run_id,
   outputs, contents, seconds, finished}, `contents` being {file: size in bytes} of every file under its
   `clean_paths` (`output_contents`). It is written atomically and only after the stage returned, so a
   stage that raised or was interrupted has none and the next run starts at it;
@@ -67,12 +68,19 @@ def normalize(config):
     return json.loads(json.dumps(config, sort_keys=True, default=atomic_io.json_default))
 
 
+def _stage_file(run_dir, name, suffix) -> str:
+    """`<run_dir>/stages/<name><suffix>`; a name "<folder>/<stage>" (the experiments job's seed stages) keeps
+    its files in that sub-run's own `<run_dir>/<folder>/stages/`, where readers of that folder look."""
+    folder, _, stage = name.rpartition("/")
+    return os.path.join(run_dir, folder, STAGES_FOLDER, f"{stage}{suffix}")
+
+
 def manifest_path(run_dir, name) -> str:
-    return os.path.join(run_dir, STAGES_FOLDER, f"{name}.json")
+    return _stage_file(run_dir, name, ".json")
 
 
 def _started_path(run_dir, name) -> str:
-    return os.path.join(run_dir, STAGES_FOLDER, f"{name}.started.json")
+    return _stage_file(run_dir, name, ".started.json")
 
 
 def read_manifest(run_dir, name):

@@ -52,6 +52,21 @@ PRESETS = {
         "vehicle_prob": 0.2,
         "domains": [name for name, _ in DOMAINS],
     },
+    # Study (configs/study.flags): 600 train + 1,000 test ids per domain, ~6 images each, at the 64x32 the
+    # models train on: ~10,000 images per domain. Query images (one per camera of a test id): 2,335 /
+    # 2,333 / 2,000 in synmarket / synduke / syncuhk (world seed 0), gallery ~3,900-4,200 + 250 distractors.
+    "study": {
+        "image_height": 64,
+        "image_width": 32,
+        "num_ids": 1600,
+        "test_id_fraction": 0.625,
+        "images_per_id": 6,
+        "num_distractors": 200,
+        "num_junk": 50,
+        "companion_prob": 0.3,
+        "vehicle_prob": 0.2,
+        "domains": [name for name, _ in DOMAINS],
+    },
 }
 
 
@@ -129,7 +144,7 @@ def make_world(out_dir, *, preset: str = "tiny", seed: int = 0, verbose: bool = 
 
     Args:
         out_dir: target folder.
-        preset: "tiny" or "demo" (see PRESETS).
+        preset: "tiny", "demo" or "study" (see PRESETS).
         seed: int; the same seed gives byte-identical files.
         verbose: show a progress bar and one summary line per domain.
         **overrides: any PRESETS key, e.g. num_ids=20, images_per_id=6, image_height=64, domains=[...].
