@@ -1,47 +1,19 @@
 """The experiments job over training seeds on the tiny preset: one shared world, per-seed trained stages,
 experiments.json (per-seed values, mean and interval per row and target), and per-seed resume."""
 
-import importlib.util
 import json
-import math
 import os
 import shutil
 import statistics
-import sys
-import types
 
 import pytest
 
+from bgshift_tf.workflow import config as config_lib
+from bgshift_tf.workflow import experiments
+from bgshift_tf.workflow import stages as stages_lib
+
 TINY_FLAGS = os.path.join(os.path.dirname(__file__), "..", "bgshift_tf", "configs", "tiny.flags")
 ROW = "ide_original"
-
-
-def _install_stats_and_claims_stand_ins():
-    """Helper S's `evaluation.stats` / `workflow.claims` are merged before this branch; until then a
-    stand-in with their interface (t interval over seeds; claims echo the seeds they were given)."""
-    from scipy import stats as scipy_stats
-
-    def t_interval(values, confidence=0.95):
-        if len(values) < 2:
-            return None
-        mean, std = statistics.mean(values), statistics.stdev(values)
-        half = scipy_stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * std / math.sqrt(len(values))
-        return {"n": len(values), "mean": mean, "std": std, "lo": mean - half, "hi": mean + half}
-
-    modules = {"bgshift_tf.evaluation.stats": {"t_interval": t_interval},
-               "bgshift_tf.workflow.claims": {"evaluate_claims": lambda per_seed: [{"seeds": sorted(per_seed)}]}}
-    for name, attributes in modules.items():
-        if importlib.util.find_spec(name) is None:
-            module = types.ModuleType(name)
-            module.__dict__.update(attributes)
-            sys.modules[name] = module
-
-
-_install_stats_and_claims_stand_ins()
-
-from bgshift_tf.workflow import config as config_lib  # noqa: E402
-from bgshift_tf.workflow import experiments  # noqa: E402
-from bgshift_tf.workflow import stages as stages_lib  # noqa: E402
 
 
 def _one_row(patch):
