@@ -202,7 +202,7 @@ def reid_train_config(ctx, key):
         return {**config, "train_dir": folders[0], "hard_mask": spec.train_variants[0] == variants.HARD_MASK,
                 "stream1_dir": "", "stream2_dir": ""}
     return {**config, "stream1_dir": folders[0], "stream2_dir": folders[1], "train_dir": "", "hard_mask": False,
-            "use_se": spec.use_se, "use_isdc": spec.use_isdc}
+            "use_se": spec.use_se, "use_isdc": spec.use_isdc, "isdc_se": bool(spec.isdc_se)}
 
 
 def reid_stage(ctx, key):

@@ -45,7 +45,7 @@ class ReidModel:
         table: "table2", "table3" or None (the paper table holding its row).
         name: display name of its row.
         paper_key: its row key in that table of `report.paper_results`.
-        use_se / use_isdc: DA-2S blocks (None for IDE).
+        use_se / use_isdc / isdc_se: DA-2S blocks (None for IDE; isdc_se: an SE block on every ISDC output).
     """
 
     key: str
@@ -58,6 +58,7 @@ class ReidModel:
     sbsgan: Sbsgan = PAPER_SBSGAN
     use_se: bool | None = None
     use_isdc: bool | None = None
+    isdc_se: bool | None = None
 
     def generated_variants(self):
         """The generated (non-original, non-hard-mask-training) variants its training reads."""
@@ -79,6 +80,8 @@ MODELS = (
               "baseline", use_se=False, use_isdc=False),
     ReidModel("da2s_se", "da2s", _SOFT_STYLE, _ORIG_SOFT, "table3", "Baseline + SE block", "baseline_se",
               use_se=True, use_isdc=False),
+    ReidModel("da2s_isdcse", "da2s", _SOFT_STYLE, _ORIG_SOFT, "table3", "Baseline + SE + ISDC-SE",
+              "baseline_se_isdc_se", use_se=True, use_isdc=True, isdc_se=True),
     ReidModel("da2s", "da2s", _SOFT_STYLE, _ORIG_SOFT, "table3", "Baseline + SE + ISDC (DA-2S)", "da2s",
               use_se=True, use_isdc=True),
     ReidModel("da2s_2style", "da2s", (STYLE_TRANSFER, STYLE_TRANSFER), (ORIGINAL, ORIGINAL), "table3",
