@@ -7,10 +7,11 @@ style-transferred or two soft-mask images.
 
 The job is the main job's stage list (`main_job.main_job_stages`) with the extra models (rows of
 `workflow.model_table`) and the SBSGAN they need (`train_gan_nosc`, `generate_nosc`), plus a `tables`
-stage writing `<run_dir>/experiments/table2.md`, `table3.md` and `tables.json`, and the report with every row. It runs in the main job's run folder with
+stage writing `<run_dir>/experiments/table2_<target>.md`, `table3_<target>.md` for every target domain and
+`tables.json` ({target: tables}), and the report with every row. It runs in the main job's run folder with
 the main job's settings (the experiments flagfile includes the main one), so every stage the main job has
 completed with the same settings (data, SBSGAN, shared re-ID models, evaluations) is skipped.
-Each model is tested on the target domain with its `eval_variants` (`workflow.model_table`).
+Each model is tested on every target domain with its `eval_variants` (`workflow.model_table`).
 """
 
 import os
@@ -29,16 +30,21 @@ def experiment_keys():
 
 
 def build_tables(ctx) -> dict:
-    """Both tables as JSON-able dicts: {"setting", "table2": [row], "table3": [row], "checks": {...}}.
+    """{target: `target_tables(ctx, target)`} for every target domain of the run, in `ctx.targets` order."""
+    return {target: target_tables(ctx, target) for target in ctx.targets}
+
+
+def target_tables(ctx, target) -> dict:
+    """Both tables on `target` as JSON-able dicts: {"setting", "table2": [row], "table3": [row], "checks": {...}}.
 
     Rows: {"key", "name", "paper_key", "mAP", "R-1", "R-5", "R-10" (percent, ours), "paper": {...}}.
     """
-    tables = {"setting": f"{ctx.source} → {ctx.target}", "table2": [], "table3": []}
+    tables = {"setting": f"{ctx.source} → {target}", "table2": [], "table3": []}
     for table_name, paper in TABLES.items():
         paper_rows = {row["key"]: row for row in paper["rows"]}
         for key in model_table.table_keys(table_name):
             spec = model_table.model(key)
-            ours = report_data.metrics_row(report_data.read_eval(ctx, key)[ctx.target])
+            ours = report_data.metrics_row(report_data.read_eval(ctx, key)[target])
             tables[table_name].append({
                 "key": key, "name": spec.name, "paper_key": spec.paper_key,
                 **{column: 100 * value for column, value in ours.items()},
@@ -90,11 +96,10 @@ def tables_stage(ctx):
         tables = build_tables(ctx)
         os.makedirs(out_dir, exist_ok=True)
         atomic_io.write_json(os.path.join(out_dir, "tables.json"), tables)
-        paths = {}
-        for name in TABLES:
-            path = os.path.join(out_dir, f"{name}.md")
-            atomic_io.write_text(path, to_markdown(tables, name))
-            paths[name] = path
+        paths = {target: {} for target in tables}
+        for target, name in ((t, n) for t in tables for n in TABLES):
+            paths[target][name] = os.path.join(out_dir, f"{name}_{target}.md")
+            atomic_io.write_text(paths[target][name], to_markdown(tables[target], name))
         return {"tables": tables, "markdown": paths, "json": os.path.join(out_dir, "tables.json")}
 
     return stages_lib.Stage("tables", fn, config={"keys": keys}, deps=[f"eval_{key}" for key in keys],
@@ -107,7 +112,8 @@ def experiment_stages(ctx):
 
 
 def run_experiments(config, *, force=(), log=None) -> dict:
-    """Runs the experiments on `config` (keys of config.DEFAULT_CONFIG); returns the tables and paths."""
+    """Runs the experiments on `config` (keys of config.DEFAULT_CONFIG); returns the tables and markdown
+    paths, each {target: ...}."""
     ctx = main_job.layout(config)
     results = stages_lib.run_stages(ctx.run_dir, experiment_stages(ctx), force=tuple(force), log=log)
     outputs = results["tables"]["outputs"]

@@ -92,9 +92,9 @@ def _domain_source(ctx, index, domain):
     config = ctx.config
     if config["data"] == "synthetic":
         paths = synthetic.domain_paths(ctx.world_dir, domain)
-        return "market1501", paths["data_dir"], paths["mask_dir"]
+        return ctx.dataset(domain), paths["data_dir"], paths["mask_dir"]
     mask_dir = config["domain_mask_dirs"][index]
-    return (config["domain_datasets"][index], config["domain_data_dirs"][index],
+    return (ctx.dataset(domain), config["domain_data_dirs"][index],
             ctx.masks(domain) if mask_dir == AUTO_MASKS else mask_dir or None)
 
 
@@ -236,6 +236,12 @@ def eval_inputs(ctx, key, domain):
     return folders[0], second, same_input, "; ".join(notes)
 
 
+def eval_mode(ctx, domain):
+    """`evaluate_rank`'s mode on `domain`: single-gallery-shot CMC on CUHK03 classic (query = gallery, the
+    paper's protocol; split 0 as built by the tfrecords stage), else the standard one."""
+    return "cuhk03_sgs" if ctx.dataset(domain) == "cuhk03_classic" else "standard"
+
+
 def _evaluate(ctx, key, model, domain):
     """(metrics of `key` on `domain`, note): writes `eval/<key>/<domain>.json` and its feature cache."""
     config = ctx.config
@@ -247,7 +253,7 @@ def _evaluate(ctx, key, model, domain):
     metrics = evaluate_run(
         ctx.reid_dir(key), query_tfrecords=folder, gallery_tfrecords=folder, soft_mask_query_tfrecords=second,
         soft_mask_gallery_tfrecords=second, model=model, embed_fn=embed_fn,
-        image_size=tuple(model.image_shape[:2]), distance=config["eval_distance"],
+        image_size=tuple(model.image_shape[:2]), distance=config["eval_distance"], mode=eval_mode(ctx, domain),
         flip_average=config["eval_flip_average"], batch_size=config["eval_batch_size"],
         out_path=os.path.join(ctx.eval_dir(key), f"{domain}.json"),
         features_cache_dir=os.path.join(ctx.eval_dir(key), f"{domain}_features"),

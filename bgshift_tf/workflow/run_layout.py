@@ -61,6 +61,12 @@ class RunLayout:
         keys = {"world_num_ids": "num_ids", "world_images_per_id": "images_per_id"}
         return {name: self.config[key] for key, name in keys.items() if self.config[key]}
 
+    def dataset(self, domain):
+        """The dataset layout of `domain` (`data.build.DATASETS`); a synthetic world is in the Market-1501 one."""
+        if self.config["data"] == "synthetic":
+            return "market1501"
+        return self.config["domain_datasets"][self.domains.index(domain)]
+
     def path(self, *parts):
         return os.path.join(self.run_dir, *parts)
 
