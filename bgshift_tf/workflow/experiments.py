@@ -1,12 +1,14 @@
-"""The paper's comparisons on one source -> target pair (Tables 2 and 3), as stages in the main job's run folder.
+"""The paper's comparisons on the source -> each target pair (Tables 2 and 3), as stages in the main job's run folder.
 
 Table 2 (IDE, one image type each): original, hard-mask (noisy parser masks), style-transferred (SBSGAN's
-style branch, source -> target), soft-mask, and soft-mask from an SBSGAN trained with lambda_sc = 0.
-Table 3 (two-stream network): baseline without SE and ISDC, + SE, + SE + ISDC (= DA-2S), and DA-2S fed two
-style-transferred or two soft-mask images.
+style branch, source -> target), soft-mask, soft-mask from an SBSGAN trained with lambda_sc = 0, and
+soft-mask from an SBSGAN trained on the source and that target only (one SBSGAN + IDE per target).
+Table 3 (two-stream network): baseline without SE and ISDC, + SE, + SE + ISDC-SE (an SE block on every ISDC
+output), + SE + ISDC (= DA-2S), and DA-2S fed two style-transferred or two soft-mask images.
 
 The job is the main job's stage list (`main_job.main_job_stages`) with the extra models (rows of
-`workflow.model_table`) and the SBSGAN they need (`train_gan_nosc`, `generate_nosc`), plus a `tables`
+`workflow.model_table`) and the SBSGANs they need (`train_gan_nosc`, `train_gan_2dom_<target>` and their
+`generate` stages), plus a `tables`
 stage writing `<run_dir>/experiments/table2_<target>.md`, `table3_<target>.md` for every target domain and
 `tables.json` ({target: tables}), and the report with every row. It runs in the main job's run folder with
 the main job's settings (the experiments flagfile includes the main one), so every stage the main job has
