@@ -8,7 +8,8 @@ Usage:
 
 It takes the main job's flags (the experiments flagfile includes the main job's) and runs in the same
 run folder, so stages the main job already completed with the same settings are skipped. Writes
-<runs_root>/<name>/experiments/{table2_<target>.md,table3_<target>.md,tables.json} (every target) and <runs_root>/<name>/report.html.
+<runs_root>/<name>/experiments/{table2_<target>.md,table3_<target>.md,tables.json} (every target) and
+<runs_root>/<name>/report.html.
 """
 
 from bgshift_tf import errors

@@ -163,8 +163,8 @@ def _translate(ctx, sbsgan, domain, variant_list, **kwargs):
 
 def generate_stage(ctx, sbsgan=model_table.PAPER_SBSGAN):
     """`generate<suffix>`: soft-/hard-mask images of the splits of every domain the SBSGAN trained on (source:
-    train too, the others query and gallery) and, when the SBSGAN generates style transfer, the source's train split styled to
-    each target domain."""
+    train too, the others query and gallery) and, when the SBSGAN generates style transfer, the source's train
+    split styled to each target domain."""
     per_domain = [v for v in sbsgan.variants if v != variants.STYLE_TRANSFER]
     targets = ctx.targets if variants.STYLE_TRANSFER in sbsgan.variants else []
 
@@ -259,8 +259,9 @@ def eval_mode(ctx, domain):
     return "cuhk03_sgs" if ctx.dataset(domain) == "cuhk03_classic" else "standard"
 
 
-def _evaluate(ctx, key, model, domain):
-    """(metrics of `key` on `domain`, note): writes `eval/<key>/<domain>.json` and its feature cache."""
+def _evaluate(ctx, key, model, domain, run_dir):
+    """(metrics of `key` on `domain`, note): writes `eval/<key>/<domain>.json` and its feature cache (keyed by
+    the checkpoint of `run_dir`, the training run of `model`)."""
     config = ctx.config
     folder, second, same_input, note = eval_inputs(ctx, key, domain)
     embed_fn = None
@@ -268,7 +269,7 @@ def _evaluate(ctx, key, model, domain):
         def embed_fn(batch):
             return model.embed((batch["image"], batch["image"]), training=False)
     metrics = evaluate_run(
-        ctx.reid_dir(key), query_tfrecords=folder, gallery_tfrecords=folder, soft_mask_query_tfrecords=second,
+        run_dir, query_tfrecords=folder, gallery_tfrecords=folder, soft_mask_query_tfrecords=second,
         soft_mask_gallery_tfrecords=second, model=model, embed_fn=embed_fn,
         image_size=tuple(model.image_shape[:2]), distance=config["eval_distance"], mode=eval_mode(ctx, domain),
         flip_average=config["eval_flip_average"], batch_size=config["eval_batch_size"],
@@ -289,8 +290,9 @@ def eval_stage(ctx, key):
         results, notes = {}, []
         shared = None if spec.per_target() else load_reid_model(ctx.reid_dir(key), ctx.precision)
         for domain in domains:
-            model = load_reid_model(ctx.reid_dir(key, domain), ctx.precision) if spec.per_target() else shared
-            results[domain], note = _evaluate(ctx, key, model, domain)
+            run_dir = ctx.reid_dir(key, domain if spec.per_target() else None)
+            model = load_reid_model(run_dir, ctx.precision) if spec.per_target() else shared
+            results[domain], note = _evaluate(ctx, key, model, domain, run_dir)
             notes += [note] if note else []
         return {"metrics": results, "notes": notes}
 
