@@ -1,4 +1,4 @@
-"""The paper's comparisons on one source -> its targets: Table 2 (IDE on original / hard-mask /
+"""The paper's comparisons on the source -> each target pair: Table 2 (IDE on original / hard-mask /
 style-transferred / soft-mask / soft-mask without L_sc images) and Table 3 (DA-2S ablation), as markdown
 and JSON tables next to the paper's numbers, plus the run's report with every row; over `--seeds`, every
 trained model once per seed on one world, summarised in experiments.json.
@@ -11,7 +11,8 @@ Usage:
 It takes the main job's flags (the experiments flagfile includes the main job's) and runs in the same
 run folder, so stages the main job already completed with the same settings are skipped (without
 --seeds; with them, world and TFRecords are still shared). Writes <runs_root>/<name>/experiments.json,
-<runs_root>/<name>[/seed_<k>]/experiments/{table2.md,table3.md,tables.json} and report.html (first seed).
+<runs_root>/<name>[/seed_<k>]/experiments/{table2_<target>.md,table3_<target>.md,tables.json} (every
+target) and report.html (first seed).
 """
 
 from bgshift_tf import errors
@@ -25,7 +26,7 @@ def main(argv):
     del argv
     with exit_on_interrupt("experiments"):
         result = experiments.run_experiments(cli.config_from_flags(), force=_FORCE.value)
-    for path in result["markdown"].values():
+    for path in (p for per_target in result["markdown"].values() for p in per_target.values()):
         with open(path) as f:
             print(f.read())
     print(f"tables: {result['markdown']}; report: {result['report']}; all seeds: {result['experiments_json']}")

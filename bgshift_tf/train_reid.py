@@ -37,6 +37,8 @@ flags.DEFINE_string("backbone_weights", _D["backbone_weights"], "imagenet (local
                     "download) | none | path to a DenseNet-121 notop .h5 file.")
 flags.DEFINE_bool("use_se", _D["use_se"], "DA-2S: SE block on the concatenated final maps (Table 3).")
 flags.DEFINE_bool("use_isdc", _D["use_isdc"], "DA-2S: ISDC modules between the streams (Table 3).")
+flags.DEFINE_bool("isdc_se", _D["isdc_se"], "DA-2S: an SE block on every ISDC output (Table 3 ISDC-SE; "
+                  "needs --use_isdc).")
 flags.DEFINE_integer("image_height", _D["image_height"], "Input height (multiple of 32).")
 flags.DEFINE_integer("image_width", _D["image_width"], "Input width (multiple of 32).")
 flags.DEFINE_integer("batch_size", _D["batch_size"], "Global batch size (split across replicas).")

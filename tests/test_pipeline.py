@@ -266,3 +266,62 @@ def test_experiment_tables_ordering_checks_and_markdown():
     table3 = experiments.to_markdown(tables, "table3")
     assert "| DA-2S | 22.0 | 30.5 | 1.0 | 2.0 |" in table3
     assert "DA-2S best in Table 3 (R-1): no" in table3 and "original <" not in table3
+
+
+def test_the_two_domain_soft_mask_row_trains_one_sbsgan_and_ide_per_target(tmp_path):
+    tiny = config_lib.config_from_flagfile(TINY_FLAGS)
+    ctx = main_job.layout({**tiny, "runs_root": str(tmp_path), "targets": []})  # every other domain
+    source, targets = ctx.source, ctx.targets
+    assert len(targets) == 2
+    stages = {s.name: s for s in main_job.main_job_stages(ctx, extra_models=["ide_softmask_2dom"])}
+    for target in targets:
+        gan = stages[f"train_gan_2dom_{target}"]
+        # SBSGAN on the source and this target only, in run order (labels = positions in domain_dirs).
+        assert gan.config["domain_dirs"] == [ctx.tfrecords(d) for d in ctx.domains if d in (source, target)]
+        assert gan.config["run_dir"] == os.path.join(ctx.run_dir, f"gan_2dom_{target}")
+        assert stages[f"generate_2dom_{target}"].deps == [f"train_gan_2dom_{target}"]
+        ide = stages[f"train_ide_softmask_2dom_{target}"]
+        assert ide.deps == [f"generate_2dom_{target}"]
+        assert ide.config["train_dir"] == os.path.join(ctx.run_dir, f"generated_2dom_{target}", f"{source}_soft_mask")
+        assert ide.config["run_dir"] == os.path.join(ctx.run_dir, "reid", f"ide_softmask_2dom_{target}")
+        assert main_job.eval_inputs(ctx, "ide_softmask_2dom", target)[0] == os.path.join(
+            ctx.run_dir, f"generated_2dom_{target}", f"{target}_soft_mask")
+    assert "train_gan_2dom" not in stages and "train_ide_softmask_2dom" not in stages
+    evaluation = stages["eval_ide_softmask_2dom"]
+    assert evaluation.config["domains"] == targets  # each per-target IDE on its own target, not the source
+    assert set(evaluation.deps) >= {f"train_ide_softmask_2dom_{t}" for t in targets} | {
+        f"generate_2dom_{t}" for t in targets}
+    # The paper's SBSGAN still trains on every domain.
+    assert stages["train_gan"].config["domain_dirs"] == [ctx.tfrecords(d) for d in ctx.domains]
+    assert model_table.table_keys("table2")[-1] == "ide_softmask_2dom"
+    assert model_table.table_keys("table3")[2] == "da2s_isdcse"
+    assert main_job.reid_train_config(ctx, "da2s_isdcse")["isdc_se"] is True
+    assert main_job.reid_train_config(ctx, "da2s")["isdc_se"] is False
+
+
+def test_cuhk03_classic_domains_are_scored_single_gallery_shot(tmp_path):
+    real = {**config_lib.config_from_flagfile(TINY_FLAGS), "data": "real", "runs_root": str(tmp_path),
+            "domain_names": ["m", "d", "c"], "domain_datasets": ["market1501", "dukemtmc", "cuhk03_classic"],
+            "domain_data_dirs": ["/m", "/d", "/c.mat"], "domain_mask_dirs": ["", "", ""], "source": "m",
+            "targets": ["d", "c"]}
+    ctx = main_job.layout(real)
+    assert [main_job.eval_mode(ctx, d) for d in ("m", "d", "c")] == ["standard", "standard", "cuhk03_sgs"]
+
+
+def test_experiment_tables_cover_every_target(tmp_path, monkeypatch):
+    tiny = config_lib.config_from_flagfile(TINY_FLAGS)
+    ctx = main_job.layout({**tiny, "runs_root": str(tmp_path), "targets": []})
+    first, second = ctx.targets
+    rank1 = {first: 0.25, second: 0.5}
+
+    def fake_eval(_, key):
+        return {d: {"mAP": r / 2, "rank1": r, "rank5": r, "rank10": r} for d, r in rank1.items()}
+
+    monkeypatch.setattr(report_data, "read_eval", fake_eval)
+    tables = experiments.build_tables(ctx)
+    assert list(tables) == [first, second]
+    for target, r in rank1.items():
+        assert tables[target]["setting"] == f"{ctx.source} → {target}"
+        assert {row["R-1"] for row in tables[target]["table2"] + tables[target]["table3"]} == {100 * r}
+    assert "ide_softmask_2dom" in [row["key"] for row in tables[second]["table2"]]
+    assert f"{ctx.source} → {second}" in experiments.to_markdown(tables[second], "table3")

@@ -93,6 +93,41 @@ def test_ablation_switches_change_the_architecture():
     assert [b.strides for b in full.isdc_blocks] == [2, 2, 2, 1]
 
 
+def _se_params(channels, reduction=16):
+    """SqueezeExcitation on C channels, hidden h = max(1, C // r): squeeze C*h + h, excite h*C + C."""
+    hidden = max(1, channels // reduction)
+    return 2 * channels * hidden + hidden + channels
+
+
+def test_isdc_se_adds_one_se_block_per_isdc_output():
+    x, x2 = _images(), _images(seed=4)
+    keras.utils.set_random_seed(3)
+    plain = reid.DA2S(5, **SMALL)
+    keras.utils.set_random_seed(3)
+    variant = reid.DA2S(5, isdc_se=True, **SMALL)
+    plain((x, x2))
+    out = variant.features((x, x2))
+    # Same shapes as DA-2S: the SE blocks re-weight channels and keep O_n's shape.
+    assert _shapes(out["isdc"]) == [(8, 4, 128), (4, 2, 128), (2, 1, 128), (2, 1, 256)]
+    assert tuple(out["feature"].shape) == (2, 256) and tuple(variant((x, x2)).shape) == (2, 5)
+    # Parameters: DA-2S + sum over the ISDC outputs O_n (C_n = 128, 128, 128, 256) of 2*C*(C//16) + C//16 + C.
+    assert variant.count_params() - plain.count_params() == sum(_se_params(c) for c in (128, 128, 128, 256))
+    # Wiring: O_n = SE_n(ISDC_n([S1_n, S2_n] + O_{n-1})), the re-weighted O_n feeding O_{n+1} and the sum.
+    t1, t2, o = out["stream1_taps"], out["stream2_taps"], out["isdc"]
+    for n in range(4):
+        x_n = np.concatenate([t1[n], t2[n]], -1) + (o[n - 1].numpy() if n else 0.0)
+        expected = variant.isdc_se_blocks[n](variant.isdc_blocks[n](x_n))
+        np.testing.assert_allclose(expected.numpy(), o[n].numpy(), atol=1e-5)
+    assert not np.allclose(o[0].numpy(), variant.isdc_blocks[0](np.concatenate([t1[0], t2[0]], -1)).numpy())
+    np.testing.assert_allclose(
+        out["fused"].numpy(), variant.se(np.concatenate([t1[4], t2[4]], -1)).numpy() + o[3].numpy(), atol=1e-5)
+
+
+def test_isdc_se_without_isdc_is_rejected():
+    with pytest.raises(ValueError, match="isdc_se=True, use_isdc=False"):
+        reid.DA2S(5, use_isdc=False, isdc_se=True, **SMALL)
+
+
 def test_squeeze_excitation_hand_computed():
     se = reid.SqueezeExcitation(reduction=2)
     x = np.arange(2 * 1 * 2 * 4, dtype="float32").reshape(2, 1, 2, 4)
@@ -121,6 +156,9 @@ def test_config_round_trips():
     clone = reid.DA2S.from_config(da2s.get_config())
     assert clone.get_config() == da2s.get_config()
     assert clone.get_config()["use_se"] is False and clone.se is None
+    variant = reid.DA2S(5, isdc_se=True, **SMALL)
+    clone = reid.DA2S.from_config(variant.get_config())
+    assert clone.get_config() == variant.get_config() and len(clone.isdc_se_blocks) == 4
     ide = reid.IDE(9, **SMALL)
     assert reid.IDE.from_config(ide.get_config()).get_config() == ide.get_config()
     for layer in (
@@ -146,8 +184,8 @@ def test_bad_num_classes_is_rejected():
         reid.IDE(0, **SMALL)
 
 
-@pytest.mark.parametrize("use_isdc", [True, False])
-def test_a_checkpoint_restores_every_da2s_weight(tmp_path, use_isdc):
+@pytest.mark.parametrize("use_isdc, isdc_se", [(True, False), (False, False), (True, True)])
+def test_a_checkpoint_restores_every_da2s_weight(tmp_path, use_isdc, isdc_se):
     """What load_reid_model does (tf.train.Checkpoint): every weight, the ISDC convs included, comes back."""
     import tensorflow as tf
 
@@ -155,7 +193,7 @@ def test_a_checkpoint_restores_every_da2s_weight(tmp_path, use_isdc):
     models = []
     for seed in (1, 2):
         keras.utils.set_random_seed(seed)
-        model = reid.DA2S(5, use_isdc=use_isdc, **SMALL)
+        model = reid.DA2S(5, use_isdc=use_isdc, isdc_se=isdc_se, **SMALL)
         model((x, x))
         models.append(model)
     saved, restored = models
@@ -163,4 +201,5 @@ def test_a_checkpoint_restores_every_da2s_weight(tmp_path, use_isdc):
     tf.train.Checkpoint(model=restored).restore(path).expect_partial().assert_existing_objects_matched()
     differing = [w.path for w, v in zip(saved.weights, restored.weights) if not np.array_equal(w.numpy(), v.numpy())]
     assert differing == []
+    assert any("isdc4_se" in w.path for w in saved.weights) == isdc_se
     np.testing.assert_allclose(restored.embed((x, x)).numpy(), saved.embed((x, x)).numpy(), atol=1e-6)

@@ -7,6 +7,7 @@ DA-2S: (soft-mask image, style-transferred/original image) -> two unshared Dense
        where [.] is channel concatenation and + is element-wise summation (paper eq. 7). The final maps
        of both streams are concatenated, re-weighted by an SE block (reduction 16) and summed with O_4;
        GAP gives the test feature (2,048-d for DenseNet-121) and the IDE head gives the logits.
+       The ISDC-SE variant of the paper's Table 3 re-weights every O_n by its own SE block.
 
 For DenseNet-121 at 256x128 the shapes are (per stream / ISDC output):
   n=1: taps 64x32x64  -> concat 64x32x128  -> O_1 32x16x256  (stride 2)
@@ -199,6 +200,8 @@ class DA2S(_ReIDNetwork):
     use_se=False, use_isdc=False: baseline two-stream (GAP of the concatenated final maps).
     use_se=True,  use_isdc=False: + SE block on the concatenated final maps.
     use_se=True,  use_isdc=True:  DA-2S (+ ISDC modules, O_4 summed with the SE output).
+    isdc_se=True (with use_isdc): "ISDC-SE", an SE block (reduction `se_reduction`) re-weighting every ISDC
+        output O_n before it feeds O_{n+1} and the final sum (paper Table 3, "+SEBlock+ISDC-SE").
     `embed` and `call` take (stream1_images, stream2_images), each float32 [B, H, W, 3] in [-1, 1].
 
     Args:
@@ -206,17 +209,23 @@ class DA2S(_ReIDNetwork):
       backbone: "densenet121" | "densenet_small" (both streams; no weight sharing).
       input_shape: (H, W, 3) of each stream, H and W multiples of 32.
       weights: trunk weights for both streams, "imagenet" | "none" | None | path.
-      use_se, use_isdc: ablation switches (see above).
+      use_se, use_isdc, isdc_se: ablation switches (see above).
       se_reduction: SE reduction ratio.
     """
 
     def __init__(
         self, num_classes, backbone="densenet121", input_shape=(256, 128, 3), weights=None,
-        use_se=True, use_isdc=True, se_reduction=16, name="da2s", **kwargs,
+        use_se=True, use_isdc=True, se_reduction=16, isdc_se=False, name="da2s", **kwargs,
     ):
         super().__init__(num_classes, backbone, input_shape, weights, name=name, **kwargs)
+        if isdc_se and not use_isdc:
+            raise ValueError(
+                f"`isdc_se` re-weights the ISDC outputs and needs `use_isdc`. Received: isdc_se={isdc_se}, "
+                f"use_isdc={use_isdc}"
+            )
         self.use_se = bool(use_se)
         self.use_isdc = bool(use_isdc)
+        self.isdc_se = bool(isdc_se)
         self.se_reduction = int(se_reduction)
         # === Layers ===
         self.stream1, self.stream2 = (
@@ -242,6 +251,12 @@ class DA2S(_ReIDNetwork):
         # without these a restored DA-2S kept freshly initialised ISDC weights without a word.
         for n, block in enumerate(self.isdc_blocks):
             setattr(self, f"isdc{n + 1}", block)
+        self.isdc_se_blocks = [
+            SqueezeExcitation(self.se_reduction, name=f"{name}_isdc{n + 1}_se")
+            for n in range(len(self.isdc_blocks) if self.isdc_se else 0)
+        ]
+        for n, block in enumerate(self.isdc_se_blocks):
+            setattr(self, f"isdc{n + 1}_se", block)
         self.se = (
             SqueezeExcitation(self.se_reduction, name=f"{name}_se") if self.use_se else None
         )
@@ -254,7 +269,8 @@ class DA2S(_ReIDNetwork):
           inputs: (stream1_images, stream2_images), each float32 [B, H, W, 3] in [-1, 1].
 
         Returns:
-          dict: "stream1_taps", "stream2_taps" (five maps each), "isdc" (O_1..O_4, empty without ISDC),
+          dict: "stream1_taps", "stream2_taps" (five maps each), "isdc" (O_1..O_4, empty without ISDC;
+          SE-re-weighted with `isdc_se`),
           "fused" [B, H/32, W/32, feature_dim] and "feature" [B, feature_dim].
         """
         stream1_images, stream2_images = inputs
@@ -265,7 +281,8 @@ class DA2S(_ReIDNetwork):
             x = ops.concatenate([taps1[n], taps2[n]], axis=-1)
             if n > 0:
                 x = x + isdc_outputs[-1]
-            isdc_outputs.append(block(x, training=training))
+            x = block(x, training=training)
+            isdc_outputs.append(self.isdc_se_blocks[n](x) if self.isdc_se_blocks else x)
         fused = ops.concatenate([taps1[-1], taps2[-1]], axis=-1)
         if self.se is not None:
             fused = self.se(fused)
@@ -284,4 +301,5 @@ class DA2S(_ReIDNetwork):
         return self.features(inputs, training=training)["fused"]
 
     def _extra_config(self):
-        return {"use_se": self.use_se, "use_isdc": self.use_isdc, "se_reduction": self.se_reduction}
+        return {"use_se": self.use_se, "use_isdc": self.use_isdc, "se_reduction": self.se_reduction,
+                "isdc_se": self.isdc_se}

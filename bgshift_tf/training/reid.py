@@ -43,6 +43,7 @@ DEFAULT_CONFIG = {
     "backbone_weights": "none",  # "imagenet" | "none" | path to a .h5 file
     "use_se": True,
     "use_isdc": True,
+    "isdc_se": False,  # DA-2S: an SE block on every ISDC output (Table 3 "ISDC-SE"); needs use_isdc
     "image_height": 256,
     "image_width": 128,
     "batch_size": 50,  # global batch size
@@ -101,7 +102,7 @@ def build_reid_model(config, num_classes):
         "weights": config["backbone_weights"],
     }
     if kind == "da2s":
-        kwargs.update(use_se=config["use_se"], use_isdc=config["use_isdc"])
+        kwargs.update(use_se=config["use_se"], use_isdc=config["use_isdc"], isdc_se=config["isdc_se"])
     with policy_scope(config["precision"]):
         return _built(MODEL_CLASSES[kind](**kwargs))
 

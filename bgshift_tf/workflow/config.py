@@ -66,7 +66,7 @@ HELP = {
     "world_num_ids": "Identities per synthetic domain (0 = the preset's).",
     "world_images_per_id": "Mean images per synthetic identity (0 = the preset's).",
     "domain_names": "Real data: domain names in domain-index order (e.g. market1501,dukemtmc,cuhk03).",
-    "domain_datasets": "Real data: layout per domain (market1501, dukemtmc, cuhk03_np).",
+    "domain_datasets": "Real data: layout per domain (market1501, dukemtmc, cuhk03_np, cuhk03_classic).",
     "domain_data_dirs": "Real data: dataset root folder per domain.",
     "domain_mask_dirs": "Real data: body-mask folder per domain (mirrors the image folders); `auto` = made by "
                         "the `masks` stage (make_masks) into <run>/masks/<domain>; empty = none.",

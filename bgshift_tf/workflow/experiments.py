@@ -1,16 +1,19 @@
-"""The paper's comparisons on one source -> target pair (Tables 2 and 3), as stages in the main job's run folder.
+"""The paper's comparisons on the source -> each target pair (Tables 2 and 3), as stages in the main job's run folder.
 
 Table 2 (IDE, one image type each): original, hard-mask (noisy parser masks), style-transferred (SBSGAN's
-style branch, source -> target), soft-mask, and soft-mask from an SBSGAN trained with lambda_sc = 0.
-Table 3 (two-stream network): baseline without SE and ISDC, + SE, + SE + ISDC (= DA-2S), and DA-2S fed two
-style-transferred or two soft-mask images.
+style branch, source -> target), soft-mask, soft-mask from an SBSGAN trained with lambda_sc = 0, and
+soft-mask from an SBSGAN trained on the source and that target only (one SBSGAN + IDE per target).
+Table 3 (two-stream network): baseline without SE and ISDC, + SE, + SE + ISDC-SE (an SE block on every ISDC
+output), + SE + ISDC (= DA-2S), and DA-2S fed two style-transferred or two soft-mask images.
 
 The job is the main job's stage list (`main_job.main_job_stages`) with the extra models (rows of
-`workflow.model_table`) and the SBSGAN they need (`train_gan_nosc`, `generate_nosc`), plus a `tables`
-stage writing `<run_dir>/experiments/table2.md`, `table3.md` and `tables.json`, and the report with every row. It runs in the main job's run folder with
+`workflow.model_table`) and the SBSGANs they need (`train_gan_nosc`, `train_gan_2dom_<target>` and their
+`generate` stages), plus a `tables`
+stage writing `<run_dir>/experiments/table2_<target>.md`, `table3_<target>.md` for every target domain and
+`tables.json` ({target: tables}), and the report with every row. It runs in the main job's run folder with
 the main job's settings (the experiments flagfile includes the main one), so every stage the main job has
 completed with the same settings (data, SBSGAN, shared re-ID models, evaluations) is skipped.
-Each model is tested on the target domain with its `eval_variants` (`workflow.model_table`).
+Each model is tested on every target domain with its `eval_variants` (`workflow.model_table`).
 
 Seeds (`config["seeds"]`, e.g. 0,1,2): the world, masks and TFRecords stages run once (one fixed world);
 every other stage runs once per seed as `seed_<k>/<stage>` with its outputs (and manifests) in
@@ -66,16 +69,21 @@ def experiment_keys():
 
 
 def build_tables(ctx) -> dict:
-    """Both tables as JSON-able dicts: {"setting", "table2": [row], "table3": [row], "checks": {...}}.
+    """{target: `target_tables(ctx, target)`} for every target domain of the run, in `ctx.targets` order."""
+    return {target: target_tables(ctx, target) for target in ctx.targets}
+
+
+def target_tables(ctx, target) -> dict:
+    """Both tables on `target` as JSON-able dicts: {"setting", "table2": [row], "table3": [row], "checks": {...}}.
 
     Rows: {"key", "name", "paper_key", "mAP", "R-1", "R-5", "R-10" (percent, ours), "paper": {...}}.
     """
-    tables = {"setting": f"{ctx.source} → {ctx.target}", "table2": [], "table3": []}
+    tables = {"setting": f"{ctx.source} → {target}", "table2": [], "table3": []}
     for table_name, paper in TABLES.items():
         paper_rows = {row["key"]: row for row in paper["rows"]}
         for key in model_table.table_keys(table_name):
             spec = model_table.model(key)
-            ours = report_data.metrics_row(report_data.read_eval(ctx, key)[ctx.target])
+            ours = report_data.metrics_row(report_data.read_eval(ctx, key)[target])
             tables[table_name].append({
                 "key": key, "name": spec.name, "paper_key": spec.paper_key,
                 **{column: 100 * value for column, value in ours.items()},
@@ -127,11 +135,10 @@ def tables_stage(ctx):
         tables = build_tables(ctx)
         os.makedirs(out_dir, exist_ok=True)
         atomic_io.write_json(os.path.join(out_dir, "tables.json"), tables)
-        paths = {}
-        for name in TABLES:
-            path = os.path.join(out_dir, f"{name}.md")
-            atomic_io.write_text(path, to_markdown(tables, name))
-            paths[name] = path
+        paths = {target: {} for target in tables}
+        for target, name in ((t, n) for t in tables for n in TABLES):
+            paths[target][name] = os.path.join(out_dir, f"{name}_{target}.md")
+            atomic_io.write_text(paths[target][name], to_markdown(tables[target], name))
         return {"tables": tables, "markdown": paths, "json": os.path.join(out_dir, "tables.json")}
 
     return stages_lib.Stage("tables", fn, config={"keys": keys}, deps=[f"eval_{key}" for key in keys],

@@ -7,11 +7,14 @@ Stages (in order; each skips itself when complete with the same config):
                      from a segmenter (`data.segment.make_masks`) into `masks/<domain>`
     tfrecords        TFRecord shards per domain (`data.build.build_dataset_tfrecords`)
     train_gan<s>     SBSGAN on all K domains (`training.gan_run.train_sbsgan`); one per SBSGAN the models
-                     need (`model_table.Sbsgan`, e.g. `train_gan_nosc`)
-    generate<s>      soft-mask / hard-mask images of every domain, style transfer source -> each target
+                     need (`model_table.Sbsgan`, e.g. `train_gan_nosc`; `train_gan_2dom_<target>` on the
+                     source and one target)
+    generate<s>      soft-mask / hard-mask images of the SBSGAN's domains, style transfer source -> each target
                      (`generation.translate.translate_dataset`)
     train_<model>    re-ID models on the source domain (`training.reid.train_reid`), one per `model_table` key
-    eval_<model>     each model on the target domains and the source (`evaluation.run.evaluate_run`)
+                     (`train_<model>_<target>` per target for a per-target SBSGAN's model)
+    eval_<model>     each model on the target domains and the source (`evaluation.run.evaluate_run`); a
+                     per-target model on its own target only
     quality          SBSGAN suppression quality against the exact masks (synthetic world only)
     domain_distance  t-SNE domain distances per image variant (`report.domain_analysis`)
     export           SavedModels + TFLite + ONNX with parity (`export.job.export_all`)
@@ -92,9 +95,9 @@ def _domain_source(ctx, index, domain):
     config = ctx.config
     if config["data"] == "synthetic":
         paths = synthetic.domain_paths(ctx.world_dir, domain)
-        return "market1501", paths["data_dir"], paths["mask_dir"]
+        return ctx.dataset(domain), paths["data_dir"], paths["mask_dir"]
     mask_dir = config["domain_mask_dirs"][index]
-    return (config["domain_datasets"][index], config["domain_data_dirs"][index],
+    return (ctx.dataset(domain), config["domain_data_dirs"][index],
             ctx.masks(domain) if mask_dir == AUTO_MASKS else mask_dir or None)
 
 
@@ -136,8 +139,9 @@ def tfrecords_stage(ctx):
 
 
 def gan_stage(ctx, sbsgan=model_table.PAPER_SBSGAN):
-    """`train_gan<suffix>`: SBSGAN on every domain, with the `sbsgan`'s ablation changes."""
-    gan_config = ctx.gan_config(sbsgan.suffix, **dict(sbsgan.changes))
+    """`train_gan<suffix>`: SBSGAN on its domains (all, or the source and its target), with its ablation changes."""
+    domains = sbsgan.trained_domains(ctx.domains, ctx.source)
+    gan_config = ctx.gan_config(sbsgan.suffix, domains, **dict(sbsgan.changes))
 
     def fn():
         summary = train_sbsgan(gan_config)
@@ -158,15 +162,15 @@ def _translate(ctx, sbsgan, domain, variant_list, **kwargs):
 
 
 def generate_stage(ctx, sbsgan=model_table.PAPER_SBSGAN):
-    """`generate<suffix>`: soft-/hard-mask images of every domain's splits (source: train too, the others
-    query and gallery) and, when the SBSGAN generates style transfer, the source's train split styled to
-    each target domain."""
+    """`generate<suffix>`: soft-/hard-mask images of the splits of every domain the SBSGAN trained on (source:
+    train too, the others query and gallery) and, when the SBSGAN generates style transfer, the source's train
+    split styled to each target domain."""
     per_domain = [v for v in sbsgan.variants if v != variants.STYLE_TRANSFER]
     targets = ctx.targets if variants.STYLE_TRANSFER in sbsgan.variants else []
 
     def fn():
         outputs = {}
-        for domain in ctx.domains:
+        for domain in sbsgan.trained_domains(ctx.domains, ctx.source):
             splits = None if domain == ctx.source else ["query", "gallery"]
             outputs[domain] = _translate(ctx, sbsgan, domain, per_domain, splits=splits)
         for target in targets:
@@ -192,31 +196,44 @@ def hardmask_available(ctx, domain):
 # === Re-ID models ===
 
 
-def reid_train_config(ctx, key):
-    """The `train_reid` config of model `key` (`model_table`): its network and training folders."""
+def train_targets(ctx, key):
+    """The targets model `key` is trained for: [None] (one model for all), or each target (per-target model)."""
+    return list(ctx.targets) if model_table.model(key).per_target() else [None]
+
+
+def reid_train_config(ctx, key, target=None):
+    """The `train_reid` config of model `key` (`model_table`; `target` for a per-target model): its network
+    and training folders."""
     spec = model_table.model(key)
-    folders = [ctx.tfrecords(ctx.source) if v == variants.HARD_MASK else ctx.images(ctx.source, v, spec.sbsgan.suffix)
+    suffix = spec.sbsgan.on(target).suffix
+    folders = [ctx.tfrecords(ctx.source) if v == variants.HARD_MASK else ctx.images(ctx.source, v, suffix)
                for v in spec.train_variants]
-    config = {**ctx.reid, "model": spec.network, "run_dir": ctx.reid_dir(key), "verbose": ctx.config["verbose"]}
+    config = {**ctx.reid, "model": spec.network, "run_dir": ctx.reid_dir(key, target),
+              "verbose": ctx.config["verbose"]}
     if spec.network == "ide":
         return {**config, "train_dir": folders[0], "hard_mask": spec.train_variants[0] == variants.HARD_MASK,
                 "stream1_dir": "", "stream2_dir": ""}
     return {**config, "stream1_dir": folders[0], "stream2_dir": folders[1], "train_dir": "", "hard_mask": False,
-            "use_se": spec.use_se, "use_isdc": spec.use_isdc}
+            "use_se": spec.use_se, "use_isdc": spec.use_isdc, "isdc_se": bool(spec.isdc_se)}
 
 
-def reid_stage(ctx, key):
-    """`train_<key>`: one re-ID model on the source domain's (generated) images."""
+def train_stage_name(key, target=None):
+    """`train_<key>`, or `train_<key>_<target>` for a per-target model."""
+    return f"train_{key}" if target is None else f"train_{key}_{target}"
+
+
+def reid_stage(ctx, key, target=None):
+    """`train_<key>[_<target>]`: one re-ID model on the source domain's (generated) images."""
     spec = model_table.model(key)
-    reid_config = reid_train_config(ctx, key)
+    reid_config = reid_train_config(ctx, key, target)
 
     def fn():
         summary = train_reid(reid_config)
         return {"run_dir": reid_config["run_dir"], "final_step": summary["final_step"],
                 "num_classes": summary["num_classes"], "losses": summary.get("losses")}
 
-    deps = [f"generate{spec.sbsgan.suffix}"] if spec.generated_variants() else ["tfrecords"]
-    return _stage(f"train_{key}", fn, config={k: v for k, v in reid_config.items() if k != "verbose"},
+    deps = [f"generate{spec.sbsgan.on(target).suffix}"] if spec.generated_variants() else ["tfrecords"]
+    return _stage(train_stage_name(key, target), fn, config={k: v for k, v in reid_config.items() if k != "verbose"},
                   deps=deps, clean=[reid_config["run_dir"]], budget=200 if spec.network == "da2s" else 140)
 
 
@@ -230,14 +247,21 @@ def eval_inputs(ctx, key, domain):
             folders.append(ctx.tfrecords(domain))
             notes.append(f"{domain}: no masks on query/gallery, tested on original images")
         else:
-            folders.append(ctx.images(domain, variant, spec.sbsgan.suffix))
+            folders.append(ctx.images(domain, variant, spec.sbsgan.on(domain).suffix))
     same_input = len(folders) == 2 and folders[0] == folders[1]
     second = folders[1] if len(folders) == 2 and not same_input else None
     return folders[0], second, same_input, "; ".join(notes)
 
 
-def _evaluate(ctx, key, model, domain):
-    """(metrics of `key` on `domain`, note): writes `eval/<key>/<domain>.json` and its feature cache."""
+def eval_mode(ctx, domain):
+    """`evaluate_rank`'s mode on `domain`: single-gallery-shot CMC on CUHK03 classic (query = gallery, the
+    paper's protocol; split 0 as built by the tfrecords stage), else the standard one."""
+    return "cuhk03_sgs" if ctx.dataset(domain) == "cuhk03_classic" else "standard"
+
+
+def _evaluate(ctx, key, model, domain, run_dir):
+    """(metrics of `key` on `domain`, note): writes `eval/<key>/<domain>.json` and its feature cache (keyed by
+    the checkpoint of `run_dir`, the training run of `model`)."""
     config = ctx.config
     folder, second, same_input, note = eval_inputs(ctx, key, domain)
     embed_fn = None
@@ -245,9 +269,9 @@ def _evaluate(ctx, key, model, domain):
         def embed_fn(batch):
             return model.embed((batch["image"], batch["image"]), training=False)
     metrics = evaluate_run(
-        ctx.reid_dir(key), query_tfrecords=folder, gallery_tfrecords=folder, soft_mask_query_tfrecords=second,
+        run_dir, query_tfrecords=folder, gallery_tfrecords=folder, soft_mask_query_tfrecords=second,
         soft_mask_gallery_tfrecords=second, model=model, embed_fn=embed_fn,
-        image_size=tuple(model.image_shape[:2]), distance=config["eval_distance"],
+        image_size=tuple(model.image_shape[:2]), distance=config["eval_distance"], mode=eval_mode(ctx, domain),
         flip_average=config["eval_flip_average"], batch_size=config["eval_batch_size"],
         out_path=os.path.join(ctx.eval_dir(key), f"{domain}.json"),
         features_cache_dir=os.path.join(ctx.eval_dir(key), f"{domain}_features"),
@@ -256,22 +280,28 @@ def _evaluate(ctx, key, model, domain):
 
 
 def eval_stage(ctx, key):
-    """`eval_<key>`: the model on every target domain and on the source (metrics JSON per domain)."""
+    """`eval_<key>`: the model on every target domain and on the source (metrics JSON per domain); a
+    per-target model, each of its runs on its own target."""
     config = ctx.config
-    suffix = model_table.model(key).sbsgan.suffix
+    spec = model_table.model(key)
+    domains = list(ctx.targets) if spec.per_target() else ctx.eval_domains
 
     def fn():
-        model = load_reid_model(ctx.reid_dir(key), ctx.precision)
         results, notes = {}, []
-        for domain in ctx.eval_domains:
-            results[domain], note = _evaluate(ctx, key, model, domain)
+        shared = None if spec.per_target() else load_reid_model(ctx.reid_dir(key), ctx.precision)
+        for domain in domains:
+            run_dir = ctx.reid_dir(key, domain if spec.per_target() else None)
+            model = load_reid_model(run_dir, ctx.precision) if spec.per_target() else shared
+            results[domain], note = _evaluate(ctx, key, model, domain, run_dir)
             notes += [note] if note else []
         return {"metrics": results, "notes": notes}
 
-    settings = {"domains": ctx.eval_domains, "distance": config["eval_distance"],
+    settings = {"domains": domains, "distance": config["eval_distance"],
                 "flip_average": config["eval_flip_average"], "batch_size": config["eval_batch_size"],
                 "precision": ctx.precision}
-    deps = [f"train_{key}", "generate"] + ([f"generate{suffix}"] if suffix else [])
+    suffixes = [spec.sbsgan.on(domain).suffix for domain in domains]
+    deps = [train_stage_name(key, target) for target in train_targets(ctx, key)] + ["generate"]
+    deps += [f"generate{suffix}" for suffix in dict.fromkeys(suffixes) if suffix]
     return _stage(f"eval_{key}", fn, config=settings, deps=deps, clean=[ctx.eval_dir(key)], budget=40)
 
 
@@ -364,7 +394,7 @@ def export_stage(ctx, model_keys):
 
 def figures_stage(ctx, model_keys):
     """`figures`: the report's images made with the trained models, as PNGs + `figures/figures.json`."""
-    ablations = [s for s in model_table.sbsgans(model_keys) if s != model_table.PAPER_SBSGAN]
+    ablations = [s for s in model_table.sbsgans(model_keys, ctx.targets) if s.label]
     extra_generators = {s.label: ctx.gan_dir(s.suffix) for s in ablations}
     ranked_key = "da2s" if "da2s" in model_keys else model_keys[0]
     settings = {"extra_generators": extra_generators, "ranked_key": ranked_key,
@@ -374,7 +404,7 @@ def figures_stage(ctx, model_keys):
     def fn():
         return {"index": report_figures.write_figures(ctx, extra_generators, ranked_key)}
 
-    deps = ["tfrecords"] + [f"train_gan{s.suffix}" for s in model_table.sbsgans(model_keys)]
+    deps = ["tfrecords"] + [f"train_gan{s.suffix}" for s in [model_table.PAPER_SBSGAN] + ablations]
     return _stage("figures", fn, config=settings, deps=deps + [f"eval_{ranked_key}"], clean=[ctx.figures_dir()],
                   budget=30)
 
@@ -401,9 +431,9 @@ def main_job_stages(ctx, extra_models=(), extra_stages=()):
     keys = model_table.ordered(model_table.main_model_keys(ctx.config["ide_variants"], ctx.config["da2s"])
                                + list(extra_models))
     stages = [world_stage(ctx)] + ([masks_stage(ctx)] if ctx.auto_mask_domains() else []) + [tfrecords_stage(ctx)]
-    for sbsgan in model_table.sbsgans(keys):
+    for sbsgan in model_table.sbsgans(keys, ctx.targets):
         stages += [gan_stage(ctx, sbsgan), generate_stage(ctx, sbsgan)]
-    stages += [reid_stage(ctx, key) for key in keys]
+    stages += [reid_stage(ctx, key, target) for key in keys for target in train_targets(ctx, key)]
     stages += [eval_stage(ctx, key) for key in keys]
     if ctx.config["data"] == "synthetic":
         stages.append(quality_stage(ctx))

@@ -16,19 +16,45 @@ import dataclasses
 from bgshift_tf.data.variants import HARD_MASK, ORIGINAL, SOFT_MASK, STYLE_TRANSFER
 
 
+ALL_DOMAINS, SOURCE_AND_TARGET = "all", "source+target"
+
+
 @dataclasses.dataclass(frozen=True)
 class Sbsgan:
     """One trained SBSGAN: `train_gan<suffix>` with `changes` over the run's GAN flagfile, generating
-    `variants` into `generated<suffix>/`; `label` names its soft-mask row in the report's image grid."""
+    `variants` into `generated<suffix>/`; `label` names its soft-mask row in the report's image grid.
+
+    `domains`: ALL_DOMAINS (one SBSGAN on the run's K domains) or SOURCE_AND_TARGET (the paper's
+    Soft-mask_{2-Domains}: one SBSGAN per target domain on the source and that target only, see
+    `per_target`); `target` is set on those per-target records.
+    """
 
     suffix: str
     changes: tuple = ()  # (key, value) pairs
     variants: tuple = (SOFT_MASK, HARD_MASK, STYLE_TRANSFER)
     label: str = ""
+    domains: str = ALL_DOMAINS
+    target: str = ""
+
+    def per_target(self, targets) -> list:
+        """The SBSGANs actually trained: [self] on all domains, or one per target (suffix `<suffix>_<target>`)."""
+        if self.domains == ALL_DOMAINS:
+            return [self]
+        return [dataclasses.replace(self, suffix=f"{self.suffix}_{t}", target=t) for t in targets]
+
+    def on(self, domain):
+        """The SBSGAN whose images a model of this SBSGAN uses on `domain` (test domain, or the target a
+        per-target model was trained for)."""
+        return self if self.domains == ALL_DOMAINS else self.per_target([domain])[0]
+
+    def trained_domains(self, domains, source) -> list:
+        """The domains (in run order) this SBSGAN trains on: all of them, or the source and its target."""
+        return list(domains) if self.domains == ALL_DOMAINS else [d for d in domains if d in (source, self.target)]
 
 
 PAPER_SBSGAN = Sbsgan("")
 NO_SC_SBSGAN = Sbsgan("_nosc", changes=(("lambda_sc", 0.0),), variants=(SOFT_MASK,), label="w/o L_sc")
+TWO_DOMAIN_SBSGAN = Sbsgan("_2dom", variants=(SOFT_MASK,), domains=SOURCE_AND_TARGET)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +71,7 @@ class ReidModel:
         table: "table2", "table3" or None (the paper table holding its row).
         name: display name of its row.
         paper_key: its row key in that table of `report.paper_results`.
-        use_se / use_isdc: DA-2S blocks (None for IDE).
+        use_se / use_isdc / isdc_se: DA-2S blocks (None for IDE; isdc_se: an SE block on every ISDC output).
     """
 
     key: str
@@ -58,6 +84,12 @@ class ReidModel:
     sbsgan: Sbsgan = PAPER_SBSGAN
     use_se: bool | None = None
     use_isdc: bool | None = None
+    isdc_se: bool | None = None
+
+    def per_target(self):
+        """True when the model is trained once per target domain (its SBSGAN's `domains` is SOURCE_AND_TARGET):
+        `train_<key>_<target>` in `reid/<key>_<target>/`, tested on that target only."""
+        return self.sbsgan.domains != ALL_DOMAINS
 
     def generated_variants(self):
         """The generated (non-original, non-hard-mask-training) variants its training reads."""
@@ -75,10 +107,15 @@ MODELS = (
     ReidModel("ide_softmask_nosc", "ide", (SOFT_MASK,), (SOFT_MASK,), "table2", "Soft-mask w/o L_sc",
               "soft_mask_wo_sc", sbsgan=NO_SC_SBSGAN),
     ReidModel("ide_softmask", "ide", (SOFT_MASK,), (SOFT_MASK,), "table2", "Soft-mask", "soft_mask"),
+    ReidModel("ide_softmask_2dom", "ide", (SOFT_MASK,), (SOFT_MASK,), "table2",
+              "Soft-mask (SBSGAN on the source and the target only)", "soft_mask_2domains",
+              sbsgan=TWO_DOMAIN_SBSGAN),
     ReidModel("da2s_base", "da2s", _SOFT_STYLE, _ORIG_SOFT, "table3", "Baseline (2 streams, no SE, no ISDC)",
               "baseline", use_se=False, use_isdc=False),
     ReidModel("da2s_se", "da2s", _SOFT_STYLE, _ORIG_SOFT, "table3", "Baseline + SE block", "baseline_se",
               use_se=True, use_isdc=False),
+    ReidModel("da2s_isdcse", "da2s", _SOFT_STYLE, _ORIG_SOFT, "table3", "Baseline + SE + ISDC-SE",
+              "baseline_se_isdc_se", use_se=True, use_isdc=True, isdc_se=True),
     ReidModel("da2s", "da2s", _SOFT_STYLE, _ORIG_SOFT, "table3", "Baseline + SE + ISDC (DA-2S)", "da2s",
               use_se=True, use_isdc=True),
     ReidModel("da2s_2style", "da2s", (STYLE_TRANSFER, STYLE_TRANSFER), (ORIGINAL, ORIGINAL), "table3",
@@ -115,7 +152,8 @@ def ordered(keys) -> list:
     return [spec.key for spec in MODELS if spec.key in wanted]
 
 
-def sbsgans(keys) -> list:
-    """The SBSGANs models `keys` need, the paper's first."""
+def sbsgans(keys, targets) -> list:
+    """The SBSGANs models `keys` need on target domains `targets` (per-target ones once per target), the
+    paper's first."""
     needed = [PAPER_SBSGAN] + [model(key).sbsgan for key in keys]
-    return list(dict.fromkeys(needed))
+    return [trained for sbsgan in dict.fromkeys(needed) for trained in sbsgan.per_target(targets)]

@@ -2,10 +2,12 @@
 
     world/                        synthetic world (data.synthetic.make_world)
     tfrecords/<domain>/           TFRecord shards (the `original` variant)
-    gan<suffix>/                  SBSGAN run (suffix "" = the paper's; "_nosc" = the lambda_sc = 0 ablation)
+    gan<suffix>/                  SBSGAN run (suffix "" = the paper's; "_nosc" = the lambda_sc = 0 ablation;
+                                  "_2dom_<target>" = on the source and <target> only)
     generated<suffix>/<folder>/   generated datasets, named by `data.variants.folder_name`:
                                   <domain>_soft_mask, <domain>_hard_mask, <source>_style_transfer_to_<target>
-    reid/<model>/                 re-ID runs          eval/<model>/<domain>.json (+ _features/ caches)
+    reid/<model>[_<target>]/      re-ID runs (per-target models: one per target)
+    eval/<model>/<domain>.json    evaluations (+ _features/ caches)
     quality.json  domain_distance/  saved_models/
     figures/                      PNGs of the report + figures.json (titles, captions)
     report.html  pipeline_config.json  stages/<stage>.json  timings.json
@@ -76,6 +78,12 @@ class RunLayout:
         keys = {"world_num_ids": "num_ids", "world_images_per_id": "images_per_id"}
         return {name: self.config[key] for key, name in keys.items() if self.config[key]}
 
+    def dataset(self, domain):
+        """The dataset layout of `domain` (`data.build.DATASETS`); a synthetic world is in the Market-1501 one."""
+        if self.config["data"] == "synthetic":
+            return "market1501"
+        return self.config["domain_datasets"][self.domains.index(domain)]
+
     def path(self, *parts):
         return os.path.join(self.run_dir, *parts)
 
@@ -107,13 +115,16 @@ class RunLayout:
     def gan_dir(self, suffix=""):
         return self.path(f"gan{suffix}")
 
-    def gan_config(self, suffix="", **changes):
-        """The SBSGAN trainer config of this run (`changes` for ablations, e.g. lambda_sc=0)."""
-        return {**self.gan, **changes, "domain_dirs": [self.tfrecords(d) for d in self.domains],
+    def gan_config(self, suffix="", domains=None, **changes):
+        """The SBSGAN trainer config of this run on `domains` (default all; the domain labels are their
+        positions in that list), with `changes` for ablations (e.g. lambda_sc=0)."""
+        domains = self.domains if domains is None else domains
+        return {**self.gan, **changes, "domain_dirs": [self.tfrecords(d) for d in domains],
                 "run_dir": self.gan_dir(suffix), "verbose": self.config["verbose"]}
 
-    def reid_dir(self, key):
-        return self.path("reid", key)
+    def reid_dir(self, key, target=None):
+        """`reid/<key>/`, or `reid/<key>_<target>/` for a model trained once per target domain."""
+        return self.path("reid", key if target is None else f"{key}_{target}")
 
     def eval_dir(self, key):
         return self.path("eval", key)
