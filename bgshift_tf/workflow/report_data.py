@@ -1,6 +1,7 @@
 """The report-data dict of `report.html.write_report`, assembled from the files of a run folder only.
 
-Reads the stage manifests (`workflow.stages`), `timings.json`, the world's contact sheet, the SBSGAN's
+Reads the stage manifests (`workflow.stages`; an evaluation's optional `bootstrap_ci`), `timings.json`,
+`experiments.json` of an experiments job with seeds (when present), the world's contact sheet, the SBSGAN's
 TensorBoard scalars, `domain_distance/`, and `figures/figures.json` with its PNGs (written by the
 `figures` stage, which is where the trained models are run). Nothing here loads a model.
 """
@@ -14,6 +15,7 @@ from bgshift_tf.workflow import model_table
 from bgshift_tf.workflow import stages as stages_lib
 
 TOLERANCE = 1e-3
+EXPERIMENTS_FILE = "experiments.json"
 
 
 def read_eval(ctx, key):
@@ -28,9 +30,11 @@ def metrics_row(metrics):
 
 
 def _paper_table_rows(evals, model_keys, table, target, columns):
+    """Rows of one table on `target`, each with its bootstrap CIs when the evaluation recorded them."""
     specs = [model_table.model(key) for key in model_keys]
     return [{"name": spec.name, "paper_key": spec.paper_key,
-             **{c: metrics_row(evals[spec.key][target])[c] for c in columns}}
+             **{c: metrics_row(evals[spec.key][target])[c] for c in columns},
+             "bootstrap_ci": evals[spec.key][target].get("bootstrap_ci")}
             for spec in specs if spec.table == table and evals[spec.key]]
 
 
@@ -122,6 +126,18 @@ def _domain_distance_section(ctx):
             "summary": summary}
 
 
+def read_experiments(ctx):
+    """The experiments job's `<run_dir>/experiments.json` (report section `experiments`), or None."""
+    path = os.path.join(ctx.run_dir, EXPERIMENTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); re-run the experiments job to rewrite it") from None
+
+
 def _header(ctx):
     """Run name, summary, flags, timings and the synthetic world's contact sheet."""
     config = ctx.config
@@ -171,7 +187,8 @@ def build_report_data(ctx, model_keys):
         data["loss_curves"] = [{"image": figures.plot_loss_curves(curves, title="SBSGAN losses"),
                                 "title": "SBSGAN losses (TensorBoard scalars)",
                                 "caption": "Faint: raw values; bold: moving average."}]
-    for key, section in (("domain_distance", _domain_distance_section(ctx)),
+    for key, section in (("experiments", read_experiments(ctx)),
+                         ("domain_distance", _domain_distance_section(ctx)),
                          ("suppression_quality", _quality_section(ctx))):
         if section is not None:
             data[key] = section
