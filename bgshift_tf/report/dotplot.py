@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 
 from bgshift_tf.report.html_blocks import esc
 
-WIDTH, HEIGHT = 132, 22
+WIDTH, HEIGHT = 108, 22
 _PAD = 6  # px kept free at both ends, so dots at the axis ends stay whole
 # Reference kind -> colour: the paper's value in the report's "paper" orange, zero in neutral grey.
 REFERENCE_COLOURS = {"paper": "#c2410c", "zero": "#6b7280"}

@@ -161,7 +161,8 @@ td.num .ms{font-weight:600}
 svg.dots{display:inline-block;vertical-align:middle;margin-top:.15rem}
 table.seeded td.num{white-space:nowrap}
 td.verdicts ul{margin:0;padding:0;list-style:none}
-td.verdicts li{margin:0 0 .2rem;white-space:nowrap}
+td.verdicts{min-width:9rem}
+td.verdicts li{margin:0 0 .2rem}
 .verdict{display:inline-block;border-radius:999px;padding:.02rem .55rem;font-size:.8rem;font-weight:600;
 border:1px solid}
 .verdict.holds{background:#dcfce7;color:#14532d;border-color:#16a34a}
