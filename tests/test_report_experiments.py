@@ -193,3 +193,7 @@ def test_report_data_reads_experiments_and_bootstrap_cis(tmp_path):
              "ide_hardmask": {"synduke": metrics}}
     rows = report_data._paper_table_rows(evals, ["ide_original", "ide_hardmask"], "table2", "synduke", ("R-1",))
     assert [row["bootstrap_ci"] for row in rows] == [{"R-1": [0.25, 0.35]}, None]
+    # The table of every model on every test domain gives each run's CIs in percent, or says they are missing.
+    both = {"R-1": [0.301, 0.399], "mAP": [0.171, 0.2545]}
+    assert report_data._bootstrap_text({**metrics, "bootstrap_ci": both}) == "R-1 [30.1, 39.9]; mAP [17.1, 25.4]"
+    assert report_data._bootstrap_text(metrics) == "not recorded"
