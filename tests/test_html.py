@@ -81,10 +81,13 @@ def sample_report_data(tmp_path):
         },
         "reid": {
             "table2": {"setting": "synmarket → synduke", "convention": "torchreid mAP", "rows": [
-                {"name": "Original", "paper_key": "original", "mAP": 0.212, "R-1": 0.35, "R-5": 0.52, "R-10": 0.61},
+                {"name": "Original", "paper_key": "original", "mAP": 0.212, "R-1": 0.35, "R-5": 0.52, "R-10": 0.61,
+                 "bootstrap_ci": {"mAP": [0.171, 0.254], "R-1": [0.301, 0.399]}},
                 {"name": "Hard-mask (parser masks)", "paper_key": "hard_mask_jppnet",
-                 "mAP": 0.25, "R-1": 0.4, "R-5": 0.57, "R-10": 0.66},
-                {"name": "Soft-mask", "paper_key": "soft_mask", "mAP": 0.28, "R-1": 0.45, "R-5": 0.6, "R-10": 0.7},
+                 "mAP": 0.25, "R-1": 0.4, "R-5": 0.57, "R-10": 0.66,
+                 "bootstrap_ci": {"mAP": [0.21, 0.29], "R-1": [0.35, 0.45]}},
+                {"name": "Soft-mask", "paper_key": "soft_mask", "mAP": 0.28, "R-1": 0.45, "R-5": 0.6, "R-10": 0.7,
+                 "bootstrap_ci": {"mAP": [0.24, 0.32], "R-1": [0.4, 0.5]}},
                 {"name": "Hard-mask (exact masks)", "mAP": 0.3, "R-1": 0.47, "R-5": 0.61, "R-10": 0.72},
             ]},
             "table3": {"setting": "synmarket → synduke",
@@ -156,14 +159,15 @@ def test_paper_numbers_appear_labelled_beside_ours(report_data):
         assert html_blocks.esc(row["name"]) in page
     # Paper "Soft-mask" row: paper 22.3 / 43.3 then ours 28.0 / 45.0 on the same table row.
     soft = re.search(r"<tr><td class=\"left\">Soft-mask</td>(.*?)</tr>", page).group(1)
-    numbers = re.findall(r">(?:<strong>)?([\d.]+)(?:</strong>)?</td>", soft)
+    numbers = re.findall(r">(?:<strong>)?([\d.]+)(?:</strong>)?(?:<span class=\"ci\">\[[\d., ]+\]</span>)?</td>", soft)
     assert numbers == ["22.3", "43.3", "58.2", "64.4", "28.0", "45.0", "60.0", "70.0"]
     # Rows without a paper counterpart are listed as ours only; paper rows without ours show a dash.
     assert "Ours only (no paper counterpart)" in page and "Hard-mask (exact masks)" in page
     ptgan = re.search(r"<tr><td class=\"left\">PTGAN</td>(.*?)</tr>", page).group(1)
     assert ptgan.count("—") == 4
     # Fig. 6 text values appear next to ours in the domain-distance table.
-    row = re.search(r"<tr><td class=\"nw\">hard_mask</td>(.*?)</tr>", page).group(1)
+    distance = re.search(r'<section id="domain-distance">(.*?)</section>', page).group(1)
+    row = re.search(r"<tr><td class=\"nw\">hard_mask</td>(.*?)</tr>", distance).group(1)
     assert row.endswith('<td class="num">10.19</td>')
 
 

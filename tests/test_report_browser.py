@@ -1,6 +1,6 @@
 """Opens the HTML report in headless Chromium (Debian package `chromium`; skipped when absent).
 
-Two Chromium runs on a report with every section filled:
+Two Chromium runs on a report with every section filled (the seeded tables' inline SVG dot plots included):
 1. the report as written: a screenshot PNG is produced, and Chromium logs no console message at all
    (the page has no scripts, so any console line means a blocked or failed resource);
 2. a copy with a check script injected at the top of <head> (never in the product) and one deliberately
@@ -21,6 +21,7 @@ from PIL import Image
 
 from bgshift_tf.report import html
 from test_html import sample_report_data
+from test_report_experiments import sample_experiments
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -71,7 +72,8 @@ def _chromium(tmp_path, *args):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser")
-    path = html.write_report(folder / "run" / "report.html", sample_report_data(folder / "run"))
+    data = {**sample_report_data(folder / "run"), "experiments": sample_experiments()}  # inline SVG plots too
+    path = html.write_report(folder / "run" / "report.html", data)
     return folder, path
 
 

@@ -9,6 +9,7 @@ optional.
 
     {
       "run_name": "demo",                         # header and <title>
+      "experiments": {...},                       # experiments.json of a job with seeds (html_experiments)
       "created": "2026-11-24 10:40 UTC",          # default: now, UTC
       "summary": "free text shown under the header",
       "flags": {"flag": value, ...},              # the run's flags / config
@@ -24,7 +25,8 @@ optional.
       "reid": {
           "table2": {"setting": "synmarket → synduke",
                      "rows": [{"name": "Soft-mask", "paper_key": "soft_mask",
-                               "mAP": 0.31, "R-1": 0.52, "R-5": 0.7, "R-10": 0.8}, ...]},
+                               "mAP": 0.31, "R-1": 0.52, "R-5": 0.7, "R-10": 0.8,
+                               "bootstrap_ci": {"mAP": [0.27, 0.35], "R-1": [0.47, 0.57]}}, ...]},
           "table3": {"setting": ..., "rows": [{"name", "paper_key", "mAP", "R-1"}, ...]},
           "convention": "mAP: torchreid convention; CMC over valid queries",
           "extra_tables": [TABLE, ...],           # e.g. all source -> target pairs
@@ -43,7 +45,10 @@ optional.
               "title": str, "caption": str}
     TABLE  = {"title": str, "columns": [str, ...], "rows": [[cell, ...], ...], "caption": str}
 
-Our re-ID metrics are fractions in [0, 1] (what `evaluation.evaluate_rank` returns) and are shown in
+The page opens with the results (tables), then the figures; flags and timings come last, collapsed.
+`reid` holds ONE run (the page says so; `bootstrap_ci` is optional, absent in runs evaluated before it
+existed); `experiments` holds means and CIs over seeds, in percent.
+Our single-run re-ID metrics are fractions in [0, 1] (what `evaluation.evaluate_rank` returns) and are shown in
 percent beside the paper's published percentages (`paper_results`), which are real-data numbers.
 Relative image paths are resolved against `base_dir` (default: the folder of the report).
 Image arrays: uint8 `[H, W, 3]` or float `[H, W, 3]` in [-1, 1] (see `figures.to_uint8_rgb`).
@@ -58,19 +63,24 @@ from bgshift_tf.report import html_blocks as blocks
 from bgshift_tf.report import html_sections as sections
 from bgshift_tf.report.html_blocks import esc
 
-# (anchor, title, data key); the order of the page.
+# (anchor, title, data key); the order of the page: results (tables) first, then figures, then the run's
+# flags and timings (collapsed). The run section has no key of its own (it reads "flags" and "timings").
 SECTIONS = (
-    ("run", "Run: flags and stage timings", None),
+    ("experiments", "Results over seeds: Tables 2 and 3 with 95% CIs, and the paper's claims", "experiments"),
+    ("reid", "Cross-domain re-ID of this run (Tables 2 and 3 analogues)", "reid"),
+    ("suppression-quality", "Background-suppression quality", "suppression_quality"),
+    ("domain-distance", "Domain distance (Fig. 6 analogue)", "domain_distance"),
+    ("notes", "Notes", "notes"),
     ("domains", "Input domains", "contact_sheets"),
     ("sbsgan-images", "SBSGAN images (Fig. 1/4/5 analogues)", "suppression_grids"),
     ("gan-losses", "GAN training losses", "loss_curves"),
-    ("domain-distance", "Domain distance (Fig. 6 analogue)", "domain_distance"),
-    ("suppression-quality", "Background-suppression quality", "suppression_quality"),
-    ("reid", "Cross-domain re-ID (Tables 2 and 3 analogues)", "reid"),
     ("ranked-lists", "Ranked lists", "ranked_lists"),
     ("exports", "Exported models", "exports"),
-    ("notes", "Notes", "notes"),
+    ("run", "Run: flags and stage timings (collapsed)", None),
 )
+# Sections left out of the page (not replaced by a note) when their data is missing: a single run has no
+# experiments over seeds, and most runs have no notes.
+OPTIONAL = ("experiments", "notes")
 
 
 _CSS = """
@@ -146,6 +156,21 @@ letter-spacing:.05em;color:#4b5563}
 .pill{display:inline-block;background:#eef2ff;color:#3730a3;border-radius:999px;padding:.05rem .6rem;
 font-size:.8rem;margin-right:.3rem}
 ul.notes{margin:0;padding-left:1.2rem}
+td.num .ci{display:block;font-size:.75rem;color:var(--muted);font-weight:400}
+td.num .ms{font-weight:600}
+svg.dots{display:inline-block;vertical-align:middle;margin-top:.15rem}
+table.seeded td.num{white-space:nowrap}
+td.verdicts ul{margin:0;padding:0;list-style:none}
+td.verdicts{min-width:9rem}
+td.verdicts li{margin:0 0 .2rem}
+.verdict{display:inline-block;border-radius:999px;padding:.02rem .55rem;font-size:.8rem;font-weight:600;
+border:1px solid}
+.verdict.holds{background:#dcfce7;color:#14532d;border-color:#16a34a}
+.verdict.reversed{background:#fee2e2;color:#7f1d1d;border-color:#dc2626}
+.verdict.inconclusive{background:#fef9c3;color:#713f12;border-color:#ca8a04}
+.verdict.not-run{background:#f3f4f6;color:#4b5563;border-color:#9ca3af;border-style:dashed}
+details.run{background:var(--card);border:1px solid var(--line);border-radius:12px;padding:.8rem 1.1rem}
+details.run[open]>summary{margin-bottom:.8rem}
 footer{color:var(--muted);font-size:.8rem;padding:1rem 0 2rem;text-align:center}
 @media (max-width:640px){header h1{font-size:1.5rem}html{font-size:14px}}
 """
@@ -161,7 +186,7 @@ def render_report(data: Mapping, *, base_dir: str = ".") -> str:
     toc, bodies = [], []
     for anchor, title, key in SECTIONS:
         present = (bool(data.get("flags") or data.get("timings")) if key is None else bool(data.get(key)))
-        if key == "notes" and not present:
+        if key in OPTIONAL and not present:
             continue
         if key is None:
             body = sections.run_section(data, base_dir)

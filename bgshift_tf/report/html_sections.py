@@ -1,16 +1,18 @@
-"""The sections of the HTML report (`report.html`): run facts, domain distance, re-ID tables, exports, notes."""
+"""The sections of the HTML report (`report.html`): run facts, domain distance, re-ID tables (one run; the
+seeded tables are `html_experiments`), exports, notes."""
 
 from collections.abc import Mapping, Sequence
 
 from bgshift_tf.report import html_blocks as blocks
-from bgshift_tf.report import paper_results
+from bgshift_tf.report import html_experiments, paper_results
 
 PAPER_LABEL = "paper, real data (Market/Duke/CUHK03)"
 OURS_LABEL = "ours, synthetic world"
 
 
 def run_section(data: Mapping, base_dir: str) -> str:
-    parts = []
+    """Stage timings and flags inside one collapsed <details> (the page opens with the results)."""
+    parts, total = [], None
     timings = data.get("timings")
     if timings:
         rows = (
@@ -49,12 +51,15 @@ def run_section(data: Mapping, base_dir: str) -> str:
             for k, v in sorted(flags.items())
         )
         parts.append(
-            f'<div class="card"><details open><summary>Flags ({len(flags)})</summary>'
-            f'<div class="scroll"><table class="flags"><tbody>{rows}</tbody></table></div></details></div>'
+            f'<div class="card"><h3>Flags ({len(flags)})</h3>'
+            f'<div class="scroll"><table class="flags"><tbody>{rows}</tbody></table></div></div>'
         )
     else:
         parts.append(blocks.missing("flags"))
-    return '<div class="grid grid-run">' + "".join(parts) + "</div>"
+    summary = (f"{len(flags or {})} flags, stage timings"
+               + ("" if total is None else f" (total {blocks.seconds_text(total)})") + ": click to open")
+    return (f'<details class="run"><summary>{blocks.esc(summary)}</summary><div class="grid grid-run">'
+            + "".join(parts) + "</div></details>")
 
 
 def _flag_value(value) -> str:
@@ -64,13 +69,11 @@ def _flag_value(value) -> str:
 
 
 def _domain_distance_section(entry: Mapping, base_dir: str) -> str:
-    parts = []
-    if entry.get("figures"):
-        parts.append(blocks.figures_grid(entry["figures"], base_dir, wide=True))
+    """The distance table first (results before figures), then the t-SNE figures."""
+    figures = blocks.figures_grid(entry["figures"], base_dir, wide=True) if entry.get("figures") else ""
     summary = entry.get("summary")
     if not summary or not summary.get("variants"):
-        parts.append(blocks.missing("domain_distance.summary"))
-        return "".join(parts)
+        return blocks.missing("domain_distance.summary") + figures
     paper = paper_results.FIG6_DOMAIN_DISTANCE
     rows = []
     for variant, values in summary["variants"].items():
@@ -80,7 +83,7 @@ def _domain_distance_section(entry: Mapping, base_dir: str) -> str:
                 values["l1_2d"].get(pair), paper["values"].get(variant),
             ])
     features = summary.get("features", "not recorded")
-    parts.append(blocks.table({
+    return blocks.table({
         "title": "Distance between domain centres",
         "columns": ["Variant", "Domains", "Feature L1 / dim (ours)", "Separation (ours)",
                     "2-D t-SNE L1 (ours)", "2-D t-SNE L1 (paper, real data)"],
@@ -93,8 +96,7 @@ def _domain_distance_section(entry: Mapping, base_dir: str) -> str:
             "not distances, so compare it only between variants of one run. Paper values: "
             f"{paper['source']}, {paper['setting']}, real data. Lower = smaller domain gap."
         ),
-    }))
-    return "".join(parts)
+    }) + figures
 
 
 def _percent(value):
@@ -124,6 +126,8 @@ def _comparison_table(paper: Mapping, ours: Mapping | None, title: str) -> str:
               for r in ours_rows if r.get("paper_key") not in known]
     ours_values = {id(line): {c: _percent(line["ours"].get(c)) for c in columns}
                    for line in lines if line["ours"] is not None}
+    ours_cis = {id(line): {c: [_percent(v) for v in ci] for c, ci in (line["ours"].get("bootstrap_ci") or {}).items()}
+                for line in lines if line["ours"] is not None}
     best_paper = {c: max(p[c] for p in paper["rows"]) for c in columns}
     best_ours = {c: max((v[c] for v in ours_values.values() if v[c] is not None), default=None) for c in columns}
     ncols = 1 + 2 * len(columns)
@@ -147,13 +151,14 @@ def _comparison_table(paper: Mapping, ours: Mapping | None, title: str) -> str:
             cells.append(_metric_cell(value, best_paper[c], "paper"))
         for c in columns:
             value = ours_values[id(line)][c] if id(line) in ours_values else None
-            cells.append(_metric_cell(value, best_ours[c], "ours"))
+            cells.append(_metric_cell(value, best_ours[c], "ours", ours_cis.get(id(line), {}).get(c)))
         body.append("<tr>" + "".join(cells) + "</tr>")
     caption = (
         f"Left: {paper['source']} ({paper['setting']}), published numbers on real data, in %. "
         f"Right: this run on the synthetic world ({setting or 'setting not given'}), in %"
         + (f"; {ours.get('convention')}" if ours and ours.get("convention") else "")
         + ". Absolute values are not comparable across the two; the row ordering is. Bold = best column."
+        + (" Brackets: bootstrap 95% CI over query identities of this one run." if any(ours_cis.values()) else "")
     )
     return (
         f'<div class="card wide"><h3>{blocks.esc(title)}</h3><div class="scroll"><table class="compare">'
@@ -161,22 +166,42 @@ def _comparison_table(paper: Mapping, ours: Mapping | None, title: str) -> str:
     )
 
 
-def _metric_cell(value, best, side: str) -> str:
+def _metric_cell(value, best, side: str, ci=None) -> str:
+    """A percent cell; `ci` = [lo, hi] in percent adds the bootstrap CI under the value."""
     if value is None:
         return f'<td class="num muted {side}">—</td>'
     strong = best is not None and abs(value - best) < 1e-9
     text = f"{value:.1f}"
-    return f'<td class="num {side}">{"<strong>" + text + "</strong>" if strong else text}</td>'
+    interval = "" if ci is None else f'<span class="ci">[{ci[0]:.1f}, {ci[1]:.1f}]</span>'
+    return f'<td class="num {side}">{"<strong>" + text + "</strong>" if strong else text}{interval}</td>'
+
+
+def _one_run_notes(entry: Mapping) -> list[str]:
+    """The statement that these numbers are ONE run, and which of its rows have no bootstrap CI."""
+    rows = [row for name in ("table2", "table3") for row in (entry.get(name) or {}).get("rows", [])]
+    parts = [blocks.note(
+        "ONE run: each of our numbers below comes from a single training run (one seed). The bracket under a "
+        "value is its bootstrap 95% CI over query identities for this fixed model: the test set's sampling "
+        "error only, not the spread between training runs, which can be larger. The experiments job with "
+        "several seeds (--seeds) measures that spread."
+    )]
+    without = [row.get("name", "?") for row in rows if not row.get("bootstrap_ci")]
+    if rows and len(without) == len(rows):
+        parts.append(blocks.note("No bootstrap CIs: this run's evaluation metrics have no “bootstrap_ci” field "
+                                 "(evaluated before it existed); re-run its eval_* stages to get them."))
+    elif without:
+        parts.append(blocks.note("No bootstrap CI recorded for: " + ", ".join(without) + "."))
+    return parts
 
 
 def _reid_section(entry: Mapping, base_dir: str) -> str:
-    parts = [
+    parts = _one_run_notes(entry) + [
         _comparison_table(paper_results.TABLE2, entry.get("table2"),
                           "Table 2 analogue: image types for cross-domain re-ID (IDE)"),
         _comparison_table(paper_results.TABLE3, entry.get("table3"), "Table 3 analogue: DA-2S ablation"),
     ]
     if not entry.get("table2"):
-        parts.insert(1, blocks.note("Ours: no “reid.table2” rows in the report data; paper numbers shown alone."))
+        parts.insert(-1, blocks.note("Ours: no “reid.table2” rows in the report data; paper numbers shown alone."))
     if not entry.get("table3"):
         parts.append(blocks.note("Ours: no “reid.table3” rows in the report data; paper numbers shown alone."))
     parts += [blocks.table(t) for t in entry.get("extra_tables", [])]
@@ -239,6 +264,8 @@ def render_section(key: str, value, base_dir: str) -> str:
         return _domain_distance_section(value, base_dir)
     if key == "suppression_quality":
         return "".join(blocks.table(t) for t in ([value] if isinstance(value, Mapping) else value))
+    if key == "experiments":
+        return html_experiments.experiments_section(value)
     if key == "reid":
         return _reid_section(value, base_dir)
     if key == "exports":

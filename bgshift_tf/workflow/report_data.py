@@ -1,6 +1,7 @@
 """The report-data dict of `report.html.write_report`, assembled from the files of a run folder only.
 
-Reads the stage manifests (`workflow.stages`), `timings.json`, the world's contact sheet, the SBSGAN's
+Reads the stage manifests (`workflow.stages`; an evaluation's optional `bootstrap_ci`), `timings.json`,
+`experiments.json` of an experiments job with seeds (when present), the world's contact sheet, the SBSGAN's
 TensorBoard scalars, `domain_distance/`, and `figures/figures.json` with its PNGs (written by the
 `figures` stage, which is where the trained models are run). Nothing here loads a model.
 """
@@ -14,6 +15,7 @@ from bgshift_tf.workflow import model_table
 from bgshift_tf.workflow import stages as stages_lib
 
 TOLERANCE = 1e-3
+EXPERIMENTS_FILE = "experiments.json"
 
 
 def read_eval(ctx, key):
@@ -28,10 +30,20 @@ def metrics_row(metrics):
 
 
 def _paper_table_rows(evals, model_keys, table, target, columns):
+    """Rows of one table on `target`, each with its bootstrap CIs when the evaluation recorded them."""
     specs = [model_table.model(key) for key in model_keys]
     return [{"name": spec.name, "paper_key": spec.paper_key,
-             **{c: metrics_row(evals[spec.key][target])[c] for c in columns}}
+             **{c: metrics_row(evals[spec.key][target])[c] for c in columns},
+             "bootstrap_ci": evals[spec.key][target].get("bootstrap_ci")}
             for spec in specs if spec.table == table and evals[spec.key]]
+
+
+def _bootstrap_text(metrics):
+    """"R-1 [30.1, 39.9]; mAP [17.1, 25.4]" (percent) of an evaluation's `bootstrap_ci`, or "not recorded"."""
+    intervals = metrics.get("bootstrap_ci")
+    if not intervals:
+        return "not recorded"
+    return "; ".join(f"{name} [{100 * lo:.1f}, {100 * hi:.1f}]" for name, (lo, hi) in intervals.items())
 
 
 def reid_tables(ctx, model_keys):
@@ -44,7 +56,7 @@ def reid_tables(ctx, model_keys):
             rows.append([key, f"{ctx.source} → {domain}" + (" (source, reference)" if domain == ctx.source else ""),
                          100 * metrics["mAP"], 100 * metrics["rank1"], 100 * metrics["rank5"],
                          100 * metrics["rank10"], 100 * metrics["mINP"],
-                         f"{metrics['num_valid_queries']}/{metrics['num_queries']}"])
+                         f"{metrics['num_valid_queries']}/{metrics['num_queries']}", _bootstrap_text(metrics)])
     convention = next((m[ctx.target]["convention"] for m in evals.values() if m), "")
     return {
         "table2": {"setting": setting, "rows": _paper_table_rows(evals, model_keys, "table2", ctx.target,
@@ -53,10 +65,12 @@ def reid_tables(ctx, model_keys):
                                                                  ("mAP", "R-1"))},
         "convention": convention,
         "extra_tables": [{"title": "Every model on every test domain (%)",
-                          "columns": ["Model", "Train → test", "mAP", "R-1", "R-5", "R-10", "mINP", "valid queries"],
+                          "columns": ["Model", "Train → test", "mAP", "R-1", "R-5", "R-10", "mINP", "valid queries",
+                                      "bootstrap 95% CI"],
                           "rows": rows,
-                          "caption": f"Trained on {ctx.source}; the source row is the in-domain reference. "
-                                     f"{convention}"}],
+                          "caption": f"One run, trained on {ctx.source}; the source row is the in-domain "
+                                     "reference. Bootstrap 95% CI over query identities, for this fixed model "
+                                     f"(\"not recorded\": evaluated before it existed). {convention}"}],
     }
 
 
@@ -122,6 +136,18 @@ def _domain_distance_section(ctx):
             "summary": summary}
 
 
+def read_experiments(ctx):
+    """The experiments job's `<run_dir>/experiments.json` (report section `experiments`), or None."""
+    path = os.path.join(ctx.run_dir, EXPERIMENTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); re-run the experiments job to rewrite it") from None
+
+
 def _header(ctx):
     """Run name, summary, flags, timings and the synthetic world's contact sheet."""
     config = ctx.config
@@ -171,7 +197,8 @@ def build_report_data(ctx, model_keys):
         data["loss_curves"] = [{"image": figures.plot_loss_curves(curves, title="SBSGAN losses"),
                                 "title": "SBSGAN losses (TensorBoard scalars)",
                                 "caption": "Faint: raw values; bold: moving average."}]
-    for key, section in (("domain_distance", _domain_distance_section(ctx)),
+    for key, section in (("experiments", read_experiments(ctx)),
+                         ("domain_distance", _domain_distance_section(ctx)),
                          ("suppression_quality", _quality_section(ctx))):
         if section is not None:
             data[key] = section
