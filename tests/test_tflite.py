@@ -1,5 +1,6 @@
 """TFLite models converted from the exported SavedModel, run with ai_edge_litert: parity per variant,
-fixed trained size with a resizable batch, calibration and argument errors, thread / XNNPACK settings."""
+fixed trained size and static batch (XNNPACK takes the whole graph), calibration and argument errors,
+thread / XNNPACK settings."""
 
 import os
 
@@ -48,7 +49,7 @@ def _saved_model_outputs(version_dir, signature, **inputs):
 
 @pytest.mark.slow
 def test_every_variant_matches_the_saved_model(exports, soft_mask_models):
-    images = random_images(GENERATOR_SIZE, 3, seed=9)  # batch 3: the converted batch dimension is resizable
+    images = random_images(GENERATOR_SIZE, 3, seed=9)  # batch 3: the runner feeds the static batch 3 times
     reference = _saved_model_outputs(exports["generator"], "soft_mask", images=images)
     measured = {}
     for variant, path in soft_mask_models["soft_mask"].items():
@@ -68,7 +69,7 @@ def test_style_transfer_takes_domains_and_fixed_size(exports, soft_mask_models):
     runner = tflite.load_runner(path, RuntimeOptions())
     assert sorted(runner.input_names) == ["images", "target_domain"]
     shapes = {d["name"]: list(d["shape_signature"]) for d in runner.interpreter.get_input_details()}
-    assert [-1, *GENERATOR_SIZE, 3] in shapes.values()
+    assert [tflite.BATCH_SIZE, *GENERATOR_SIZE, 3] in shapes.values() and [tflite.BATCH_SIZE] in shapes.values()
     images, domains = random_images(GENERATOR_SIZE, 2, seed=2), np.array([2, 1], np.int32)
     reference = _saved_model_outputs(exports["generator"], "style_transfer", images=images, target_domain=domains)
     outputs = runner(images=images, target_domain=domains)
@@ -128,3 +129,15 @@ def test_runner_applies_threads_and_xnnpack(soft_mask_models, monkeypatch, optio
     assert created[0]["num_threads"] == threads
     assert created[0]["experimental_op_resolver_type"] == litert.OpResolverType[resolver]
     assert runner(images=random_images(GENERATOR_SIZE, 2))["images_float"].shape == (2, *GENERATOR_SIZE, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant, partitions", [("float32", 1), ("int8", None)])
+def test_static_batch_lets_xnnpack_take_the_graph(soft_mask_models, variant, partitions):
+    """Every shape static: float32 is one XNNPACK partition (a resizable batch split the generator into one
+    per norm); int8 is delegated too (its float norm statistics split it)."""
+    runner = tflite.load_runner(soft_mask_models["soft_mask"][variant], RuntimeOptions())
+    assert runner.batch_size == tflite.BATCH_SIZE
+    assert tflite.delegated_partitions(runner) == partitions if partitions else tflite.delegated_partitions(runner) >= 1
+    without = tflite.load_runner(soft_mask_models["soft_mask"][variant], RuntimeOptions(xnnpack=False))
+    assert tflite.delegated_partitions(without) == 0

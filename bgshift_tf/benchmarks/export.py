@@ -7,7 +7,10 @@ variant of every format of `export.job.FORMATS`, at batch 1 (latency, one servin
 and 32 (throughput), each with its ratio to Keras at the same batch and its max |difference| from Keras on
 the batch-32 images. Models: demo = generator width 16, 2 residual blocks and small-DenseNet DA-2S (the demo
 configs); paper = generator width 64, 6 residual blocks and DenseNet-121 DA-2S.
-`quick=True`: the demo-size generator only, narrowed (width 8, 1 block), float32 + int8, a few batches.
+`quick=True`: the demo-size generator only, narrowed (width 8, 1 block), float32 + int8, one round.
+
+Timing: Keras and every format are timed interleaved, round-robin, best of `repeats` rounds per batch size
+(`interleaved_rates`), so on a shared machine each ratio compares calls made under the same load.
 
 Keras = the model called in a tf.function on already-preprocessed float inputs; the other formats take
 uint8 images and preprocess inside (resize + scaling), as served. Runners use `RuntimeOptions()` (the fast
@@ -38,14 +41,27 @@ MODEL_SETTINGS = {
 BATCH_SIZES = (1, 8, 32)
 
 
-def images_per_second(call, batch_size, min_seconds=1.0, max_batches=50):
-    """Throughput of `call()` (one batch of `batch_size` images) after one warm-up call."""
-    call()
-    start, batches = time.perf_counter(), 0
-    while batches < max_batches and (batches < 2 or time.perf_counter() - start < min_seconds):
-        call()
-        batches += 1
-    return batch_size * batches / (time.perf_counter() - start)
+def interleaved_rates(calls, batch_sizes, repeats):
+    """{name: {"batch_<b>": images/s}}: each call timed `repeats` times per batch size, round-robin, best kept.
+
+    Args:
+        calls: {name: call(b) running one batch of b images}; each is warmed up once per batch size first.
+        repeats: timed rounds; on a shared machine the round-robin keeps the ratios fair (every format sees
+            the same load) and the best round is the least disturbed one.
+    """
+    rates = {name: {} for name in calls}
+    for b in batch_sizes:
+        best = {}
+        for name, call in calls.items():
+            call(b)
+        for _ in range(repeats):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call(b)
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
+        for name in calls:
+            rates[name][f"batch_{b}"] = b / best[name]
+    return rates
 
 
 def _build(kind, size, settings):
@@ -59,21 +75,17 @@ def _build(kind, size, settings):
     return generator, DA2S(num_classes=16, backbone=settings["backbone"], input_shape=(*size, 3))
 
 
-def _measure(runner, images, reference, min_seconds):
-    """{"batch_<b>": images/s for each of BATCH_SIZES, "parity_max_abs": vs `reference` on `images`}."""
-    entry = {f"batch_{b}": images_per_second(lambda: runner(images=images[:b]), b, min_seconds)
-             for b in BATCH_SIZES}
+def _parity(runner, images, reference):
     outputs = runner(images=images)
     value = outputs["images_float"] if "images_float" in outputs else outputs["features"]
-    entry["parity_max_abs"] = float(np.max(np.abs(np.asarray(value) - reference)))
-    return entry
+    return float(np.max(np.abs(np.asarray(value) - reference)))
 
 
-def _bench_one(kind, size, settings, variants, min_seconds, work_dir, runtime):
+def _bench_one(kind, size, settings, variants, repeats, work_dir, runtime):
     # 1. Build the models and export the SavedModel; the Keras output on the batch is the parity reference.
-    # 2. Keras speed at each batch size on preprocessed floats.
-    # 3. The SavedModel, then each format's variants: speed and parity.
-    # 4. Ratios to Keras at the same batch size.
+    # 2. Convert every format's variants and load each runner (the SavedModel's too) with `runtime`.
+    # 3. Time Keras (on preprocessed floats) and every runner interleaved, best of `repeats`, per batch size.
+    # 4. Parity of each runner on the batch-32 images, and ratios to Keras at the same batch size.
     generator, reid_model = _build(kind, size, settings)
     images = np.random.default_rng(0).integers(0, 256, size=(max(BATCH_SIZES), *size, 3), dtype=np.uint8)
     signature = "soft_mask" if kind == "generator" else "embed"
@@ -85,17 +97,18 @@ def _bench_one(kind, size, settings, variants, min_seconds, work_dir, runtime):
         version_dir = saved_model_lib.export_embedder(reid_model, work_dir, generator=generator, version=1)
     reference = job.keras_reference(signature, images, generator, reid_model if kind == "embedder" else None)
     floats = tf.constant(to_model_range(images.astype(np.float32)))
-    rates = {"keras": {f"batch_{b}": images_per_second(lambda: keras_fn(floats[:b]), b, min_seconds)
-                       for b in BATCH_SIZES}}
-    rates["saved_model"] = _measure(saved_model_lib.SavedModelRunner(version_dir, signature, runtime), images,
-                                    reference, min_seconds)
+    runners = {"saved_model": saved_model_lib.SavedModelRunner(version_dir, signature, runtime)}
     for module in job.FORMATS:
         wanted = [v for v in module.VARIANTS if v in variants]
         paths = module.convert(version_dir, os.path.join(work_dir, module.NAME), wanted, images,
                                signatures=(signature,))[signature]
-        for variant, path in paths.items():
-            rates[f"{module.NAME}_{variant}"] = _measure(module.load_runner(path, runtime), images, reference,
-                                                         min_seconds)
+        runners.update({f"{module.NAME}_{variant}": module.load_runner(path, runtime)
+                        for variant, path in paths.items()})
+    calls = {"keras": lambda b: keras_fn(floats[:b]).numpy(),
+             **{name: (lambda runner: lambda b: runner(images=images[:b]))(runner) for name, runner in runners.items()}}
+    rates = interleaved_rates(calls, BATCH_SIZES, repeats)
+    for name, runner in runners.items():
+        rates[name]["parity_max_abs"] = _parity(runner, images, reference)
     for name, entry in rates.items():
         for b in BATCH_SIZES:
             entry[f"ratio_to_keras_batch_{b}"] = entry[f"batch_{b}"] / rates["keras"][f"batch_{b}"]
@@ -103,7 +116,7 @@ def _bench_one(kind, size, settings, variants, min_seconds, work_dir, runtime):
             for name, entry in rates.items()}
 
 
-def run(quick=False, sizes=None, kinds=("generator", "embedder"), runtime=None):
+def run(quick=False, sizes=None, kinds=("generator", "embedder"), runtime=None, repeats=3):
     """Images/second, ratio to Keras and parity per format; {"<size>/<kind>": {"<format>": {...}}}.
 
     Args:
@@ -111,19 +124,22 @@ def run(quick=False, sizes=None, kinds=("generator", "embedder"), runtime=None):
         sizes: subset of SIZES to run (default: both; quick: demo only).
         kinds: "generator" and/or "embedder" (quick: generator only).
         runtime: `RuntimeOptions` of every runner (default: the fast defaults).
+        repeats: timed rounds per format and batch size, best kept (quick: 1); fewer = a shorter run.
     """
     runtime = runtime or RuntimeOptions()
     configure_tensorflow(runtime)
+    repeats = 1 if quick else repeats
     results = {"batch_sizes": list(BATCH_SIZES), "unit": "images/second", "cpus": os.cpu_count(),
-               "runtime": dataclasses.asdict(runtime)}
+               "runtime": dataclasses.asdict(runtime), "repeats": repeats,
+               "timing": "Keras and every format interleaved round-robin, best of `repeats` per batch size"}
     all_variants = {v for module in job.FORMATS for v in module.VARIANTS}
     if quick:
-        plan = [("demo", "generator", MODEL_SETTINGS["quick"], {"float32", "int8"}, 0.2)]
+        plan = [("demo", "generator", MODEL_SETTINGS["quick"], {"float32", "int8"})]
     else:
-        plan = [(name, kind, MODEL_SETTINGS[name], all_variants, 2.0) for name in (sizes or SIZES) for kind in kinds]
-    for size_name, kind, settings, variants, min_seconds in plan:
+        plan = [(name, kind, MODEL_SETTINGS[name], all_variants) for name in (sizes or SIZES) for kind in kinds]
+    for size_name, kind, settings, variants in plan:
         print(f"[bench export] {size_name}/{kind} ...", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench_export_") as work_dir:
-            results[f"{size_name}/{kind}"] = _bench_one(kind, SIZES[size_name], settings, variants, min_seconds,
+            results[f"{size_name}/{kind}"] = _bench_one(kind, SIZES[size_name], settings, variants, repeats,
                                                         work_dir, runtime)
     return results

@@ -248,11 +248,12 @@ def read_export_info(version_dir):
         return json.load(f)
 
 
-def fixed_size_function(version_dir, signature_name):
+def fixed_size_function(version_dir, signature_name, batch_size=None):
     """A concrete function calling an exported uint8-image signature with images fixed to the trained size.
 
     TFLite needs a fixed image size and ONNX converts from a function, so both start here: images
-    [None, h, w, 3] uint8 (the batch stays resizable), plus target_domain int32 [None] for style_transfer.
+    [batch_size, h, w, 3] uint8, plus target_domain int32 [batch_size] for style_transfer. batch_size None
+    keeps the batch resizable (ONNX); an int makes every shape static (TFLite: see `tflite.BATCH_SIZE`).
 
     Returns:
         (concrete_function, loaded_saved_model): keep the loaded object alive while converting.
@@ -266,11 +267,11 @@ def fixed_size_function(version_dir, signature_name):
     loaded = tf.saved_model.load(version_dir)
     signature = loaded.signatures[signature_name]
     height, width = info["image_size"]
-    images_spec = tf.TensorSpec([None, height, width, 3], tf.uint8, name="images")
+    images_spec = tf.TensorSpec([batch_size, height, width, 3], tf.uint8, name="images")
     if signature_name == "style_transfer":
         function = tf.function(
             lambda images, target_domain: signature(images=images, target_domain=target_domain),
-            input_signature=[images_spec, tf.TensorSpec([None], tf.int32, name="target_domain")],
+            input_signature=[images_spec, tf.TensorSpec([batch_size], tf.int32, name="target_domain")],
         )
     else:
         function = tf.function(lambda images: signature(images=images), input_signature=[images_spec])

@@ -3,8 +3,15 @@
 Converting the exported SavedModel (not the Keras model) means the TFLite model contains exactly the
 graph that was tested and served, preprocessing included. TFLite needs a fixed image size, so each
 uint8-image signature (`soft_mask`, `style_transfer`, `embed`) is re-traced with its images fixed to the
-trained size [N, h, w, 3] (N stays resizable); the `*_jpeg` signatures are not converted (TFLite has no
-string/JPEG ops: decode on the device and feed pixels).
+trained size and a static batch: [BATCH_SIZE, h, w, 3]; the `*_jpeg` signatures are not converted (TFLite
+has no string/JPEG ops: decode on the device and feed pixels).
+
+Why a static batch (issue 16): with a resizable batch, every instance norm (Keras GroupNormalization)
+reshapes back with a runtime SHAPE, so its tensors are dynamic; XNNPACK delegates static tensors only, and
+the demo generator's graph split into 13 XNNPACK partitions with the norms' MEAN/SUB/MUL/RSQRT left to
+the builtin kernels. With every shape static XNNPACK takes the whole float32 graph (`delegated_partitions`
+= 1; int8 keeps the norms' statistics float, so XNNPACK runs it in several partitions). The runner feeds a
+batch of N images as N / BATCH_SIZE calls.
 
 Variants:
     float32       no optimisation.
@@ -22,6 +29,7 @@ One format of `export.job.FORMATS` (NAME, VARIANTS, convert, load_runner). Run t
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from bgshift_tf import atomic_io
@@ -29,6 +37,7 @@ from bgshift_tf.export import saved_model as saved_model_lib
 
 NAME = "tflite"
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
+BATCH_SIZE = 1
 
 
 def convert_signature(version_dir, signature_name, variant, representative_inputs=None):
@@ -49,7 +58,7 @@ def convert_signature(version_dir, signature_name, variant, representative_input
     if variant == "int8" and representative_inputs is None:
         raise ValueError("variant='int8' needs `representative_inputs` (calibration images); pass "
                          "--representative_tfrecords to the export job.")
-    function, loaded = saved_model_lib.fixed_size_function(version_dir, signature_name)
+    function, loaded = saved_model_lib.fixed_size_function(version_dir, signature_name, BATCH_SIZE)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
     if variant != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -98,7 +107,8 @@ class TFLiteRunner:
         model_path: a .tflite file written by `convert`.
         runtime: `runtime.RuntimeOptions` (num_threads, xnnpack).
 
-    Call with named numpy inputs (e.g. images=uint8 [N, h, w, 3]); returns the named outputs as numpy.
+    Call with named numpy inputs (e.g. images=uint8 [N, h, w, 3], any N); returns the named outputs as
+    numpy, [N, ...]: the model's static batch (`BATCH_SIZE`) is fed N / BATCH_SIZE times.
     """
 
     def __init__(self, model_path, runtime):
@@ -107,13 +117,26 @@ class TFLiteRunner:
         resolver = OpResolverType.BUILTIN if runtime.xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self.interpreter = Interpreter(model_path=model_path, num_threads=runtime.num_threads,
                                        experimental_op_resolver_type=resolver)
+        self.interpreter.allocate_tensors()  # applies the XNNPACK delegate (`delegated_partitions` counts it)
         signatures = self.interpreter.get_signature_list()
         self.signature_key = next(iter(signatures))
         self.input_names = signatures[self.signature_key]["inputs"]
         self.output_names = signatures[self.signature_key]["outputs"]
         self.runner = self.interpreter.get_signature_runner(self.signature_key)
+        self.batch_size = int(self.interpreter.get_input_details()[0]["shape"][0])
 
     def __call__(self, **inputs):
         if sorted(inputs) != sorted(self.input_names):
             raise ValueError(f"TFLite model takes inputs {self.input_names}. Received: {sorted(inputs)}")
-        return self.runner(**inputs)
+        count = len(next(iter(inputs.values())))
+        if count % self.batch_size:
+            raise ValueError(f"The TFLite model's static batch is {self.batch_size}; the inputs' batch must be a "
+                             f"multiple of it. Received: batch {count}")
+        chunks = [self.runner(**{name: value[i:i + self.batch_size] for name, value in inputs.items()})
+                  for i in range(0, count, self.batch_size)]
+        return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
+
+
+def delegated_partitions(runner):
+    """How many XNNPACK partitions the runner's graph runs as (1 = XNNPACK takes the whole graph)."""
+    return sum(op["op_name"] == "DELEGATE" for op in runner.interpreter._get_ops_details())
