@@ -18,17 +18,15 @@ torch is not installed. FLOPs per image of each step are counted by TF's profile
 (forward, backward and the gradient penalty's double backprop: every conv, transposed conv and matmul);
 achieved FLOP/s of TF's best mode are reported against measured bf16 matmul and conv peaks (`peaks`).
 
-`run(quick=True)` uses tiny sizes and one timed iteration: a smoke test, not a measurement.
+`run(quick=True)` uses tiny sizes and one timed iteration: a smoke test, not a measurement; `run(train_steps=N)`
+times N D and G steps per mode instead of the setting's default (bench.py --train_steps).
 """
-
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tensorflow.python.profiler import model_analyzer, option_builder
-
+from bgshift_tf.benchmarks.measure import best_of, fraction_of_peaks, graph_flops, peaks, rounded, seconds_per_call
 from bgshift_tf.models.discriminator import Discriminator
 from bgshift_tf.models.generator import Generator
 from bgshift_tf.training.gan import SBSGAN
@@ -47,50 +45,6 @@ SETTINGS = {
 }
 QUICK_SETTING = dict(image_size=(32, 16), batch_size=4, base_filters=8, num_res_blocks=1, d_base_filters=8,
                      d_layers=4, steps=1, inference_steps=1)
-
-
-def _seconds_per_call(fn, iterations, warmup=1):
-    """Fastest wall time of `fn()` over `iterations` calls after `warmup` untimed calls (tracing, caches).
-
-    The minimum, not the mean: other jobs share this machine, and the fastest call is the one least
-    disturbed by them (timeit's rule).
-    """
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def graph_flops(concrete_function):
-    """FLOPs of one call of a traced tf.function, as TF's profiler counts them (convs, their gradients,
-    transposed convs, matmuls and elementwise ops with registered statistics)."""
-    options = option_builder.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    return model_analyzer.profile(concrete_function.graph, options=options).total_float_ops
-
-
-def peaks(quick=False, repeats=3):
-    """Measured FLOP/s peaks of this machine: {"matmul_<dtype>", "conv_<dtype>"} for float32 and bfloat16.
-
-    matmul: [n, n] x [n, n], n = 4096 (512 when quick). conv: 3x3, 256 -> 256 channels at 64x32, batch 16
-    (the generator trunk's shape at the paper size; 32 channels at 16x8 when quick). Best of `repeats`.
-    """
-    n, channels, height, width = (512, 32, 16, 8) if quick else (4096, 256, 64, 32)
-    results = {}
-    for dtype in ("float32", "bfloat16"):
-        a = tf.cast(tf.random.normal([n, n]), dtype)
-        images = tf.cast(tf.random.normal([16, height, width, channels]), dtype)
-        kernel = tf.cast(tf.random.normal([3, 3, channels, channels]), dtype)
-        ops = {"matmul": (tf.function(lambda: tf.reduce_sum(tf.matmul(a, a))), 2.0 * n**3),
-               "conv": (tf.function(lambda: tf.reduce_sum(tf.nn.conv2d(images, kernel, 1, "SAME"))),
-                        2.0 * 16 * height * width * 9 * channels * channels)}
-        for name, (fn, flops) in ops.items():
-            results[f"{name}_{dtype}"] = flops / _seconds_per_call(lambda: float(fn()), repeats)
-    return results
 
 
 def _batch(setting, seed=0):
@@ -138,7 +92,7 @@ def _tf_rates(setting, batch, slots, policy, jit_compile, steps=STEPS):
     for name in steps:
         fn, args, key = functions[name]
         iterations = setting["inference_steps" if key is None else "steps"]
-        rates[name] = size / _seconds_per_call(lambda: (fn(*args) if key is None else fn(*args)[key]).numpy(),
+        rates[name] = size / seconds_per_call(lambda: (fn(*args) if key is None else fn(*args)[key]).numpy(),
                                                 iterations)
         flops[name] = graph_flops(fn.get_concrete_function(*args)) / size
     return rates, flops
@@ -292,27 +246,13 @@ def _torch_rates(torch, setting, batch, slots, autocast):
             generator.soft_mask(x)
 
     return {
-        "d_step": n / _seconds_per_call(d_step, setting["steps"]),
-        "g_step": n / _seconds_per_call(g_step, setting["steps"]),
-        "inference": n / _seconds_per_call(inference, setting["inference_steps"]),
+        "d_step": n / seconds_per_call(d_step, setting["steps"]),
+        "g_step": n / seconds_per_call(g_step, setting["steps"]),
+        "inference": n / seconds_per_call(inference, setting["inference_steps"]),
     }
 
 
-def _rounded(rates):
-    return {k: round(v, 2) for k, v in rates.items()}
-
-
-def _best(columns):
-    """Per step, the fastest of several {mode: {step: images/s}} columns: ({step: rate}, {step: mode})."""
-    best, modes = {}, {}
-    for mode, rates in columns.items():
-        for step, rate in rates.items():
-            if rate > best.get(step, 0.0):
-                best[step], modes[step] = rate, mode
-    return best, modes
-
-
-def run(quick=False):
+def run(quick=False, train_steps=None):
     """Returns {"peaks_gflops": ..., "settings": {name: {"tf": {mode: rates}, "torch": {mode: rates}, ...}}}.
 
     Rates are images/second. "tf" holds the graph modes, "tf_xla" the XLA-compiled ones (inference in both
@@ -326,6 +266,8 @@ def run(quick=False):
     except ImportError:
         torch = None
     settings = {"quick": QUICK_SETTING} if quick else SETTINGS
+    if train_steps:
+        settings = {name: {**setting, "steps": int(train_steps)} for name, setting in settings.items()}
     measured_peaks = peaks(quick, repeats=1 if quick else 3)
     results = {
         "peaks_gflops": {k: round(v / 1e9, 1) for k, v in measured_peaks.items()},
@@ -348,17 +290,17 @@ def run(quick=False):
         for policy in TF_MODES:
             print(f"[bench gan] {name}: TensorFlow {policy} ...", flush=True)
             columns[policy], counted[policy] = _tf_rates(setting, batch, slots, policy, jit_compile=False)
-            row["tf"][policy] = _rounded(columns[policy])
+            row["tf"][policy] = rounded(columns[policy])
         if not quick:  # XLA compiles for tens of seconds to minutes: not part of the smoke run
             row["tf_xla"] = {}
             for policy, steps in (("float32", ("inference",)), ("mixed_bfloat16", STEPS)):
                 print(f"[bench gan] {name}: TensorFlow {policy} XLA {steps} ...", flush=True)
                 rates, _ = _tf_rates(setting, batch, slots, policy, jit_compile=True, steps=steps)
                 columns[f"{policy}_xla"] = rates
-                row["tf_xla"][policy] = _rounded(rates)
-        tf_best, row["tf_best_mode"] = _best(columns)
-        row["tf_best"] = _rounded(tf_best)
-        bf16_best, _ = _best({k: v for k, v in columns.items() if k.startswith("mixed_bfloat16")})
+                row["tf_xla"][policy] = rounded(rates)
+        tf_best, row["tf_best_mode"] = best_of(columns)
+        row["tf_best"] = rounded(tf_best)
+        bf16_best, _ = best_of({k: v for k, v in columns.items() if k.startswith("mixed_bfloat16")})
         row["bf16_vs_float32"] = {k: round(bf16_best[k] / columns["float32"][k], 2) for k in STEPS}
         print(f"[bench gan] {name}: tf {row['tf']} xla {row.get('tf_xla')}", flush=True)
         if torch is not None:
@@ -366,17 +308,15 @@ def run(quick=False):
             for mode in TORCH_MODES:
                 print(f"[bench gan] {name}: PyTorch {mode} ...", flush=True)
                 torch_columns[mode] = _torch_rates(torch, setting, batch, slots, autocast=mode != "float32")
-            row["torch"] = {mode: _rounded(rates) for mode, rates in torch_columns.items()}
-            torch_best, row["torch_best_mode"] = _best(torch_columns)
-            row["torch_best"] = _rounded(torch_best)
+            row["torch"] = {mode: rounded(rates) for mode, rates in torch_columns.items()}
+            torch_best, row["torch_best_mode"] = best_of(torch_columns)
+            row["torch_best"] = rounded(torch_best)
             row["tf_vs_torch"] = {k: round(tf_best[k] / torch_best[k], 2) for k in STEPS}
             print(f"[bench gan] {name}: torch {row['torch']}", flush=True)
         flops = counted["float32"]  # the bf16 graph adds only casts
         row["gflops_per_image"] = {k: round(v / 1e9, 3) for k, v in flops.items()}
         achieved = {k: flops[k] * tf_best[k] for k in STEPS}
         row["tf_best_gflops_per_second"] = {k: round(v / 1e9, 1) for k, v in achieved.items()}
-        row["tf_best_fraction_of_peak"] = {
-            peak: {k: round(v / measured_peaks[peak], 3) for k, v in achieved.items()}
-            for peak in ("matmul_bfloat16", "conv_bfloat16")}
+        row["tf_best_fraction_of_peak"] = fraction_of_peaks(achieved, measured_peaks)
         results["settings"][name] = row
     return results

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 AREAS = ("input_pipeline", "gan", "reid", "rank", "export")
+TRAINING_AREAS = ("gan", "reid")  # their run() also takes train_steps (timed training steps per figure)
 
 
 def _jsonable(value):
@@ -26,11 +27,12 @@ def _jsonable(value):
     return value
 
 
-def run_suite(out_path, only=(), quick=False):
+def run_suite(out_path, only=(), quick=False, train_steps=0):
     """Runs the selected areas (all when `only` is empty) and writes `out_path` atomically.
 
     An area that raises is recorded with its error instead of stopping the others, so one broken
-    benchmark does not hide the rest; the process still reports it on stdout.
+    benchmark does not hide the rest; the process still reports it on stdout. `train_steps` > 0 replaces
+    the number of timed training steps of the TRAINING_AREAS.
     """
     unknown = sorted(set(only) - set(AREAS))
     if unknown:
@@ -45,7 +47,8 @@ def run_suite(out_path, only=(), quick=False):
         print(f"[bench] {area} ...", flush=True)
         try:
             module = importlib.import_module(f"bgshift_tf.benchmarks.{area}")
-            outcome = module.run(quick=quick)
+            extra = {"train_steps": train_steps} if train_steps and area in TRAINING_AREAS else {}
+            outcome = module.run(quick=quick, **extra)
         except Exception as error:  # noqa: BLE001 - recorded in the JSON and printed, not swallowed.
             outcome = {"error": f"{type(error).__name__}: {error}"}
             print(f"[bench] {area} FAILED: {outcome['error']}", flush=True)
