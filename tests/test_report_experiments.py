@@ -177,7 +177,7 @@ def test_single_run_says_it_is_one_run_and_shows_bootstrap_cis(tmp_path):
 
 
 def test_report_data_reads_experiments_and_bootstrap_cis(tmp_path):
-    ctx = types.SimpleNamespace(run_dir=str(tmp_path))
+    ctx = types.SimpleNamespace(data_dir=str(tmp_path))
     assert report_data.read_experiments(ctx) is None
     (tmp_path / "experiments.json").write_text(json.dumps(sample_experiments()))
     loaded = report_data.read_experiments(ctx)

@@ -137,8 +137,9 @@ def _domain_distance_section(ctx):
 
 
 def read_experiments(ctx):
-    """The experiments job's `<run_dir>/experiments.json` (report section `experiments`), or None."""
-    path = os.path.join(ctx.run_dir, EXPERIMENTS_FILE)
+    """The experiments job's experiments.json in the run's top folder (`ctx.data_dir`, above the seed folders;
+    report section `experiments`), or None."""
+    path = os.path.join(ctx.data_dir, EXPERIMENTS_FILE)
     if not os.path.isfile(path):
         return None
     with open(path) as f:
