@@ -20,8 +20,8 @@ def _one_row(patch):
     """The experiments job with one Table 2 row (IDE on original images), so the run stays short; the
     tables stage (tested in test_pipeline.py) writes empty tables."""
     patch.setattr(experiments, "experiment_keys", lambda: [ROW])
-    patch.setattr(experiments, "build_tables", lambda ctx: {"setting": "tiny", "table2": [], "table3": [],
-                                                              "checks": {}})
+    patch.setattr(experiments, "build_tables", lambda ctx: {
+        target: {"setting": "tiny", "table2": [], "table3": [], "checks": {}} for target in ctx.targets})
 
 
 @pytest.fixture(scope="module")

@@ -189,11 +189,13 @@ def test_report_data_reads_experiments_and_bootstrap_cis(tmp_path):
     with pytest.raises(ValueError, match=r"experiments.json is not valid JSON"):
         report_data.read_experiments(ctx)
     metrics = {"mAP": 0.2, "rank1": 0.3, "rank5": 0.4, "rank10": 0.5}
-    evals = {"ide_original": {"synduke": {**metrics, "bootstrap_ci": {"R-1": [0.25, 0.35]}}},
+    # As evaluation writes it: the intervals beside their settings (which the report leaves out).
+    settings = {"confidence": 0.95, "num_samples": 1000, "unit": "query identity", "seed": 0, "num_identities": 40}
+    evals = {"ide_original": {"synduke": {**metrics, "bootstrap_ci": {"R-1": [0.25, 0.35], **settings}}},
              "ide_hardmask": {"synduke": metrics}}
     rows = report_data._paper_table_rows(evals, ["ide_original", "ide_hardmask"], "table2", "synduke", ("R-1",))
     assert [row["bootstrap_ci"] for row in rows] == [{"R-1": [0.25, 0.35]}, None]
     # The table of every model on every test domain gives each run's CIs in percent, or says they are missing.
     both = {"R-1": [0.301, 0.399], "mAP": [0.171, 0.2545]}
-    assert report_data._bootstrap_text({**metrics, "bootstrap_ci": both}) == "R-1 [30.1, 39.9]; mAP [17.1, 25.4]"
+    assert report_data._bootstrap_text({**metrics, "bootstrap_ci": {**both, **settings}}) == "R-1 [30.1, 39.9]; mAP [17.1, 25.4]"
     assert report_data._bootstrap_text(metrics) == "not recorded"

@@ -34,13 +34,22 @@ def _paper_table_rows(evals, model_keys, table, target, columns):
     specs = [model_table.model(key) for key in model_keys]
     return [{"name": spec.name, "paper_key": spec.paper_key,
              **{c: metrics_row(evals[spec.key][target])[c] for c in columns},
-             "bootstrap_ci": evals[spec.key][target].get("bootstrap_ci")}
+             "bootstrap_ci": metric_intervals(evals[spec.key][target])}
             for spec in specs if spec.table == table and evals[spec.key]]
+
+
+def metric_intervals(metrics):
+    """{"R-1": [lo, hi], "mAP": [lo, hi]} (fractions) of an evaluation's `bootstrap_ci` without its settings
+    (confidence, num_samples, unit, ...), or None for an evaluation made before it was recorded."""
+    intervals = metrics.get("bootstrap_ci")
+    if not intervals:
+        return None
+    return {name: intervals[name] for name in ("R-1", "mAP") if name in intervals}
 
 
 def _bootstrap_text(metrics):
     """"R-1 [30.1, 39.9]; mAP [17.1, 25.4]" (percent) of an evaluation's `bootstrap_ci`, or "not recorded"."""
-    intervals = metrics.get("bootstrap_ci")
+    intervals = metric_intervals(metrics)
     if not intervals:
         return "not recorded"
     return "; ".join(f"{name} [{100 * lo:.1f}, {100 * hi:.1f}]" for name, (lo, hi) in intervals.items())
