@@ -70,14 +70,14 @@ def test_verdicts_on_constructed_seeds():
     }
     results = _results(per_seed)
     rank1 = results[("R-1:ide_original<ide_hardmask", "duke")]
-    assert rank1["verdict"] == "holds" and rank1["per_seed"] == [5.0, 6.0, 5.0] and rank1["seeds"] == [0, 1, 2]
+    assert rank1["verdict"] == "holds" and rank1["per_seed"] == {0: 5.0, 1: 6.0, 2: 5.0} and rank1["seeds"] == [0, 1, 2]
     assert rank1["lower_values"] == [20.0, 21.0, 22.0] and rank1["text"].startswith("A clear performance")
     assert results[("mAP:ide_original<ide_hardmask", "duke")]["verdict"] == "holds"
     soft = results[("domain_distance:soft_mask<style_transfer", "duke")]
-    assert soft["verdict"] == "holds" and soft["per_seed"] == [2.0, 2.5, 2.0] and soft["sign"] == -1
+    assert soft["verdict"] == "holds" and soft["per_seed"] == {0: 2.0, 1: 2.5, 2: 2.0} and soft["sign"] == -1
     assert results[("domain_distance:style_transfer<original", "duke")]["verdict"] == "inconclusive"
     missed = results[("missed_psnr:hard_mask<soft_mask", "market")]
-    assert missed["verdict"] == "reversed" and missed["per_seed"] == [-3.0, -4.0, -3.0]
+    assert missed["verdict"] == "reversed" and missed["per_seed"] == {0: -3.0, 1: -4.0, 2: -3.0}
 
 
 def test_missing_rows_are_listed_as_not_run():
@@ -95,12 +95,12 @@ def test_missing_rows_are_listed_as_not_run():
 
 def test_one_seed_and_partial_seeds():
     one = _results({0: _seed(20, 25)})[("R-1:ide_original<ide_hardmask", "duke")]
-    assert one["verdict"] == "inconclusive" and "1 seed" in one["reason"] and one["per_seed"] == [5.0]
+    assert one["verdict"] == "inconclusive" and "1 seed" in one["reason"] and one["per_seed"] == {0: 5.0}
     # Seed 1 lacks the hard-mask row and seed 2 has a NaN: only the seeds measuring both sides pair up.
     partial = {0: _seed(20, 25), 1: _seed(21, 27), 2: _seed(22, float("nan")), 3: _seed(20, 26)}
     del partial[1]["rows"]["duke"]["ide_hardmask"]
     result = _results(partial)[("R-1:ide_original<ide_hardmask", "duke")]
-    assert result["seeds"] == [0, 3] and result["per_seed"] == [5.0, 6.0]
+    assert result["seeds"] == [0, 3] and result["per_seed"] == {0: 5.0, 3: 6.0}
 
 
 def test_verdict_table_lists_every_result():

@@ -45,17 +45,17 @@ def sample_experiments():
         _row("da2s", "Baseline + SE + ISDC (DA-2S)", "table3", "da2s", {"mAP": 30.8, "R-1": 53.5}, 40.0, full),
     ]
     claims = [
-        {"key": "hard_gt_original", "text": "hard-mask images beat the original <images>", "target": "synduke",
-         "metric": "R-1", "lower": "ide_original", "higher": "ide_hardmask",
+        {"claim": "hard_gt_original", "text": "hard-mask images beat the original <images>", "target": "synduke",
+         "measure": "R-1", "lower": "ide_original", "higher": "ide_hardmask",
          "per_seed": {0: 2.0, 1: 3.0, 2: 4.0}, "mean": 3.0, "lo": 0.5, "hi": 5.5, "verdict": "holds"},
-        {"key": "soft_gt_hard", "text": "soft mask beats hard mask", "target": "synduke", "metric": "mAP",
+        {"claim": "soft_gt_hard", "text": "soft mask beats hard mask", "target": "synduke", "measure": "mAP",
          "lower": "ide_hardmask", "higher": "ide_softmask",
          "per_seed": {0: -1.0, 1: -2.0, 2: -3.0}, "mean": -2.0, "lo": -4.5, "hi": -0.5, "verdict": "reversed"},
-        {"key": "soft_gt_hard_cuhk", "text": "soft mask beats hard mask", "target": "syncuhk", "metric": "R-1",
+        {"claim": "soft_gt_hard_cuhk", "text": "soft mask beats hard mask", "target": "syncuhk", "measure": "R-1",
          "lower": "ide_hardmask", "higher": "ide_softmask",
          "per_seed": {0: -1.0, 1: 2.0}, "mean": 0.5, "lo": -18.6, "hi": 19.6, "verdict": "inconclusive"},
-        {"key": "da2s_gt_2soft", "text": "two streams of different inputs beat two soft-mask streams",
-         "target": "synduke", "metric": "R-1", "lower": "da2s_2soft", "higher": "da2s",
+        {"claim": "da2s_gt_2soft", "text": "two streams of different inputs beat two soft-mask streams",
+         "target": "synduke", "measure": "R-1", "lower": "da2s_2soft", "higher": "da2s",
          "per_seed": {}, "mean": None, "lo": None, "hi": None, "verdict": "not run"},
     ]
     setting = {"source": "synmarket", "targets": ["synduke", "syncuhk"], "data": "synthetic", "preset": "study",

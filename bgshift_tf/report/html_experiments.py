@@ -9,7 +9,7 @@ The entry is experiments.json as written by the experiments job (numbers in perc
      "rows": [{"key", "name", "table": "table2" | "table3", "paper_key", "paper": {metric: value},
                "per_target": {target: {metric: {"per_seed": {seed: value}, "mean", "std", "lo", "hi",
                                                 "bootstrap_ci": {seed: [lo, hi]}}}}}],
-     "claims": [{"key", "text", "target", "metric", "lower", "higher", "per_seed": {seed: difference},
+     "claims": [{"claim" (key), "text", "target", "measure", "lower", "higher", "per_seed": {seed: difference},
                  "mean", "lo", "hi", "verdict": "holds" | "reversed" | "inconclusive" | "not run"}]}
 
 A claim says row `lower` < row `higher` on `metric`; its per-seed values are the paired differences
@@ -69,7 +69,7 @@ def _row_verdicts(row_key, target, claims, names) -> str:
     if not mine:
         return '<td class="verdicts muted">—</td>'
     items = "".join(f"<li>{verdict_badge(c['verdict'])} <small>&gt; {esc(names.get(c['lower'], c['lower']))}, "
-                    f"{esc(c['metric'])}</small></li>" for c in mine)
+                    f"{esc(c['measure'])}</small></li>" for c in mine)
     return f'<td class="verdicts"><ul>{items}</ul></td>'
 
 
@@ -137,10 +137,10 @@ def _claims_table(claims, names) -> str:
                       else f"{claim['mean']:+.1f} [{_number(interval[0])}, {_number(interval[1])}]")
         lower, higher = claim.get("lower", "?"), claim.get("higher", "?")
         body.append(
-            f'<tr data-key="{esc(claim.get("key", ""))}">'
+            f'<tr data-key="{esc(claim.get("claim", ""))}">'
             f"<td>{esc(names.get(lower, lower))} &lt; {esc(names.get(higher, higher))}</td>"
             f"<td>{esc(claim.get('text', ''))}</td><td>{esc(claim.get('target', ''))}</td>"
-            f"<td>{esc(claim.get('metric', ''))}</td><td>{plot}</td>"
+            f"<td>{esc(claim.get('measure', ''))}</td><td>{plot}</td>"
             f'<td class="num">{esc(difference)}</td><td>{verdict_badge(claim.get("verdict"))}</td></tr>'
         )
     caption = ("Each claim is a paired comparison over seeds: per seed, the difference higher − lower on the "

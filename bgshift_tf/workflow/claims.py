@@ -140,7 +140,8 @@ def evaluate_claim(claim, per_seed, target, confidence=0.95) -> dict:
     Returns:
       {"claim" (key), "name", "text", "where", "target", "measure", "unit", "sign", "lower", "higher",
        "seeds", "lower_values", "higher_values" (raw units), then `paired_difference` of the signed values
-       ("per_seed", "n", "mean", "std", "lo", "hi", "verdict", "reason")}; "verdict" "not run" when no
+       ("per_seed" as {seed: difference}, "n", "mean", "std", "lo", "hi", "verdict", "reason")}; "verdict"
+      "not run" when no
       seed measured both sides.
     """
     measure = claim.measure
@@ -155,11 +156,11 @@ def evaluate_claim(claim, per_seed, target, confidence=0.95) -> dict:
               "measure": measure.key, "unit": measure.unit, "sign": measure.sign, "lower": claim.lower,
               "higher": claim.higher, "seeds": seeds, "lower_values": lower_values, "higher_values": higher_values}
     if not seeds:
-        return {**result, "per_seed": [], "n": 0, "mean": None, "std": None, "lo": None, "hi": None,
+        return {**result, "per_seed": {}, "n": 0, "mean": None, "std": None, "lo": None, "hi": None,
                 "verdict": NOT_RUN, "reason": f"no seed measured both {claim.lower!r} and {claim.higher!r}"}
     sign = measure.sign
     difference = paired_difference([sign * v for v in lower_values], [sign * v for v in higher_values], confidence)
-    return {**result, **difference}
+    return {**result, **difference, "per_seed": dict(zip(seeds, difference["per_seed"]))}
 
 
 def evaluate_claims(per_seed, claims=CLAIMS, confidence=0.95) -> list:
