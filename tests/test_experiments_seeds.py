@@ -48,8 +48,6 @@ def test_seeds_share_the_world_train_apart_and_summarise_in_experiments_json(see
         for stage in ("train_gan", f"train_{ROW}"):
             assert stages_lib.read_manifest(run_dir, f"seed_{seed}/{stage}")["config"]["seed"] == seed
     assert "seed_0/report" in names and "seed_1/report" not in names  # the single-run report: first seed only
-    with open(os.path.join(run_dir, "seed_0", "report.html")) as f:
-        assert '<section id="experiments">' in f.read()  # re-rendered with the summary over seeds
     assert not os.path.exists(os.path.join(run_dir, "reid"))  # nothing trained outside the seed folders
     gan_dirs = [stages_lib.read_manifest(run_dir, f"seed_{s}/train_gan")["config"]["domain_dirs"] for s in (0, 1)]
     assert gan_dirs[0] == gan_dirs[1] == [os.path.join(run_dir, "tfrecords", d) for d in

@@ -342,9 +342,6 @@ def run_experiments(config, *, force=(), log=None) -> dict:
     summary = experiments_summary(config, layouts, results)
     summary_path = atomic_io.write_json(os.path.join(run_dir, report_data.EXPERIMENTS_FILE), summary)
     first_seed, first = layouts[0]
-    # The report (first seed) ran before the summary existed: render it again with the seeded section.
-    report_name = seed_stage_name(first_seed, "report") if config["seeds"] else "report"
-    next(stage for stage in stages if stage.name == report_name).fn()
     outputs = results[seed_stage_name(first_seed, "tables") if config["seeds"] else "tables"]["outputs"]
     return {"run_dir": run_dir, "tables": outputs["tables"], "markdown": outputs["markdown"],
             "report": first.report(), "experiments_json": summary_path, "summary": summary, "stages": results}
