@@ -33,8 +33,8 @@ browser:
 experiments: $(STAMP)
 	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/experiments_demo.flags
 
-# The reference study of docs/RESULTS.md: every Table 2/3 row, both targets, three seeds on the study
-# world (configs/study.flags: about 2.5 h on 2 idle cores). Writes runs/study/experiments.json.
+# The reference study (for docs/RESULTS.md; not run yet): every Table 2/3 row, both targets, three seeds on
+# the study world (configs/study.flags: estimated ~3 h on 2 idle AVX2 cores). Writes runs/study/experiments.json.
 study: $(STAMP)
 	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/study.flags
 
