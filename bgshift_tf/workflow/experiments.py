@@ -196,14 +196,6 @@ def seeded_experiment_stages(config):
 # === experiments.json ===
 
 
-def interval(values) -> dict:
-    """{"n", "mean", "std", "lo", "hi"}: `stats.t_interval` of `values`; one value: its mean, no interval."""
-    summary = stats.t_interval(values)
-    if summary is None:
-        return {"n": len(values), "mean": values[0] if values else None, "std": None, "lo": None, "hi": None}
-    return summary
-
-
 def _percent_interval(pair):
     return None if pair is None else [100 * float(pair[0]), 100 * float(pair[1])]
 
@@ -259,13 +251,13 @@ def _aggregate(per_seed, path, leaf_keys):
     for leaf in leaf_keys:
         values = _over_seeds(per_seed, [*path, leaf])
         finite = [v for v in values.values() if math.isfinite(v)]
-        result[leaf] = {"per_seed": values, **interval(finite)}
+        result[leaf] = {"per_seed": values, **stats.t_interval(finite)}
     return result
 
 
 def experiment_rows(per_seed, keys, targets) -> list:
     """experiments.json "rows": each model's paper numbers and, per target and metric, the per-seed values,
-    their interval (`interval`) and each seed's bootstrap CI."""
+    their t interval (`stats.t_interval`) and each seed's bootstrap CI."""
     rows = []
     for key in keys:
         spec = model_table.model(key)
