@@ -33,10 +33,11 @@ browser:
 experiments: $(STAMP)
 	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/experiments_demo.flags
 
-# The reference study (for docs/RESULTS.md; not run yet): every Table 2/3 row, both targets, three seeds on
-# the study world (configs/study.flags: estimated ~3 h on 2 idle AVX2 cores). Writes runs/study/experiments.json.
+# The reference study: every Table 2/3 row, both targets, three seeds on the study world (configs/study.flags;
+# ~2 h on 2 idle AVX2 cores). Writes runs/study/experiments.json, then docs/RESULTS.md from it.
 study: $(STAMP)
 	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/study.flags
+	$(PY) -m bgshift_tf.results --experiments=runs/study/experiments.json --out=docs/RESULTS.md
 
 # The whole test suite (what .ci/run calls).
 test: $(STAMP) browser

@@ -56,7 +56,8 @@ from bgshift_tf.workflow import stages as stages_lib
 
 TABLES = {"table2": paper_results.TABLE2, "table3": paper_results.TABLE3}
 METRICS = ("mAP", "R-1", "R-5", "R-10")
-QUALITY_METRICS = ("fg_psnr", "fg_l1", "bg_energy")
+# generation.quality's metrics kept per seed; missed_* is the body the parser missed (the quality claim).
+QUALITY_METRICS = ("fg_psnr", "fg_l1", "bg_energy", "missed_psnr", "missed_l1")
 # Stages of the fixed world, run once for every seed.
 SHARED_STAGES = ("world", "masks", "tfrecords")
 # Stages run for the first seed only (serving export and the single-run report of that seed).
@@ -298,6 +299,18 @@ def _commit() -> str:
         return "unknown"
 
 
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else `platform.processor()`."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def experiments_summary(config, layouts, results) -> dict:
     """The `experiments.json` document (see the module docstring) from the seeds' finished stages."""
     keys = experiment_keys()
@@ -310,7 +323,7 @@ def experiments_summary(config, layouts, results) -> dict:
                     "seeds": [seed for seed, _ in layouts],
                     "precision": {"gan": ctx.gan.get("precision"), "reid": ctx.reid.get("precision")},
                     "commit": _commit(), "wall_seconds": sum(timings.values()),
-                    "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}},
+                    "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cpus": os.cpu_count()}},
         "rows": experiment_rows(per_seed, keys, ctx.targets),
         "claims": claims.evaluate_claims(
             {seed: {part: entry[part] for part in ("rows", "domain_distance", "quality")}
