@@ -12,7 +12,8 @@ It takes the main job's flags (the experiments flagfile includes the main job's)
 run folder, so stages the main job already completed with the same settings are skipped (without
 --seeds; with them, world and TFRecords are still shared). Writes <runs_root>/<name>/experiments.json,
 <runs_root>/<name>[/seed_<k>]/experiments/{table2_<target>.md,table3_<target>.md,tables.json} (every
-target) and report.html (first seed).
+target) and report.html (first seed); with --seeds also <runs_root>/<name>/experiments.html (the results over
+seeds; docs/RESULTS.md from it: python -m bgshift_tf.results).
 """
 
 from bgshift_tf import errors
@@ -29,7 +30,9 @@ def main(argv):
     for path in (p for per_target in result["markdown"].values() for p in per_target.values()):
         with open(path) as f:
             print(f.read())
-    print(f"tables: {result['markdown']}; report: {result['report']}; all seeds: {result['experiments_json']}")
+    over_seeds = f"; all seeds: {result['experiments_json']}" + (f", {result['experiments_page']}"
+                                                                 if result["experiments_page"] else "")
+    print(f"tables: {result['markdown']}; report: {result['report']}{over_seeds}")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,12 @@ def test_seeds_share_the_world_train_apart_and_summarise_in_experiments_json(see
     # The quality claim reads the missed-body PSNR of the source's train split: measured on both seeds.
     (missed,) = [c for c in summary["claims"] if c["measure"] == "missed_psnr" and c["target"] == "synmarket"]
     assert missed["seeds"] == [0, 1] and missed["verdict"] != "not run"
+    # The page over seeds: the report's experiments section alone, with this run's row on its target.
+    with open(result["experiments_page"]) as f:
+        page = f.read()
+    assert result["experiments_page"] == os.path.join(run_dir, "experiments.html")
+    assert '<section id="experiments">' in page and '<section id="reid">' not in page
+    assert f'data-key="{ROW}"' in page and 'data-target="synduke"' in page
 
 
 @pytest.mark.slow

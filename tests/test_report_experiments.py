@@ -199,3 +199,10 @@ def test_report_data_reads_experiments_and_bootstrap_cis(tmp_path):
     both = {"R-1": [0.301, 0.399], "mAP": [0.171, 0.2545]}
     assert report_data._bootstrap_text({**metrics, "bootstrap_ci": {**both, **settings}}) == "R-1 [30.1, 39.9]; mAP [17.1, 25.4]"
     assert report_data._bootstrap_text(metrics) == "not recorded"
+
+
+def test_only_renders_the_named_sections_and_leaves_the_rest_out():
+    page = html.render_report({"run_name": "study", "experiments": sample_experiments(), "flags": {"a": 1}},
+                              only=("experiments",))
+    assert _sections(page) == ["experiments"]
+    assert 'href="#reid"' not in page and 'href="#run"' not in page

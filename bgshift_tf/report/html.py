@@ -176,8 +176,9 @@ footer{color:var(--muted);font-size:.8rem;padding:1rem 0 2rem;text-align:center}
 """
 
 
-def render_report(data: Mapping, *, base_dir: str = ".") -> str:
-    """The report page as an HTML string (see the module docstring for `data`)."""
+def render_report(data: Mapping, *, base_dir: str = ".", only=None) -> str:
+    """The report page as an HTML string (see the module docstring for `data`); `only`: the data keys of
+    the sections to show (e.g. ("experiments",) for the experiments job's page over seeds), default all."""
     if not isinstance(data, Mapping) or not data.get("run_name"):
         raise ValueError("report data must be a dict with a non-empty 'run_name'. "
                          f"Received keys: {sorted(data) if isinstance(data, Mapping) else type(data).__name__}")
@@ -185,6 +186,8 @@ def render_report(data: Mapping, *, base_dir: str = ".") -> str:
     created = data.get("created") or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     toc, bodies = [], []
     for anchor, title, key in SECTIONS:
+        if only is not None and key not in only:
+            continue
         present = (bool(data.get("flags") or data.get("timings")) if key is None else bool(data.get(key)))
         if key in OPTIONAL and not present:
             continue
@@ -213,15 +216,16 @@ def render_report(data: Mapping, *, base_dir: str = ".") -> str:
     )
 
 
-def write_report(out_path, data: Mapping, *, base_dir=None) -> str:
+def write_report(out_path, data: Mapping, *, base_dir=None, only=None) -> str:
     """Renders the report and writes it atomically to `out_path` (e.g. `runs/<name>/report.html`).
 
     Args:
       out_path: destination HTML file.
       data: the report data (module docstring).
       base_dir: folder relative image paths are resolved against (default: the folder of `out_path`).
+      only: data keys of the sections to show (`render_report`), default all.
     Returns:
       `out_path`.
     """
     base = os.fspath(base_dir) if base_dir is not None else os.path.dirname(os.path.abspath(os.fspath(out_path)))
-    return atomic_io.write_text(out_path, render_report(data, base_dir=base))
+    return atomic_io.write_text(out_path, render_report(data, base_dir=base, only=only))

@@ -36,6 +36,9 @@ After the stages, `<run_dir>/experiments.json` (atomic):
      "timings": {stage: seconds}}
 Metrics in percent (mAP, R-1, R-5, R-10); "lo"/"hi" the t interval over seeds (`stats.t_interval`, 95%;
 None with one seed); "bootstrap_ci" each run's own bootstrap CI over query identities (evaluation).
+With seeds, `<run_dir>/experiments.html` shows it: the report's experiments section alone (Tables 2 and 3
+as mean ± CI with a dot per seed, verdicts, claims), since the first seed's report is written before the
+other seeds have run. `python -m bgshift_tf.results` renders it as docs/RESULTS.md.
 """
 
 import dataclasses
@@ -49,7 +52,7 @@ import keras
 
 from bgshift_tf import atomic_io
 from bgshift_tf.evaluation import stats
-from bgshift_tf.report import paper_results, tsne
+from bgshift_tf.report import html, paper_results, tsne
 from bgshift_tf.workflow import claims, main_job, model_table, report_data, run_layout
 from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import stages as stages_lib
@@ -58,6 +61,8 @@ TABLES = {"table2": paper_results.TABLE2, "table3": paper_results.TABLE3}
 METRICS = ("mAP", "R-1", "R-5", "R-10")
 # generation.quality's metrics kept per seed; missed_* is the body the parser missed (the quality claim).
 QUALITY_METRICS = ("fg_psnr", "fg_l1", "bg_energy", "missed_psnr", "missed_l1")
+# The page over seeds (the report's experiments section alone), next to experiments.json.
+EXPERIMENTS_PAGE = "experiments.html"
 # Stages of the fixed world, run once for every seed.
 SHARED_STAGES = ("world", "masks", "tfrecords")
 # Stages run for the first seed only (serving export and the single-run report of that seed).
@@ -338,7 +343,8 @@ def experiments_summary(config, layouts, results) -> dict:
 
 def run_experiments(config, *, force=(), log=None) -> dict:
     """Runs the experiments on `config` (keys of config.DEFAULT_CONFIG) over its seeds, writes
-    `<run>/experiments.json`; returns the first seed's tables and paths, the summary and the stage results."""
+    `<run>/experiments.json` (and, with seeds, experiments.html); returns the first seed's tables and paths,
+    the summary and the stage results."""
     config = config_lib.merge_config(config)
     layouts = seed_layouts(config)
     run_dir = layouts[0][1].data_dir
@@ -346,7 +352,15 @@ def run_experiments(config, *, force=(), log=None) -> dict:
     results = stages_lib.run_stages(run_dir, stages, force=tuple(force), log=log)
     summary = experiments_summary(config, layouts, results)
     summary_path = atomic_io.write_json(os.path.join(run_dir, report_data.EXPERIMENTS_FILE), summary)
+    page = None
+    if config["seeds"]:
+        page = html.write_report(os.path.join(run_dir, EXPERIMENTS_PAGE), {
+            "run_name": f"{config['name']}: {len(layouts)} seeds", "experiments": summary,
+            "summary": "Tables 2 and 3 over seeds with 95% CIs and the verdict of each of the paper's claims "
+                       f"(from {report_data.EXPERIMENTS_FILE}); each seed's own run is in seed_<k>/, the first "
+                       "seed's report in seed_0/report.html."}, only=("experiments",))
     first_seed, first = layouts[0]
     outputs = results[seed_stage_name(first_seed, "tables") if config["seeds"] else "tables"]["outputs"]
     return {"run_dir": run_dir, "tables": outputs["tables"], "markdown": outputs["markdown"],
-            "report": first.report(), "experiments_json": summary_path, "summary": summary, "stages": results}
+            "report": first.report(), "experiments_json": summary_path, "experiments_page": page, "summary": summary,
+            "stages": results}
