@@ -35,7 +35,7 @@ import tensorflow as tf
 from bgshift_tf import atomic_io
 from bgshift_tf.data import build, segment, shards, synthetic
 from bgshift_tf.data import variants
-from bgshift_tf.evaluation.run import evaluate_run
+from bgshift_tf.evaluation.run import compiled_embed, evaluate_run
 from bgshift_tf.export.job import export_all
 from bgshift_tf.generation.quality import evaluate_suppression
 from bgshift_tf.generation.translate import translate_dataset
@@ -266,8 +266,10 @@ def _evaluate(ctx, key, model, domain, run_dir):
     folder, second, same_input, note = eval_inputs(ctx, key, domain)
     embed_fn = None
     if same_input:  # Table 3's one-input variants: the same image in both streams at test time
+        embed = compiled_embed(model, two_inputs=True)
+
         def embed_fn(batch):
-            return model.embed((batch["image"], batch["image"]), training=False)
+            return embed(batch["image"], batch["image"])
     metrics = evaluate_run(
         run_dir, query_tfrecords=folder, gallery_tfrecords=folder, soft_mask_query_tfrecords=second,
         soft_mask_gallery_tfrecords=second, model=model, embed_fn=embed_fn,
