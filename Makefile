@@ -34,7 +34,8 @@ experiments: $(STAMP)
 	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/experiments_demo.flags
 
 # The reference study: every Table 2/3 row, both targets, three seeds on the study world (configs/study.flags;
-# ~2 h on 2 idle AVX2 cores). Writes runs/study/experiments.json, then docs/RESULTS.md from it.
+# ~4 h on 2 AVX2 cores in float32, measured per stage there). Writes runs/study/experiments.json, then
+# docs/RESULTS.md from it.
 study: $(STAMP)
 	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/study.flags
 	$(PY) -m bgshift_tf.results --experiments=runs/study/experiments.json --out=docs/RESULTS.md
