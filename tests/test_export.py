@@ -330,8 +330,9 @@ INT8_MAP_TOLERANCE = 0.25
 
 @pytest.mark.slow
 def test_export_job_converts_each_format_and_ranks_the_embedder(tmp_path):
-    """The job loops over FORMATS: ONNX float32 + int8 and TFLite int8 of a tiny IDE, parity per variant and
-    ranking; the int8 variants keep the ranking within INT8_MAP_TOLERANCE."""
+    """The job loops over FORMATS: ONNX float32 + int8 and TFLite int8 (static batch 3: 4 and 8 images are
+    padded) of a tiny IDE, parity per variant and ranking; the int8 variants keep the ranking within
+    INT8_MAP_TOLERANCE."""
     import keras
 
     keras.utils.set_random_seed(5)
@@ -339,11 +340,14 @@ def test_export_job_converts_each_format_and_ranks_the_embedder(tmp_path):
     gallery = random_images(REID_SIZE, 8, seed=3)
     ranking_set = {"query": (gallery[::2], np.arange(4), np.zeros(4, int)),
                    "gallery": (gallery, np.repeat(np.arange(4), 2), np.ones(8, int))}
-    results = job.export_models(str(tmp_path), reid_model=reid_model, version=1, variants={"onnx": ("float32", "int8"), "tflite": ("int8",)},
+    results = job.export_models(str(tmp_path), reid_model=reid_model, version=1,
+                                variants={"onnx": ("float32", "int8"), "tflite": ("int8",)},
+                                format_options={"tflite": {"batch_size": 3}},
                                 representative_images=lambda size: random_images(size, 8, seed=2),
                                 ranking_images=lambda size: ranking_set)
     summary = results["embedder"]
     assert sorted(summary["onnx"]["embed"]) == ["float32", "int8"] and sorted(summary["tflite"]["embed"]) == ["int8"]
+    assert summary["tflite"]["embed"]["int8"].endswith("embed_int8_batch3.tflite")  # format_options reached it
     parity = summary["parity"]["embed"]
     assert parity["onnx_float32"]["max_rel"] < 1e-4 < parity["onnx_int8"]["max_rel"] < 0.5, parity
     assert 1e-4 < parity["tflite_int8"]["max_rel"] < 0.5, parity
@@ -436,3 +440,8 @@ def test_bench_times_formats_interleaved_and_keeps_the_best_round(monkeypatch):
     for b in (1, 4):
         assert rates["fast"][f"batch_{b}"] == pytest.approx(1 / seconds_per_image["fast"])
         assert rates["slow"][f"batch_{b}"] == pytest.approx(1 / seconds_per_image["slow"])
+    # min_seconds: a round repeats the call until that long has passed and counts every image it ran.
+    order.clear()
+    rates = bench_export.interleaved_rates({"slow": call("slow")}, (100,), repeats=2, min_seconds=1.0)
+    assert order == [("slow", 100)] * (1 + 2 * 3)  # 0.4 s a call: 3 calls reach 1.0 s in each round
+    assert rates["slow"]["batch_100"] == pytest.approx(300 / 1.2)

@@ -88,13 +88,41 @@ def test_embedder_float32_matches(exports, tmp_path):
 
 
 def test_convert_skips_jpeg_signatures(exports, tmp_path, monkeypatch):
-    monkeypatch.setattr(tflite, "convert_signature", lambda version_dir, signature, variant, calibration: b"stub")
+    monkeypatch.setattr(tflite, "convert_signature", lambda version_dir, signature, variant, calibration, batch: b"stub")
     paths = tflite.convert(exports["generator"], str(tmp_path), ("float32",))
     assert sorted(paths) == ["soft_mask", "style_transfer"]  # no *_jpeg: TFLite has no JPEG decoder
     assert sorted(os.listdir(tmp_path)) == ["soft_mask_float32.tflite", "style_transfer_float32.tflite"]
 
 
+@pytest.mark.slow
+def test_a_batched_model_pads_the_last_call_and_matches_batch_one(exports, soft_mask_models, tmp_path):
+    """--tflite_batch_size=2: the file says so, every shape is [2, ...] (one XNNPACK partition), and 3 images
+    (two calls, the second padded) give batch 1's outputs, 3 of them."""
+    paths = tflite.convert(exports["generator"], str(tmp_path), ("float32",), signatures=("soft_mask",), batch_size=2)
+    path = paths["soft_mask"]["float32"]
+    assert os.path.basename(path) == "soft_mask_float32_batch2.tflite"
+    batched = tflite.load_runner(path, RuntimeOptions())
+    assert batched.batch_size == 2 and tflite.delegated_partitions(batched) == 1
+    images = random_images(GENERATOR_SIZE, 3, seed=12)
+    single = tflite.load_runner(soft_mask_models["soft_mask"]["float32"], RuntimeOptions())(images=images)
+    outputs = batched(images=images)
+    assert outputs["images_float"].shape == (3, *GENERATOR_SIZE, 3)
+    assert np.abs(outputs["images_float"] - single["images_float"]).max() < 1e-5
+    assert np.abs(batched(images=images[2:])["images_float"] - single["images_float"][2:]).max() < 1e-5
+    with pytest.raises(ValueError, match=r"same, non-zero batch. Received: \{'images': 0\}"):
+        batched(images=images[:0])
+    # int8 calibrates on the batch-1 inputs regrouped to the static batch (3 images: one batch of 2).
+    calibration = saved_model_lib.calibration_inputs(exports["generator"], "soft_mask",
+                                                     random_images(GENERATOR_SIZE, 3, seed=5))
+    path = tmp_path / "int8_batch2.tflite"
+    path.write_bytes(tflite.convert_signature(exports["generator"], "soft_mask", "int8", calibration, batch_size=2))
+    int8 = tflite.load_runner(str(path), RuntimeOptions())(images=images)["images_float"]
+    assert 1e-4 < np.abs(int8 - single["images_float"]).max() < SANITY_MAX_ABS["int8"]
+
+
 def test_conversion_argument_errors(exports):
+    with pytest.raises(ValueError, match=r"--tflite_batch_size\) must be a positive integer. Received: batch_size=0"):
+        tflite.convert_signature(exports["generator"], "soft_mask", "float32", batch_size=0)
     with pytest.raises(ValueError, match="variant='int4'"):
         tflite.convert_signature(exports["generator"], "soft_mask", "int4")
     with pytest.raises(ValueError, match="representative_inputs"):

@@ -2,15 +2,16 @@
 
 `run(quick=False) -> dict`: for the generator (soft_mask) and the DA-2S embedder (embed, the generator
 folded in) at the demo size (128x64) and the paper size (256x128), randomly initialised (speed does not
-depend on training): images/second of Keras, the SavedModel and every
-variant of every format of `export.job.FORMATS`, at batch 1 (latency, one serving request) and batches 8
-and 32 (throughput), each with its ratio to Keras at the same batch and its max |difference| from Keras on
+depend on training): images/second of Keras, the SavedModel and every variant of every format of
+`export.job.FORMATS` (TFLite float32 and int8 also as batch-8 models: `tflite_<variant>_batch8`), at
+batch 1 (latency, one serving request) and batches 8 and 32 (throughput), each with its ratio to Keras at the same batch and its max |difference| from Keras on
 the batch-32 images. Models: demo = generator width 16, 2 residual blocks and small-DenseNet DA-2S (the demo
 configs); paper = generator width 64, 6 residual blocks and DenseNet-121 DA-2S.
 `quick=True`: the demo-size generator only, narrowed (width 8, 1 block), float32 + int8, one round.
 
-Timing: Keras and every format are timed interleaved, round-robin, best of `repeats` rounds per batch size
-(`interleaved_rates`), so on a shared machine each ratio compares calls made under the same load.
+Timing: Keras and every format are timed interleaved, round-robin, best of `repeats` rounds per batch size,
+each round at least `min_seconds` of repeated calls (`interleaved_rates`), so on a shared machine each
+ratio compares calls made under the same load.
 
 Keras = the model called in a tf.function on already-preprocessed float inputs; the other formats take
 uint8 images and preprocess inside (resize + scaling), as served. Runners use `RuntimeOptions()` (the fast
@@ -30,6 +31,7 @@ import tensorflow as tf
 from bgshift_tf.data.images import to_model_range
 from bgshift_tf.export import job
 from bgshift_tf.export import saved_model as saved_model_lib
+from bgshift_tf.export import tflite
 from bgshift_tf.export.runtime import RuntimeOptions, configure_tensorflow
 
 SIZES = {"demo": (128, 64), "paper": (256, 128)}
@@ -39,15 +41,21 @@ MODEL_SETTINGS = {
     "quick": {"base_filters": 8, "num_res_blocks": 1, "backbone": "densenet_small"},
 }
 BATCH_SIZES = (1, 8, 32)
+# TFLite models are converted with a static batch (`export/tflite.py`): besides the default batch-1 models,
+# these variants are also timed as batch-8 models (`--tflite_batch_size=8`), the throughput setting.
+TFLITE_THROUGHPUT_BATCH = 8
+TFLITE_BATCHED_VARIANTS = ("float32", "int8")
 
 
-def interleaved_rates(calls, batch_sizes, repeats):
-    """{name: {"batch_<b>": images/s}}: each call timed `repeats` times per batch size, round-robin, best kept.
+def interleaved_rates(calls, batch_sizes, repeats, min_seconds=0.0):
+    """{name: {"batch_<b>": images/s}}: each call timed `repeats` rounds per batch size, round-robin, best kept.
 
     Args:
         calls: {name: call(b) running one batch of b images}; each is warmed up once per batch size first.
         repeats: timed rounds; on a shared machine the round-robin keeps the ratios fair (every format sees
             the same load) and the best round is the least disturbed one.
+        min_seconds: a round calls the same batch again until this much time has passed (at least once) and
+            counts images / elapsed; single calls of a small model (~10 ms) vary by 2x on this VM.
     """
     rates = {name: {} for name in calls}
     for b in batch_sizes:
@@ -56,11 +64,16 @@ def interleaved_rates(calls, batch_sizes, repeats):
             call(b)
         for _ in range(repeats):
             for name, call in calls.items():
-                start = time.perf_counter()
-                call(b)
-                best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
+                start, count = time.perf_counter(), 0
+                while True:
+                    call(b)
+                    count += 1
+                    elapsed = time.perf_counter() - start
+                    if elapsed >= min_seconds:
+                        break
+                best[name] = max(best.get(name, 0.0), b * count / elapsed)
         for name in calls:
-            rates[name][f"batch_{b}"] = b / best[name]
+            rates[name][f"batch_{b}"] = best[name]
     return rates
 
 
@@ -81,7 +94,7 @@ def _parity(runner, images, reference):
     return float(np.max(np.abs(np.asarray(value) - reference)))
 
 
-def _bench_one(kind, size, settings, variants, repeats, work_dir, runtime):
+def _bench_one(kind, size, settings, variants, repeats, min_seconds, work_dir, runtime):
     # 1. Build the models and export the SavedModel; the Keras output on the batch is the parity reference.
     # 2. Convert every format's variants and load each runner (the SavedModel's too) with `runtime`.
     # 3. Time Keras (on preprocessed floats) and every runner interleaved, best of `repeats`, per batch size.
@@ -104,9 +117,14 @@ def _bench_one(kind, size, settings, variants, repeats, work_dir, runtime):
                                signatures=(signature,))[signature]
         runners.update({f"{module.NAME}_{variant}": module.load_runner(path, runtime)
                         for variant, path in paths.items()})
+    batched = [v for v in TFLITE_BATCHED_VARIANTS if v in variants]
+    paths = tflite.convert(version_dir, os.path.join(work_dir, "tflite"), batched, images, signatures=(signature,),
+                           batch_size=TFLITE_THROUGHPUT_BATCH)[signature]
+    runners.update({f"tflite_{variant}_batch{TFLITE_THROUGHPUT_BATCH}": tflite.load_runner(path, runtime)
+                    for variant, path in paths.items()})
     calls = {"keras": lambda b: keras_fn(floats[:b]).numpy(),
              **{name: (lambda runner: lambda b: runner(images=images[:b]))(runner) for name, runner in runners.items()}}
-    rates = interleaved_rates(calls, BATCH_SIZES, repeats)
+    rates = interleaved_rates(calls, BATCH_SIZES, repeats, min_seconds)
     for name, runner in runners.items():
         rates[name]["parity_max_abs"] = _parity(runner, images, reference)
     for name, entry in rates.items():
@@ -116,7 +134,7 @@ def _bench_one(kind, size, settings, variants, repeats, work_dir, runtime):
             for name, entry in rates.items()}
 
 
-def run(quick=False, sizes=None, kinds=("generator", "embedder"), runtime=None, repeats=3):
+def run(quick=False, sizes=None, kinds=("generator", "embedder"), runtime=None, repeats=3, min_seconds=1.0):
     """Images/second, ratio to Keras and parity per format; {"<size>/<kind>": {"<format>": {...}}}.
 
     Args:
@@ -125,13 +143,15 @@ def run(quick=False, sizes=None, kinds=("generator", "embedder"), runtime=None, 
         kinds: "generator" and/or "embedder" (quick: generator only).
         runtime: `RuntimeOptions` of every runner (default: the fast defaults).
         repeats: timed rounds per format and batch size, best kept (quick: 1); fewer = a shorter run.
+        min_seconds: least duration of one timed round (quick: 0, one call); see `interleaved_rates`.
     """
     runtime = runtime or RuntimeOptions()
     configure_tensorflow(runtime)
-    repeats = 1 if quick else repeats
+    repeats, min_seconds = (1, 0.0) if quick else (repeats, min_seconds)
     results = {"batch_sizes": list(BATCH_SIZES), "unit": "images/second", "cpus": os.cpu_count(),
-               "runtime": dataclasses.asdict(runtime), "repeats": repeats,
-               "timing": "Keras and every format interleaved round-robin, best of `repeats` per batch size"}
+               "runtime": dataclasses.asdict(runtime), "repeats": repeats, "min_seconds_per_round": min_seconds,
+               "timing": ("Keras and every format interleaved round-robin, best of `repeats` rounds per batch size, "
+                          "each round >= `min_seconds_per_round` of repeated calls")}
     all_variants = {v for module in job.FORMATS for v in module.VARIANTS}
     if quick:
         plan = [("demo", "generator", MODEL_SETTINGS["quick"], {"float32", "int8"})]
@@ -141,5 +161,5 @@ def run(quick=False, sizes=None, kinds=("generator", "embedder"), runtime=None, 
         print(f"[bench export] {size_name}/{kind} ...", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench_export_") as work_dir:
             results[f"{size_name}/{kind}"] = _bench_one(kind, SIZES[size_name], settings, variants, repeats,
-                                                        work_dir, runtime)
+                                                        min_seconds, work_dir, runtime)
     return results

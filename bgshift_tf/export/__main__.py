@@ -37,6 +37,9 @@ _VARIANTS = {module.NAME: flags.DEFINE_list(module.NAME, [], f"{module.NAME} var
              for module in job.FORMATS}
 _NUM_THREADS = flags.DEFINE_integer("num_threads", None, "Intra-op threads of every runner (default: all cores).")
 _INTER_OP_THREADS = flags.DEFINE_integer("inter_op_threads", 1, "Inter-op threads (ONNX Runtime, TensorFlow).")
+_TFLITE_BATCH_SIZE = flags.DEFINE_integer(
+    "tflite_batch_size", 1, "Static batch of the TFLite models (1: one request at a time; 8: throughput).",
+    lower_bound=1)
 _XNNPACK = flags.DEFINE_bool("xnnpack", True, "TFLite with the XNNPACK delegate.")
 _ORT_OPTIMIZATION = flags.DEFINE_enum("ort_optimization", "all", runtime.ORT_OPTIMIZATION_LEVELS,
                                       "ONNX Runtime graph optimisation level.")
@@ -65,6 +68,7 @@ def main(argv):
         representative_tfrecords=_REPRESENTATIVE.value, num_representative=_NUM_REPRESENTATIVE.value,
         tf_trt=_TF_TRT.value, generator_name=_GENERATOR_NAME.value, embedder_name=_EMBEDDER_NAME.value,
         runtime=options, ranking_tfrecords=_RANKING.value, precision=_PRECISION.value,
+        format_options={"tflite": {"batch_size": _TFLITE_BATCH_SIZE.value}},
     )
     print(json.dumps(results, indent=2))
 

@@ -5,13 +5,14 @@ in-memory Keras models (tests, notebooks). Output under `export_dir`:
 
     <model>/<version>/                       serving SavedModel (+ assets.extra: warm-up requests, export_info.json)
     models.config                            TF Serving model_config_list (every model folder in export_dir)
-    tflite/<model>/<version>/<signature>_<variant>.tflite
+    tflite/<model>/<version>/<signature>_<variant>[_batch<B>].tflite
     onnx/<model>/<version>/<signature>_<variant>.onnx
     parity_<model>_v<version>.json           max |difference| per format and signature vs the Keras model
 
 The converted formats are the modules of `FORMATS`, each with the same interface (checked at import):
-`NAME`, `VARIANTS`, `convert(version_dir, out_dir, variants, calibration_images, signatures=None) ->
-{signature: {variant: path}}` and `load_runner(path, runtime) -> callable(**named numpy inputs) -> named outputs`. A new format is
+`NAME`, `VARIANTS`, `convert(version_dir, out_dir, variants, calibration_images, signatures=None,
+**options) -> {signature: {variant: path}}` (options: the format's own conversion settings, e.g. TFLite's
+`batch_size`, passed from `format_options`) and `load_runner(path, runtime) -> callable(**named numpy inputs) -> named outputs`. A new format is
 its module plus one entry in `FORMATS`.
 
 Parity is measured on `num_parity_images` uint8 images at each model's trained size (the first ones of
@@ -228,13 +229,13 @@ def _measured_models(kind, info, generator, reid_model):
 
 
 def _convert_and_measure(kind, version_dir, export_dir, model_name, version, images, generator, reid_model,
-                         variants, calibration_images, runtime, ranking_set, float32_models):
+                         variants, calibration_images, runtime, ranking_set, float32_models, format_options):
     converted = {}
     for module in FORMATS:
         if variants.get(module.NAME):
             converted[module.NAME] = module.convert(
                 version_dir, os.path.join(export_dir, module.NAME, model_name, str(version)),
-                variants[module.NAME], calibration_images)
+                variants[module.NAME], calibration_images, **format_options.get(module.NAME, {}))
     info = saved_model_lib.read_export_info(version_dir)
     parity = measure_parity(version_dir, images, *_measured_models(kind, info, generator, reid_model), converted,
                             runtime, float32_models and _measured_models(kind, info, *float32_models))
@@ -271,7 +272,7 @@ def check_variants(variants):
 def export_models(export_dir, generator=None, reid_model=None, *, version=None, overwrite=False,
                   variants=None, representative_images=None, num_parity_images=4,
                   generator_name="sbsgan_generator", embedder_name=None, runtime=None, ranking_images=None,
-                  float32_models=None):
+                  float32_models=None, format_options=None):
     """Exports in-memory models and measures parity; see the module docstring for the layout.
 
     Args:
@@ -292,6 +293,8 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
             "ide_embedder" for IDE).
         float32_models: (generator, reid_model) in float32 with the same weights, when the exported models
             compute in another precision: each parity entry then has "saved_model_vs_float32".
+        format_options: {format NAME: {option: value}} passed to that format's `convert`, e.g.
+            {"tflite": {"batch_size": 8}}.
 
     Returns:
         {"generator": summary, "embedder": summary, "models_config": path} (present keys only); each
@@ -336,7 +339,7 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
         results[kind] = _convert_and_measure(kind, version_dir, export_dir, model_name, model_version,
                                              parity_images, generator, reid_model, variants, calibration,
                                              runtime, ranking_images(size) if ranking_images else None,
-                                             float32_models)
+                                             float32_models, format_options or {})
     # Every folder holding numeric versions is a servable model (the format folders hold model folders).
     served = sorted(name for name in os.listdir(export_dir)
                     if os.path.isdir(os.path.join(export_dir, name))
@@ -348,7 +351,7 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
 def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *, version=None, overwrite=False,
                variants=None, representative_tfrecords=None, num_representative=32, tf_trt=False,
                generator_name="sbsgan_generator", embedder_name=None, runtime=None, ranking_tfrecords=None,
-               precision="float32"):
+               precision="float32", format_options=None):
     """`python -m bgshift_tf.export`: loads the trained runs and exports them (see `export_models`).
 
     Args:
@@ -387,7 +390,7 @@ def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *
     results = export_models(export_dir, generator, reid_model, version=version, overwrite=overwrite,
                             variants=variants, representative_images=representative,
                             generator_name=generator_name, embedder_name=embedder_name, runtime=runtime,
-                            ranking_images=ranking, float32_models=float32_models)
+                            ranking_images=ranking, float32_models=float32_models, format_options=format_options)
     if tf_trt:
         for kind in ("generator", "embedder"):
             if kind in results:
