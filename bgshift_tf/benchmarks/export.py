@@ -4,8 +4,8 @@
 folded in) at the demo size (128x64) and the paper size (256x128), randomly initialised (speed does not
 depend on training): images/second of Keras, the SavedModel and every variant of every format of
 `export.job.FORMATS` (TFLite float32 and int8 also as batch-8 models: `tflite_<variant>_batch8`), at
-batch 1 (latency, one serving request) and batches 8 and 32 (throughput), each with its ratio to Keras at the same batch and its max |difference| from Keras on
-the batch-32 images. Models: demo = generator width 16, 2 residual blocks and small-DenseNet DA-2S (the demo
+batch 1 (latency, one serving request) and batches 8 and 32 (throughput), each with its ratio to Keras at
+the same batch and its max |difference| from Keras on the batch-32 images. Models: demo = generator width 16, 2 residual blocks and small-DenseNet DA-2S (the demo
 configs); paper = generator width 64, 6 residual blocks and DenseNet-121 DA-2S.
 `quick=True`: the demo-size generator only, narrowed (width 8, 1 block), float32 + int8, one round.
 
@@ -119,7 +119,7 @@ def _bench_one(kind, size, settings, variants, repeats, min_seconds, work_dir, r
                         for variant, path in paths.items()})
     batched = [v for v in TFLITE_BATCHED_VARIANTS if v in variants]
     paths = tflite.convert(version_dir, os.path.join(work_dir, "tflite"), batched, images, signatures=(signature,),
-                           batch_size=TFLITE_THROUGHPUT_BATCH)[signature]
+                           batch_size=TFLITE_THROUGHPUT_BATCH).get(signature, {})
     runners.update({f"tflite_{variant}_batch{TFLITE_THROUGHPUT_BATCH}": tflite.load_runner(path, runtime)
                     for variant, path in paths.items()})
     calls = {"keras": lambda b: keras_fn(floats[:b]).numpy(),

@@ -12,7 +12,8 @@ in-memory Keras models (tests, notebooks). Output under `export_dir`:
 The converted formats are the modules of `FORMATS`, each with the same interface (checked at import):
 `NAME`, `VARIANTS`, `convert(version_dir, out_dir, variants, calibration_images, signatures=None,
 **options) -> {signature: {variant: path}}` (options: the format's own conversion settings, e.g. TFLite's
-`batch_size`, passed from `format_options`) and `load_runner(path, runtime) -> callable(**named numpy inputs) -> named outputs`. A new format is
+`batch_size`, passed from `format_options`) and `load_runner(path, runtime) -> callable(**named numpy
+inputs) -> named outputs`. A new format is
 its module plus one entry in `FORMATS`.
 
 Parity is measured on `num_parity_images` uint8 images at each model's trained size (the first ones of
