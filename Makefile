@@ -33,12 +33,13 @@ browser:
 experiments: $(STAMP)
 	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/experiments_demo.flags
 
-# The reference study: every Table 2/3 row, both targets, three seeds on the study world (configs/study.flags;
-# ~4 h on 2 AVX2 cores in float32, measured per stage there). Writes runs/study/experiments.json, then
-# docs/RESULTS.md from it.
+# The reference study, one part per run: every Table 2/3 row, both targets, training seed $(SEEDS) on the study
+# world (configs/study.flags), written to docs/study/seed_$(SEEDS).json; then docs/RESULTS.md merged from every
+# part there (python -m bgshift_tf.results). Re-running resumes the seed's finished stages.
+SEEDS ?= 0
 study: $(STAMP)
-	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/study.flags
-	$(PY) -m bgshift_tf.results --experiments=runs/study/experiments.json --out=docs/RESULTS.md
+	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/study.flags --seeds=$(SEEDS)
+	$(PY) -m bgshift_tf.results --parts=docs/study --out=docs/RESULTS.md
 
 # The whole test suite (what .ci/run calls).
 test: $(STAMP) browser

@@ -1,10 +1,13 @@
-"""docs/RESULTS.md from an experiments job's experiments.json (`report.results_md`).
+"""docs/RESULTS.md from the reference study's per-seed parts (`workflow.study_merge`, `report.study_md`), or
+from one experiments job's experiments.json (`report.results_md`).
 
 Usage:
+    python -m bgshift_tf.results                       (every docs/study/seed_*.json -> docs/RESULTS.md)
+    python -m bgshift_tf.results --parts=docs/study --study_hash=<hash> --out=docs/RESULTS.md
     python -m bgshift_tf.results --experiments=runs/study/experiments.json --out=docs/RESULTS.md
-    (`make study` runs it after the study)
 
-The tables, verdicts and timings are regenerated; text written below the file's hand-written marker is kept.
+Parts whose study hash differs from the others' are refused (named, with the flags that differ); the
+tables, verdicts and timings are regenerated; text written below the file's hand-written marker is kept.
 """
 
 import json
@@ -12,26 +15,40 @@ import json
 from absl import flags
 
 from bgshift_tf import errors
-from bgshift_tf.report import results_md
+from bgshift_tf.report import results_md, study_md
+from bgshift_tf.workflow import study_merge
 
-_EXPERIMENTS = flags.DEFINE_string("experiments", "runs/study/experiments.json",
-                                   "experiments.json written by python -m bgshift_tf.experiments.")
+_PARTS = flags.DEFINE_string("parts", "docs/study", "Folder of the study's part files seed_<k>.json "
+                             "(python -m bgshift_tf.experiments --part_dir).")
+_STUDY_HASH = flags.DEFINE_string("study_hash", "", "Merge the parts of this study hash (default: the hash most "
+                                  "parts share).")
+_EXPERIMENTS = flags.DEFINE_string("experiments", "", "Instead of --parts: one experiments.json written by "
+                                   "python -m bgshift_tf.experiments.")
 _OUT = flags.DEFINE_string("out", "docs/RESULTS.md", "Markdown file to write (its hand-written part is kept).")
-_COMMAND = flags.DEFINE_string("command", "make study", "The command that ran the study, quoted in the file.")
+_COMMAND = flags.DEFINE_string("command", "make study SEEDS=k", "The command that ran the study, quoted in the file.")
+
+
+def _experiments_entry(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise errors.MissingInputError(f"--experiments={path}: no such file; run the experiments job first") from None
+    except json.JSONDecodeError as error:
+        raise errors.DataError(f"--experiments={path} is not valid JSON ({error})") from None
 
 
 def main(argv):
     del argv
-    try:
-        with open(_EXPERIMENTS.value) as f:
-            entry = json.load(f)
-    except FileNotFoundError:
-        raise errors.MissingInputError(f"--experiments={_EXPERIMENTS.value}: no such file; run the experiments job "
-                                "first (make study)") from None
-    except json.JSONDecodeError as error:
-        raise errors.DataError(f"--experiments={_EXPERIMENTS.value} is not valid JSON ({error})") from None
     with errors.user_errors(ValueError):
-        path = results_md.write(entry, _OUT.value, _COMMAND.value)
+        if _EXPERIMENTS.value:
+            path = results_md.write(_experiments_entry(_EXPERIMENTS.value), _OUT.value, _COMMAND.value)
+        else:
+            entry = study_merge.load_agreeing(_PARTS.value, _STUDY_HASH.value)
+            for refused in entry["study"]["refused"]:
+                print(f"refused {refused['path']}: study hash {refused['study_hash']}, differs in "
+                      f"{', '.join(refused['differs']) or '?'}")
+            path = results_md.write(entry, _OUT.value, _COMMAND.value, render_fn=study_md.render)
     print(f"wrote {path}")
 
 

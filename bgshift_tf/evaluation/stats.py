@@ -13,6 +13,13 @@ arithmetic (`workflow.claims` and the experiments tables call it).
 - `paired_difference`: per-seed differences higher - lower of two rows trained on the same seeds, their
   t interval and the verdict: "holds" when the interval is above 0, "reversed" when below, else
   "inconclusive" (always so with fewer than 2 seeds).
+- `seed_query_interval` / `paired_seed_query_difference`: the interval of a mean over seeds AND queries
+  (the study's parts: every seed tested on the same queries), from per-query values [seeds, queries].
+  Two terms: the seeds' (t half-width of the per-seed means, t_{S-1}: training randomness, which also
+  carries the seed-by-query interaction) and the queries' (normal half-width of the cluster-robust
+  standard error of the seed-averaged per-query values, query identities as clusters: the finite test
+  set, which the seed term cannot see since every seed meets the same queries). The combined half-width
+  is sqrt(seed^2 + query^2); `dominant` names the larger term.
 """
 
 import numpy as np
@@ -119,6 +126,63 @@ def verdict(lo, hi) -> str:
     if hi < 0:
         return "reversed"
     return "inconclusive"
+
+
+def identity_standard_error(values, clusters) -> float:
+    """Standard error of the mean of per-query `values` [Q] whose queries of one identity (`clusters` [Q])
+    are not independent: the cluster-robust estimate sqrt(G / (G - 1) * sum_g r_g^2) / Q, r_g the sum of
+    the residuals (value - mean) of identity g, G the number of identities (0 when G < 2)."""
+    values = _finite_vector(values, "values")
+    clusters = np.asarray(clusters)
+    if clusters.shape != values.shape or not len(values):
+        raise ValueError(f"`values` and `clusters` must be non-empty and of one length. Received: {len(values)} "
+                         f"values, {clusters.shape} clusters")
+    _, identity = np.unique(clusters, return_inverse=True)
+    groups = int(identity.max()) + 1
+    if groups < 2:
+        return 0.0
+    residual_sums = np.bincount(identity, weights=values - values.mean(), minlength=groups)
+    return float(np.sqrt(groups / (groups - 1) * np.sum(residual_sums ** 2)) / len(values))
+
+
+def seed_query_interval(per_query, clusters, confidence=0.95) -> dict:
+    """Mean of per-query values `per_query` [S seeds, Q queries] (the same queries for every seed) and its
+    interval over seeds and queries (module doc).
+
+    Returns:
+      {"n_seeds", "n_queries", "n_identities", "mean", "seed_half_width" (None with one seed),
+       "query_half_width", "half_width", "lo", "hi" (None with one seed: the seeds' spread is unknown),
+       "dominant": "seeds" | "queries" | None}.
+    """
+    _check_confidence(confidence)
+    values = np.asarray(per_query, dtype=np.float64)
+    if values.ndim != 2 or values.size == 0 or not np.isfinite(values).all():
+        raise ValueError(f"`per_query` must be a finite [seeds, queries] array. Received shape {values.shape}")
+    seeds = t_interval(values.mean(axis=1), confidence)
+    z = float(scipy_stats.norm.ppf((1.0 + confidence) / 2.0))
+    query_half = z * identity_standard_error(values.mean(axis=0), clusters)
+    seed_half = None if seeds["lo"] is None else (seeds["hi"] - seeds["lo"]) / 2.0
+    result = {"n_seeds": int(values.shape[0]), "n_queries": int(values.shape[1]),
+              "n_identities": int(len(np.unique(np.asarray(clusters)))), "mean": float(values.mean()),
+              "seed_half_width": seed_half, "query_half_width": query_half}
+    if seed_half is None:
+        return {**result, "half_width": None, "lo": None, "hi": None, "dominant": None}
+    half = float(np.hypot(seed_half, query_half))
+    return {**result, "half_width": half, "lo": result["mean"] - half, "hi": result["mean"] + half,
+            "dominant": "seeds" if seed_half >= query_half else "queries"}
+
+
+def paired_seed_query_difference(lower, higher, clusters, confidence=0.95) -> dict:
+    """The claim "lower < higher" on per-query values [S, Q] of both sides (same seeds, same queries):
+    `seed_query_interval` of higher - lower plus "verdict" (`verdict`) and "reason" (why inconclusive
+    without an interval, else None)."""
+    lower, higher = np.asarray(lower, dtype=np.float64), np.asarray(higher, dtype=np.float64)
+    if lower.shape != higher.shape:
+        raise ValueError(f"`lower` and `higher` must pair the same seeds and queries. Received shapes "
+                         f"{lower.shape} and {higher.shape}")
+    interval = seed_query_interval(higher - lower, clusters, confidence)
+    reason = None if interval["lo"] is not None else f"{interval['n_seeds']} seed(s): no interval over seeds (needs >= 2)"
+    return {**interval, "verdict": verdict(interval["lo"], interval["hi"]), "reason": reason}
 
 
 def paired_difference(lower_values, higher_values, confidence=0.95) -> dict:

@@ -25,9 +25,16 @@ def _fixed(value, digits=1):
 
 
 def mean_ci(stats: Mapping, digits=1) -> str:
-    """"45.0 ± 3.1 [41.9, 48.1]" (mean, half-width and bounds of the t interval over seeds)."""
+    """"45.0 ± 3.1 [41.9, 48.1]" (mean, half-width and bounds of the t interval over seeds); with a
+    "seed_query" interval (`stats.seed_query_interval`, the study's parts) that one, followed by its
+    terms: "45.0 ± 3.1 [41.9, 48.1] (seeds ± 2.0, queries ± 2.4)"."""
     if not stats or stats.get("mean") is None:
         return "–"
+    combined = stats.get("seed_query")
+    if combined and combined.get("lo") is not None:
+        return (f"{_fixed(combined['mean'], digits)} ± {_fixed(combined['half_width'], digits)} "
+                f"[{_fixed(combined['lo'], digits)}, {_fixed(combined['hi'], digits)}] (seeds ± "
+                f"{_fixed(combined['seed_half_width'], digits)}, queries ± {_fixed(combined['query_half_width'], digits)})")
     if stats.get("lo") is None:
         return f"{_fixed(stats['mean'], digits)} (one seed)"
     half = (stats["hi"] - stats["lo"]) / 2
@@ -52,7 +59,7 @@ def _precision(value) -> str:
     return str(value or "not recorded")
 
 
-def _setting(entry: Mapping, command: str) -> list:
+def setting_lines(entry: Mapping, command: str) -> list:
     setting = entry.get("setting") or {}
     machine = setting.get("machine") or {}
     seeds = setting.get("seeds") or []
@@ -92,7 +99,7 @@ def _claims(claim_results) -> list:
     ]
 
 
-def _table(rows, paper, title, target, source) -> list:
+def table_lines(rows, paper, title, target, source) -> list:
     columns = list(paper["columns"])
     lines = [f"### {title}: {source} → {target}", "",
              "| Row | " + " | ".join(f"paper {c}" for c in columns) + " | "
@@ -119,7 +126,7 @@ def sampling_error(rows, targets) -> dict:
     return {"max": max(widths), "mean": sum(widths) / len(widths), "n": len(widths)}
 
 
-def _nested(section: Mapping, title: str, intro: str, digits=2) -> list:
+def nested_lines(section: Mapping, title: str, intro: str, digits=2) -> list:
     aggregate = (section or {}).get("aggregate") or {}
     if not aggregate:
         return [f"## {title}", "", "Not measured in this run.", ""]
@@ -134,7 +141,7 @@ def _nested(section: Mapping, title: str, intro: str, digits=2) -> list:
     return lines + [""]
 
 
-def _timings(timings: Mapping) -> list:
+def timing_lines(timings: Mapping) -> list:
     """Seconds per stage kind (the stage name without its seed folder and target), largest first."""
     kinds = {}
     for name, seconds in (timings or {}).items():
@@ -160,34 +167,36 @@ def render(entry: Mapping, command: str) -> str:
              "columns are its published real-data numbers (Market-1501 → DukeMTMC-reID): their absolute values are "
              "not comparable with ours, the ordering of the rows is what the claims test. All metrics in %; "
              "\"mean ± CI\" is the mean over seeds and the half-width of its 95% t interval.", ""]
-    lines += _setting(entry, command)
+    lines += setting_lines(entry, command)
     lines += _claims(entry.get("claims") or [])
     for table_name, paper, title in TABLES:
         table_rows = [row for row in rows if row.get("table") == table_name]
         if table_rows:
             for target in targets:
-                lines += _table(table_rows, paper, title, target, setting.get("source", "?"))
+                lines += table_lines(table_rows, paper, title, target, setting.get("source", "?"))
     error = sampling_error(rows, targets)
     lines += ["## The metric's own sampling error", "",
               f"Bootstrap over query identities (one trained model, its test set resampled): the rank-1 95% CI "
               f"half-width of the {error['n']} single runs is {_fixed(error['mean'])} points on average and "
               f"{_fixed(error['max'])} at most.", ""]
-    lines += _nested(entry.get("domain_distance"), "Domain distance (Fig. 6 analogue)",
+    lines += nested_lines(entry.get("domain_distance"), "Domain distance (Fig. 6 analogue)",
                      "Separation of the source and target features per image type (smaller is closer).")
-    lines += _nested(entry.get("quality"), "Suppression quality against the exact masks",
+    lines += nested_lines(entry.get("quality"), "Suppression quality against the exact masks",
                      "`generation.quality` metrics per domain and image type (missed_*: the body the parser "
                      "missed; higher PSNR keeps more of it).")
-    lines += _timings(entry.get("timings"))
+    lines += timing_lines(entry.get("timings"))
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write(entry: Mapping, path: str, command: str) -> str:
-    """Writes `render(entry, command)` to `path` atomically, followed by the hand-written part of the file
-    it replaces (from `HAND_WRITTEN_MARKER` on; the marker alone for a new file). Returns the path."""
+def write(entry: Mapping, path: str, command: str, render_fn=None) -> str:
+    """Writes `render_fn(entry, command)` (default `render`) to `path` atomically, followed by the
+    hand-written part of the file it replaces (from `HAND_WRITTEN_MARKER` on; the marker alone for a new
+    file). Returns the path."""
+    render_fn = render_fn or render
     hand = ""
     if os.path.isfile(path):
         with open(path) as f:
             text = f.read()
         if HAND_WRITTEN_MARKER in text:
             hand = text[text.index(HAND_WRITTEN_MARKER) + len(HAND_WRITTEN_MARKER):]
-    return atomic_io.write_text(path, render(entry, command) + "\n" + HAND_WRITTEN_MARKER + (hand or "\n"))
+    return atomic_io.write_text(path, render_fn(entry, command) + "\n" + HAND_WRITTEN_MARKER + (hand or "\n"))

@@ -55,6 +55,7 @@ DEFAULT_CONFIG = {
     "num_grid_samples": 3,  # images per domain in the Fig. 1/4/5 grid
     "verbose": 1,
     "seeds": [],  # experiments job: training seeds, one trained copy of everything each; empty = one run as today
+    "part_dir": "",  # experiments job: write each seed's study part <part_dir>/seed_<k>.json (workflow.study_part)
 }
 
 HELP = {
@@ -96,6 +97,8 @@ HELP = {
     "verbose": "1 = progress bars from the trainers and data jobs, 0 = stage lines only.",
     "seeds": "Experiments job: training seeds (e.g. 0,1,2); every SBSGAN and re-ID model is trained once per "
              "seed on the same world, in <run>/seed_<k>/. Empty = one run in the run folder itself.",
+    "part_dir": "Experiments job: after the stages, write each seed's study part <part_dir>/seed_<k>.json "
+                "(docs/study in configs/study.flags; merged by python -m bgshift_tf.results). Empty = none.",
 }
 
 
@@ -185,4 +188,7 @@ def merge_config(config, defaults=None):
     if not all(s.isdigit() for s in merged["seeds"]) or len(set(merged["seeds"])) != len(merged["seeds"]):
         raise ValueError("`seeds` (flag --seeds) must be distinct integers >= 0. "
                          f"Received: {merged['seeds']}")
+    if merged["part_dir"] and not merged["seeds"]:
+        raise ValueError("`part_dir` (flag --part_dir) writes one study part per seed: it needs --seeds. "
+                         f"Received: part_dir={merged['part_dir']!r}, seeds=[]")
     return merged

@@ -45,15 +45,13 @@ import dataclasses
 import json
 import math
 import os
-import platform
-import subprocess
 
 import keras
 
 from bgshift_tf import atomic_io
 from bgshift_tf.evaluation import stats
 from bgshift_tf.report import html, paper_results, tsne
-from bgshift_tf.workflow import claims, main_job, model_table, report_data, run_layout
+from bgshift_tf.workflow import claims, main_job, model_table, provenance, report_data, run_layout
 from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import stages as stages_lib
 
@@ -219,12 +217,12 @@ def per_seed_results(layouts, keys) -> dict:
                 rows[target][key] = {c: 100 * v for c, v in report_data.metrics_row(evals[target]).items()}
                 cis = evals[target].get("bootstrap_ci") or {}
                 bootstrap[target][key] = {metric: _percent_interval(cis.get(metric)) for metric in METRICS}
-        per_seed[seed] = {"rows": rows, "bootstrap_ci": bootstrap, "domain_distance": _domain_distances(ctx),
+        per_seed[seed] = {"rows": rows, "bootstrap_ci": bootstrap, "domain_distance": domain_distances(ctx),
                           "quality": _quality(ctx)}
     return per_seed
 
 
-def _domain_distances(ctx) -> dict:
+def domain_distances(ctx) -> dict:
     """{target: {variant: feature-space separation of source vs target}} (t-SNE's 2-D L1 is within-run only)."""
     with open(ctx.path("domain_distance", "domain_distance.json")) as f:
         summary = json.load(f)
@@ -261,26 +259,28 @@ def _aggregate(per_seed, path, leaf_keys):
     return result
 
 
-def experiment_rows(per_seed, keys, targets) -> list:
-    """experiments.json "rows": each model's paper numbers and, per target and metric, the per-seed values,
-    their t interval (`stats.t_interval`) and each seed's bootstrap CI."""
+def experiment_rows(per_seed, keys, targets, metrics=METRICS) -> list:
+    """experiments.json "rows": each model's paper numbers and, per target and metric (`metrics`), the
+    per-seed values, their t interval (`stats.t_interval`) and each seed's bootstrap CI (None when that
+    seed's "bootstrap_ci" has none for the metric)."""
     rows = []
     for key in keys:
         spec = model_table.model(key)
         paper_rows = {row["key"]: row for row in TABLES[spec.table]["rows"]}
         per_target = {}
         for target in targets:
-            per_target[target] = _aggregate(per_seed, ["rows", target, key], METRICS)
-            for metric in METRICS:
-                per_target[target][metric]["bootstrap_ci"] = _over_seeds(
-                    per_seed, ["bootstrap_ci", target, key, metric])
+            per_target[target] = _aggregate(per_seed, ["rows", target, key], metrics)
+            for metric in metrics:
+                per_target[target][metric]["bootstrap_ci"] = {
+                    seed: ((entry.get("bootstrap_ci") or {}).get(target) or {}).get(key, {}).get(metric)
+                    for seed, entry in per_seed.items()}
         rows.append({"key": key, "name": spec.name, "table": spec.table, "paper_key": spec.paper_key,
                      "paper": {c: paper_rows[spec.paper_key][c] for c in TABLES[spec.table]["columns"]},
                      "per_target": per_target})
     return rows
 
 
-def _nested_aggregate(per_seed, section):
+def nested_aggregate(per_seed, section):
     """{outer: {inner: aggregate}} of a per-seed section shaped {outer: {inner: value}} or
     {outer: {inner: {metric: value}}} (domain distance, quality)."""
     first = next(iter(per_seed.values()))[section]
@@ -295,27 +295,6 @@ def _nested_aggregate(per_seed, section):
     return result
 
 
-def _commit() -> str:
-    """The git commit of the package's checkout ("unknown" outside a git checkout)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
-                              capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else `platform.processor()`."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def experiments_summary(config, layouts, results) -> dict:
     """The `experiments.json` document (see the module docstring) from the seeds' finished stages."""
     keys = experiment_keys()
@@ -327,16 +306,16 @@ def experiments_summary(config, layouts, results) -> dict:
                     "preset": config["preset"] if config["data"] == "synthetic" else None,
                     "seeds": [seed for seed, _ in layouts],
                     "precision": {"gan": ctx.gan.get("precision"), "reid": ctx.reid.get("precision")},
-                    "commit": _commit(), "wall_seconds": sum(timings.values()),
-                    "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cpus": os.cpu_count()}},
+                    "commit": provenance.commit(), "wall_seconds": sum(timings.values()),
+                    "machine": provenance.machine()},
         "rows": experiment_rows(per_seed, keys, ctx.targets),
         "claims": claims.evaluate_claims(
             {seed: {part: entry[part] for part in ("rows", "domain_distance", "quality")}
              for seed, entry in per_seed.items()}),
         "domain_distance": {"per_seed": _over_seeds(per_seed, ["domain_distance"]),
-                            "aggregate": _nested_aggregate(per_seed, "domain_distance")},
+                            "aggregate": nested_aggregate(per_seed, "domain_distance")},
         "quality": {"per_seed": _over_seeds(per_seed, ["quality"]),
-                    "aggregate": _nested_aggregate(per_seed, "quality")},
+                    "aggregate": nested_aggregate(per_seed, "quality")},
         "timings": timings,
     }
 
@@ -358,7 +337,8 @@ def run_experiments(config, *, force=(), log=None) -> dict:
             "run_name": f"{config['name']}: {len(layouts)} seeds", "experiments": summary,
             "summary": "Tables 2 and 3 over seeds with 95% CIs and the verdict of each of the paper's claims "
                        f"(from {report_data.EXPERIMENTS_FILE}); each seed's own run is in seed_<k>/, the first "
-                       "seed's report in seed_0/report.html."}, only=("experiments",))
+                       "seed's report in seed_0/report.html. The study merged over its committed per-seed parts (make study "
+                       "SEEDS=k): docs/RESULTS.md."}, only=("experiments",))
     first_seed, first = layouts[0]
     outputs = results[seed_stage_name(first_seed, "tables") if config["seeds"] else "tables"]["outputs"]
     return {"run_dir": run_dir, "tables": outputs["tables"], "markdown": outputs["markdown"],
