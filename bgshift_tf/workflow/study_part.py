@@ -81,7 +81,8 @@ def study_definition(config, seed=0) -> dict:
         if name in experiments.FIRST_SEED_ONLY:
             continue
         stage_config = stages_lib.normalize(stage.config)
-        if isinstance(stage_config, dict) and stage_config.get("seed") == int(seed):
+        seeded = name not in experiments.SHARED_STAGES  # the world's own seed is not the training seed
+        if seeded and isinstance(stage_config, dict) and stage_config.get("seed") == int(seed):
             stage_config["seed"] = "<seed>"
         stages[name] = _seed_free(stage_config, run_roots, seed)
     return {"stages": stages}
