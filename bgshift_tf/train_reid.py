@@ -44,6 +44,10 @@ flags.DEFINE_integer("image_width", _D["image_width"], "Input width (multiple of
 flags.DEFINE_integer("batch_size", _D["batch_size"], "Global batch size (split across replicas).")
 flags.DEFINE_integer("epochs", _D["epochs"], "Training epochs.")
 flags.DEFINE_integer("max_steps", _D["max_steps"], "If > 0, train this many steps instead of --epochs.")
+flags.DEFINE_integer("holdout_ids", _D["holdout_ids"], "Early stopping: training identities held out as a "
+                     "retrieval test after every epoch (0 = off; needs --patience).")
+flags.DEFINE_integer("patience", _D["patience"], "Early stopping: epochs without a better held-out rank-1 "
+                     "before training stops (the best model is kept in <run_dir>/best/).")
 flags.DEFINE_float("learning_rate", _D["learning_rate"], "Initial SGD learning rate.")
 flags.DEFINE_float("decayed_learning_rate", _D["decayed_learning_rate"], "Learning rate after --lr_decay_epoch.")
 flags.DEFINE_integer("lr_decay_epoch", _D["lr_decay_epoch"], "Epoch after which the learning rate drops.")

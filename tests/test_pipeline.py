@@ -280,6 +280,7 @@ def test_the_two_domain_soft_mask_row_trains_one_sbsgan_and_ide_per_target(tmp_p
         assert gan.config["domain_dirs"] == [ctx.tfrecords(d) for d in ctx.domains if d in (source, target)]
         assert gan.config["run_dir"] == os.path.join(ctx.run_dir, f"gan_2dom_{target}")
         assert stages[f"generate_2dom_{target}"].deps == [f"train_gan_2dom_{target}"]
+        assert stages[f"generate_2dom_{target}"].config["source_splits"] == ["train"]  # tested on the target only
         ide = stages[f"train_ide_softmask_2dom_{target}"]
         assert ide.deps == [f"generate_2dom_{target}"]
         assert ide.config["train_dir"] == os.path.join(ctx.run_dir, f"generated_2dom_{target}", f"{source}_soft_mask")

@@ -13,7 +13,9 @@ API
   in Python, so no optimizer update ever sits inside a `tf.cond`.
 - `train_loop(strategy=..., make_dataset=..., steps=[...], total_steps=..., run_dir=..., trackables={...},
   config=None, checkpoint_every=1000, keep_checkpoints=3, summary_every=100, image_every=0,
-  image_fn=None, verbose=1) -> dict` runs iterations until `total_steps` and returns a run summary
+  image_fn=None, verbose=1, after_iteration=None) -> dict` runs iterations until `total_steps` (or until
+  `after_iteration(done)`, called after each iteration's checkpointing, returns True: early stopping; the
+  state is then saved as at the end) and returns a run summary
   `{"start_step", "final_step", "steps_run", "seconds", "steps_per_second", "losses", "checkpoint"}`.
   * `make_dataset(start_step) -> tf.data.Dataset` of GLOBAL batches, repeating forever. It gets the step
     training resumes from so it can reseed its shuffling (we do not replay the iterator position: skipping
@@ -191,7 +193,7 @@ def _write_summaries(done, total_steps, losses, trackables, summary_every, image
 
 def train_loop(*, strategy, make_dataset, steps, total_steps, run_dir, trackables, config=None,
                checkpoint_every=1000, keep_checkpoints=3, summary_every=100, image_every=0,
-               image_fn=None, verbose=1):
+               image_fn=None, verbose=1, after_iteration=None):
     """Runs `steps` on batches of `make_dataset(start_step)` until `total_steps` iterations (see module doc).
 
     Returns the run summary dict; raises NonFiniteLossError on a NaN/Inf loss and re-raises
@@ -232,6 +234,8 @@ def train_loop(*, strategy, make_dataset, steps, total_steps, run_dir, trackable
                                      image_fn if chief else None, image_every)
                 if done % checkpoint_every == 0:
                     checkpoints.save(done)
+                if after_iteration is not None and after_iteration(done):
+                    break
                 bar.update(1)
                 bar.set_postfix(_main_losses(losses), refresh=False)
                 if done < total_steps:

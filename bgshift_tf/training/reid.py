@@ -13,20 +13,25 @@
   and flips both images of a pair together.
 - Loss: softmax cross-entropy per example, summed and divided by the GLOBAL batch size (so 1 and N
   replicas give the same update); SGD momentum 0.9; learning rate 0.1, then 0.01 after epoch 40.
+- Early stopping (`holdout_ids` > 0 with `patience` > 0; `training.reid_holdout`): that many source
+  identities leave training and serve as a small retrieval test after every epoch; training stops after
+  `patience` epochs without a better rank-1 there (or at `epochs`), the best model kept in `<run_dir>/best/`
+  and the curve returned as the summary's "curve".
 - `load_reid_model(run_dir) -> IDE | DA2S`: rebuilds the model from `<run_dir>/config.json` and restores
-  the latest checkpoint.
+  the best checkpoint of an early-stopped run, else the latest one.
 """
 
 import json
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import images, shards
 from bgshift_tf.models.reid import DA2S, IDE
-from bgshift_tf.training import loop
+from bgshift_tf.training import loop, reid_holdout
 from bgshift_tf.training.precision import policy_scope, wrap_optimizer
 from bgshift_tf.training.strategy import make_strategy
 
@@ -49,6 +54,8 @@ DEFAULT_CONFIG = {
     "batch_size": 50,  # global batch size
     "epochs": 60,
     "max_steps": 0,  # > 0: stop after this many steps instead of `epochs` (demo, tests)
+    "holdout_ids": 0,  # > 0: identities held out of training for early stopping (training.reid_holdout)
+    "patience": 0,  # with holdout_ids: epochs without a better held-out rank-1 before stopping
     "learning_rate": 0.1,
     "decayed_learning_rate": 0.01,
     "lr_decay_epoch": 40,
@@ -168,6 +175,9 @@ def _merge_config(config):
     for key in ("batch_size", "epochs", "image_height", "image_width"):
         if int(merged[key]) < 1:
             raise ValueError(f"`{key}` must be >= 1. Received: {key}={merged[key]}")
+    if (int(merged["holdout_ids"]) > 0) != (int(merged["patience"]) > 0):
+        raise ValueError("early stopping needs both --holdout_ids and --patience > 0 (or neither). Received: "
+                         f"holdout_ids={merged['holdout_ids']}, patience={merged['patience']}")
     return merged
 
 
@@ -206,7 +216,19 @@ def _training_data(config):
             return dataset.map(apply_hard_mask) if config["hard_mask"] else dataset
 
     num_classes = check_training_labels(labels, source)
-    return {"num_examples": int(labels.size), "num_classes": num_classes}, make_dataset
+    if not config["holdout_ids"]:
+        return {"num_examples": int(labels.size), "num_classes": num_classes}, make_dataset, None
+    held = reid_holdout.holdout_labels(labels, int(config["holdout_ids"]), config["seed"])
+    mapping = reid_holdout.label_mapping(num_classes, held)
+    streams = ([files1, files2] if config["model"] == "da2s" else [files])
+    holdout = {"held": held, "stream_files": streams, "hard_mask": config["hard_mask"]}
+
+    def make_kept_dataset(start_step):
+        return reid_holdout.without_holdout(make_dataset(start_step), mapping, config["batch_size"])
+
+    facts = {"num_examples": int(np.sum(mapping[labels] >= 0)), "num_classes": num_classes - len(held),
+             "holdout_labels": [int(label) for label in held]}
+    return facts, make_kept_dataset, holdout
 
 
 def _check_resumable(run_dir, run_config):
@@ -234,7 +256,7 @@ def train_reid(config):
     # The strategy comes first: splitting the CPU into logical devices must precede other TF work.
     config = _merge_config(config)
     strategy = make_strategy(config["strategy"], config["cpu_replicas"])
-    facts, make_dataset = _training_data(config)
+    facts, make_dataset, holdout = _training_data(config)
     steps_per_epoch = facts["num_examples"] // config["batch_size"]
     if steps_per_epoch < 1:
         raise ValueError(
@@ -256,6 +278,13 @@ def train_reid(config):
         **facts,
     }
     _check_resumable(config["run_dir"], run_config)
+    early = None
+    if holdout is not None:
+        data = reid_holdout.holdout_images(holdout["stream_files"], holdout["held"],
+                                           (config["image_height"], config["image_width"]), holdout["hard_mask"])
+        early = reid_holdout.EarlyStopping(config["run_dir"], model, data, patience=config["patience"],
+                                           steps_per_epoch=steps_per_epoch)
+        total_steps = early.state["stopped_step"] or total_steps  # a stopped run resumed: nothing left to train
     summary = loop.train_loop(
         strategy=strategy,
         make_dataset=make_dataset,
@@ -268,14 +297,17 @@ def train_reid(config):
         keep_checkpoints=config["keep_checkpoints"],
         summary_every=config["summary_every"],
         verbose=config["verbose"],
+        after_iteration=early,
     )
-    return {**summary, **facts, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps}
+    return {**summary, **facts, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+            "curve": early.state if early else None}
 
 
 def load_reid_model(run_dir, precision="float32"):
     """Rebuilds the IDE or DA2S of a training run from `<run_dir>/config.json` under `precision` (any
     setting of `training.precision`, whatever the run trained in: checkpoints hold float32 variables) and
-    restores its latest checkpoint (`<run_dir>/checkpoints/`, attribute `model`)."""
+    restores its best checkpoint (`<run_dir>/best/`, early stopping) or else its latest one
+    (`<run_dir>/checkpoints/`), attribute `model`."""
     config_path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"No re-ID run config at {config_path!r} (run_dir={run_dir!r}).")
@@ -288,7 +320,7 @@ def load_reid_model(run_dir, precision="float32"):
         )
     with policy_scope(precision):
         model = _built(MODEL_CLASSES[kind].from_config(config["model"]))
-    latest = tf.train.latest_checkpoint(loop.checkpoint_dir(run_dir))
+    latest = reid_holdout.best_checkpoint(run_dir) or tf.train.latest_checkpoint(loop.checkpoint_dir(run_dir))
     if latest is None:
         raise FileNotFoundError(f"No checkpoint in {loop.checkpoint_dir(run_dir)!r} (run_dir={run_dir!r}).")
     tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()

@@ -163,15 +163,17 @@ def _translate(ctx, sbsgan, domain, variant_list, **kwargs):
 
 def generate_stage(ctx, sbsgan=model_table.PAPER_SBSGAN):
     """`generate<suffix>`: soft-/hard-mask images of the splits of every domain the SBSGAN trained on (source:
-    train too, the others query and gallery) and, when the SBSGAN generates style transfer, the source's train
-    split styled to each target domain."""
+    train too, the others query and gallery; a per-target SBSGAN's models are tested on their target only,
+    so its source gets the train split alone) and, when the SBSGAN generates style transfer, the source's
+    train split styled to each target domain."""
     per_domain = [v for v in sbsgan.variants if v != variants.STYLE_TRANSFER]
     targets = ctx.targets if variants.STYLE_TRANSFER in sbsgan.variants else []
+    source_splits = None if sbsgan.domains == model_table.ALL_DOMAINS else ["train"]
 
     def fn():
         outputs = {}
         for domain in sbsgan.trained_domains(ctx.domains, ctx.source):
-            splits = None if domain == ctx.source else ["query", "gallery"]
+            splits = source_splits if domain == ctx.source else ["query", "gallery"]
             outputs[domain] = _translate(ctx, sbsgan, domain, per_domain, splits=splits)
         for target in targets:
             outputs[variants.folder_name(ctx.source, variants.STYLE_TRANSFER, target)] = _translate(
@@ -179,8 +181,9 @@ def generate_stage(ctx, sbsgan=model_table.PAPER_SBSGAN):
                 splits=["train"])[variants.STYLE_TRANSFER]
         return {"outputs": outputs}
 
-    return _stage(f"generate{sbsgan.suffix}", fn, config={"variants": list(sbsgan.variants), "targets": targets,
-                                                          "precision": ctx.precision},
+    settings = {"variants": list(sbsgan.variants), "targets": targets, "precision": ctx.precision,
+                **({"source_splits": source_splits} if source_splits else {})}
+    return _stage(f"generate{sbsgan.suffix}", fn, config=settings,
                   deps=[f"train_gan{sbsgan.suffix}"], clean=[ctx.generated_root(sbsgan.suffix)], budget=90)
 
 
@@ -230,7 +233,7 @@ def reid_stage(ctx, key, target=None):
     def fn():
         summary = train_reid(reid_config)
         return {"run_dir": reid_config["run_dir"], "final_step": summary["final_step"],
-                "num_classes": summary["num_classes"], "losses": summary.get("losses")}
+                "num_classes": summary["num_classes"], "losses": summary.get("losses"), "curve": summary.get("curve")}
 
     deps = [f"generate{spec.sbsgan.on(target).suffix}"] if spec.generated_variants() else ["tfrecords"]
     return _stage(train_stage_name(key, target), fn, config={k: v for k, v in reid_config.items() if k != "verbose"},
