@@ -40,7 +40,11 @@ def _part(seed, rank1, definition=None):
                                              "preset": "tiny", "world_seed": 0},
             "rows": rows, "bootstrap_ci": bootstrap, "per_query": {TARGET: {"pid": pid, "models": models}},
             "quality": {"synmarket": {"split": "train", "metrics": {"soft_mask": {"fg_psnr": 16.0 + seed}}}},
-            "domain_distance": {TARGET: {"original": 2.0 + seed, "soft_mask": 1.0}}, "reid_curves": {},
+            "domain_distance": {TARGET: {"original": 2.0 + seed, "soft_mask": 1.0}},
+            "reid_curves": {"train_ide_original": {"curve": [{"epoch": 1, "step": 90, "rank1": 0.25},
+                                                             {"epoch": 2, "step": 180, "rank1": 0.375}],
+                                                   "best_step": 180, "stopped_step": None, "patience": 2,
+                                                   "num_holdout_ids": 60}},
             "timings": {"world": {"seconds": 60.0, "status": "ran"},
                         "train_gan": {"seconds": 600.0 + seed, "status": "ran"}},
             "total_seconds": 660.0 + seed, "code": {"commit": "abc123def456", "dirty": False},
@@ -116,6 +120,7 @@ def test_agreeing_parts_merge_into_rows_with_seed_and_query_intervals(tmp_path):
     assert "**Preliminary: 2 of the 3 planned seeds have run.**" in text
     (line,) = [l for l in text.splitlines() if l.startswith("| Original |")]
     assert "(seeds ±" in line and "| 17.7 | 33.5 |" in line
+    assert "on 60 held-out identities: epoch 1: 25.0; epoch 2: 37.5. Best at step 180" in text
 
 
 def test_disagreeing_parts_are_refused_naming_file_and_flag(tmp_path):

@@ -5,7 +5,7 @@ while fewer than `PLANNED_SEEDS` seeds exist, the refused parts, a plain reading
 claim with its paired difference, 95% CI over seeds and queries (and each term) and verdict, Tables 2
 and 3 per target beside the paper's numbers (`results_md.table_lines`: rank-1 and mAP with intervals
 over seeds and queries), which term dominates the wide rank-1 intervals, the quality figures, the domain
-distances, each part's duration and the time per stage. `results_md.write` keeps the hand-written part.
+distances, one re-ID early-stopping curve, each part's duration and the time per stage. `results_md.write` keeps the hand-written part.
 """
 
 from collections.abc import Mapping
@@ -121,6 +121,19 @@ def quality_lines(quality: Mapping) -> list:
     return lines + [""]
 
 
+def curve_lines(curves: Mapping) -> list:
+    """The early-stopping curve of the first re-ID model that has one (first seed), reported once."""
+    name, curve = next(((n, c) for n, c in (curves or {}).items() if c), (None, None))
+    lines = ["## Re-ID training length (early stopping on held-out source identities)", ""]
+    if curve is None:
+        return lines + ["No re-ID model of these parts recorded an early-stopping curve.", ""]
+    points = "; ".join(f"epoch {p['epoch']}: {100 * p['rank1']:.1f}" for p in curve["curve"])
+    stopped = f"stopped at step {curve['stopped_step']}" if curve.get("stopped_step") else "ran to its epoch limit"
+    return lines + [f"`{name}` (first seed), rank-1 % on {curve['num_holdout_ids']} held-out identities: {points}. "
+                    f"Best at step {curve['best_step']}; {stopped} (patience {curve['patience']} epochs). Every "
+                    "part's curves are in its `reid_curves`.", ""]
+
+
 def part_lines(study: Mapping) -> list:
     """Each part's seed, duration (stages that ran), commit and CPU."""
     lines = ["## The parts", "", "| Seed | Duration | Commit | CPU | File |", "|---|---|---|---|---|"]
@@ -147,5 +160,6 @@ def render(entry: Mapping, command: str) -> str:
     lines += quality_lines(entry.get("quality"))
     lines += results_md.nested_lines(entry.get("domain_distance"), "Domain distance (Fig. 6 analogue)",
                                      "Separation of the source and target features per image type (smaller is closer).")
+    lines += curve_lines(entry["study"].get("reid_curves"))
     lines += part_lines(entry["study"]) + results_md.timing_lines(entry.get("timings"))
     return "\n".join(lines).rstrip("\n") + "\n"
