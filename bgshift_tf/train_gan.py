@@ -16,6 +16,7 @@ import dataclasses
 from absl import flags
 
 from bgshift_tf import errors
+from bgshift_tf.models.layers import UPSAMPLE_MODES
 from bgshift_tf.training import gan_run, interrupts, run_flags
 from bgshift_tf.training.losses import LossWeights
 
@@ -39,6 +40,14 @@ flags.DEFINE_integer("base_filters", _D["base_filters"], "Generator width (64 in
 flags.DEFINE_integer("num_res_blocks", _D["num_res_blocks"], "Generator residual blocks (6 in the paper).")
 flags.DEFINE_integer("d_base_filters", _D["d_base_filters"], "Discriminator width (64 in the paper).")
 flags.DEFINE_integer("d_num_layers", _D["d_num_layers"], "Discriminator stride-2 convs (6 in the paper).")
+flags.DEFINE_enum("upsample", _D["upsample"], list(UPSAMPLE_MODES),
+                  "Decoder upsampling: transposed (4x4/2 deconv, the paper's), or nearest / bilinear resize + 3x3 conv.")
+flags.DEFINE_float("g_ema_decay", _D["g_ema_decay"],
+                   "If > 0 (< 1), keep a moving average of G's weights with this decay for generation and export.")
+flags.DEFINE_float("lr_decay_start", _D["lr_decay_start"], "Fraction of training (0, 1] after which both learning "
+                   "rates decay linearly to 0 (1 = constant, the paper's; StarGAN: 0.5).")
+flags.DEFINE_integer("steps_per_call", _D["steps_per_call"],
+                     "Training iterations per graph call (losses checked and logged once per call).")
 flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Shuffle buffer per domain.")
 flags.DEFINE_string("run_dir", _D["run_dir"], "Run directory (config.json, checkpoints/, logs/).")
 flags.DEFINE_integer("image_every", _D["image_every"], "Write TensorBoard image grids every N iterations (0 = never).")

@@ -31,11 +31,13 @@ def _batch(seed=0):
     return next(iter(add_gan_targets(_dataset(seed=seed), K, SLOTS, seed=seed)))
 
 
-def _model(optimizer=None, n_critic=5, **weights):
-    generator = Generator(num_domains=K, image_size=SIZE, base_filters=8, num_res_blocks=1)
+def _model(optimizer=None, n_critic=5, g_ema_decay=0.0, **weights):
+    def generator():
+        return Generator(num_domains=K, image_size=SIZE, base_filters=8, num_res_blocks=1)
+
     discriminator = Discriminator(num_domains=K, image_size=SIZE, base_filters=8, num_layers=4)
-    model = SBSGAN(generator, discriminator, global_batch_size=BATCH, loss_weights=losses.LossWeights(**weights),
-                   n_critic=n_critic)
+    model = SBSGAN(generator(), discriminator, global_batch_size=BATCH, loss_weights=losses.LossWeights(**weights),
+                   n_critic=n_critic, generator_ema=generator() if g_ema_decay else None, g_ema_decay=g_ema_decay)
     if optimizer is not None:
         model.compile(g_optimizer=optimizer(), d_optimizer=optimizer())
     return model
@@ -184,6 +186,68 @@ def test_generator_step_updates_only_the_generator():
     assert int(model.g_optimizer.iterations) == 1 and int(model.d_optimizer.iterations) == 0
 
 
+def test_the_fused_step_equals_a_discriminator_then_a_generator_step():
+    # One G forward pass fewer, the same update: losses and both networks' weights after one and three
+    # iterations (Adam state included) agree with the two separate steps.
+    batch = _batch(seed=2)
+    keras.utils.set_random_seed(7)
+    separate = _model(optimizer=lambda: keras.optimizers.Adam(1e-3, beta_1=0.5))
+    keras.utils.set_random_seed(7)
+    fused = _model(optimizer=lambda: keras.optimizers.Adam(1e-3, beta_1=0.5))
+    steps = tf.function(lambda b: {**separate.discriminator_step(b), **separate.generator_step(b)})
+    fused_step = tf.function(fused.discriminator_generator_step)
+    for _ in range(3):
+        expected, logs = steps(batch), fused_step(batch)
+        assert set(logs) == set(expected)
+        for key in expected:
+            np.testing.assert_allclose(logs[key], expected[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    for network in ("generator", "discriminator"):
+        for a, b in zip(getattr(separate, network).weights, getattr(fused, network).weights):
+            np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-4, err_msg=a.path)
+    assert int(fused.g_optimizer.iterations) == int(fused.d_optimizer.iterations) == 3
+
+
+def test_the_weight_average_follows_the_generator_with_its_warm_up_decay(tmp_path):
+    model = _model(optimizer=lambda: keras.optimizers.Adam(1e-2, beta_1=0.5), g_ema_decay=0.5)
+    start = _values(model.generator_ema.weights)
+    np.testing.assert_array_equal(start[0], model.generator.weights[0].numpy())
+    model.generator_step(_batch())
+    # Update 1: decay min(0.5, 2 / 11) = 2/11 toward the new weights.
+    after = model.generator.weights[0].numpy()
+    np.testing.assert_allclose(model.generator_ema.weights[0].numpy(), 2 / 11 * start[0] + 9 / 11 * after,
+                               rtol=1e-5, atol=1e-7)
+    for _ in range(3):
+        model.discriminator_generator_step(_batch())
+    assert not np.allclose(model.generator_ema.weights[0].numpy(), model.generator.weights[0].numpy())
+    # Saved and restored: load_generator returns the average (or the raw weights on request).
+    checkpoint = tf.train.Checkpoint(step=tf.Variable(4, dtype=tf.int64), **checkpoint_trackables(model))
+    assert "generator_ema" in checkpoint_trackables(model)
+    tf.train.CheckpointManager(checkpoint, str(tmp_path / "checkpoints"), max_to_keep=1).save(4)
+    (tmp_path / "config.json").write_text(json.dumps({"generator": model.generator.get_config(),
+                                                      "sbsgan": {"g_ema_decay": 0.5}}))
+    x = _batch()["image"]
+    np.testing.assert_allclose(load_generator(str(tmp_path)).soft_mask(x), model.generator_ema.soft_mask(x), atol=1e-6)
+    np.testing.assert_allclose(load_generator(str(tmp_path), average=False).soft_mask(x),
+                               model.generator.soft_mask(x), atol=1e-6)
+
+
+def test_the_weight_average_is_the_same_on_two_replicas():
+    batch_dataset = add_gan_targets(_dataset(), K, SLOTS, seed=3)
+    keras.utils.set_random_seed(5)
+    single = _model(optimizer=lambda: keras.optimizers.SGD(0.1), g_ema_decay=0.9)
+    single.discriminator_generator_step(next(iter(batch_dataset)))
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        keras.utils.set_random_seed(5)
+        mirrored = _model(optimizer=lambda: keras.optimizers.SGD(0.1), g_ema_decay=0.9)
+    tf.function(lambda b: strategy.run(mirrored.discriminator_generator_step, args=(b,)))(
+        next(iter(strategy.experimental_distribute_dataset(batch_dataset))))
+    for a, b in zip(single.generator_ema.weights, mirrored.generator_ema.weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5, err_msg=a.path)
+        for replica_value in b.value.values:
+            np.testing.assert_allclose(replica_value.numpy(), a.numpy(), atol=1e-5, err_msg=a.path)
+
+
 def test_one_and_two_replicas_give_the_same_update():
     # With 2 replicas, replica 0 holds all K+1 soft-mask slots and replica 1 none (the global
     # normalisers and the fixed-size L_sc gather must make that invisible). The 1-replica reference runs
@@ -234,6 +298,7 @@ def test_the_loop_runs_one_generator_update_per_n_critic_discriminator_updates(t
         steps=gan_run.gan_steps(model), total_steps=4, run_dir=str(tmp_path), trackables={"gan": model},
         verbose=0)
     assert int(model.d_optimizer.iterations) == 4 and int(model.g_optimizer.iterations) == 2
+    assert [step.name for step in gan_run.gan_steps(model)] == ["d", "dg"]
     assert set(summary["losses"]) == {"d_loss", "g_loss"} | {name for _, name, _ in D_TERMS + G_TERMS}
     assert summary["losses"]["g_bgs"] > 0 and summary["losses"]["d_gp"] > 0
 

@@ -1,11 +1,13 @@
 """Tests for bgshift_tf.models.generator (tiny sizes: 32x16 images, width 8, one residual block)."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bgshift_tf.data import variants
 from bgshift_tf.models.generator import BRANCHES, Generator, onehot_indicator, uniform_indicator
+from bgshift_tf.models.layers import apply_upsample_norm_relu
 
 K = 3
 SIZE = (32, 16)
@@ -118,3 +120,33 @@ def test_bad_arguments_are_reported_with_their_value():
         Generator(image_size=(30, 16))
     with pytest.raises(ValueError, match="branch='mask'"):
         _generator()((_images(), uniform_indicator(2, K)), branch="mask")
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_resize_upsampling_replaces_the_deconvolutions_and_round_trips(mode):
+    g = Generator(num_domains=K, image_size=SIZE, base_filters=4, num_res_blocks=1, upsample=mode)
+    assert g.style_branch.get_layer("style_branch_up2_resize").interpolation == mode
+    assert g.soft_mask_branch.get_layer("soft_mask_branch_up1_conv").kernel_size == (3, 3)
+    assert not any(layer.name.endswith("_deconv") for layer in g.style_branch.layers)
+    clone = Generator.from_config(g.get_config())
+    assert clone.get_config()["upsample"] == mode
+    clone.set_weights(g.get_weights())
+    x = _images()
+    np.testing.assert_allclose(clone.soft_mask(x), g.soft_mask(x), atol=1e-6)
+    with pytest.raises(ValueError, match="upsample='pixel'"):
+        Generator(num_domains=K, image_size=SIZE, upsample="pixel")
+
+
+def test_resize_upsampling_makes_no_checkerboard_from_a_flat_input():
+    # A 4x4 stride-2 deconv covers output pixels unevenly (a period-2 pattern from a constant input); a
+    # resize + conv does not: away from the border its output of a constant map is constant.
+    flat = np.ones((1, 8, 8, 4), "float32")
+    spreads = {}
+    for mode in ("transposed", "nearest"):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8, 4))
+        block = keras.Model(inputs, apply_upsample_norm_relu(inputs, 6, mode, name="up"))
+        conv = block.get_layer("up_deconv" if mode == "transposed" else "up_conv")
+        pre_norm = keras.Model(inputs, conv.output)(flat).numpy()[0, 2:-2, 2:-2]
+        spreads[mode] = float(np.max(pre_norm.std(axis=(0, 1))))
+    assert spreads["nearest"] < 1e-5 < 0.01 < spreads["transposed"]

@@ -59,6 +59,68 @@ def _checkpoint_steps(run_dir):
 def test_scheduled_step_due():
     every_third = loop.ScheduledStep("g", fn=None, every_n=3)
     assert [i for i in range(9) if every_third.due(i)] == [2, 5, 8]
+    but_every_third = loop.ScheduledStep("d", fn=None, skip_every=3)
+    assert [i for i in range(9) if but_every_third.due(i)] == [0, 1, 3, 4, 6, 7]
+    assert loop.schedule_period([every_third, but_every_third, loop.ScheduledStep("x", None, every_n=2)]) == 6
+
+
+# === Several iterations per call ===
+
+
+def _two_step_run(strategy, run_dir, total_steps, steps_per_call, x=None, y=None, **kwargs):
+    """Step "a" at every iteration but every third, step "b" at every third: the GAN's D / D+G shape."""
+    if x is None:
+        x, y = loop_helper.data()
+    model_a, opt_a = loop_helper.build(strategy)
+    model_b, opt_b = loop_helper.build(strategy, lr=0.1)
+    steps = [loop.ScheduledStep("a", loop_helper.make_step(model_a, opt_a, "loss_a"), skip_every=3),
+             loop.ScheduledStep("b", loop_helper.make_step(model_b, opt_b, "loss_b"), every_n=3)]
+    summary = loop.train_loop(
+        strategy=strategy, make_dataset=loop_helper.make_dataset_fn(x, y), steps=steps, total_steps=total_steps,
+        run_dir=str(run_dir), trackables={"a": model_a, "b": model_b, "opt_a": opt_a, "opt_b": opt_b},
+        verbose=0, steps_per_call=steps_per_call, **kwargs)
+    iterations = (int(opt_a.iterations.numpy()), int(opt_b.iterations.numpy()))
+    return summary, model_a.get_weights() + model_b.get_weights(), iterations
+
+
+def test_several_steps_per_call_give_the_same_run_checkpoints_and_summaries(tmp_path):
+    strategy = make_strategy("default")
+    runs = {n: _two_step_run(strategy, tmp_path / f"n{n}", 20, n, checkpoint_every=8, summary_every=5)
+            for n in (1, 6)}
+    (s1, w1, it1), (s6, w6, it6) = runs[1], runs[6]
+    assert it1 == it6 == (14, 6)
+    for a, b in zip(w1, w6):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert s1["losses"] == pytest.approx(s6["losses"], rel=1e-6)
+    assert _checkpoint_steps(tmp_path / "n6") == _checkpoint_steps(tmp_path / "n1") == [8, 16, 20]
+    for n in (1, 6):
+        assert _event_tags(loop.logs_dir(str(tmp_path / f"n{n}")))["losses/loss_b"] == [5, 10, 15, 20]
+
+
+def test_several_steps_per_call_resume_on_the_checkpointed_iteration(tmp_path):
+    strategy = make_strategy("default")
+    # A run cut at 10 (its last call ended on the total), resumed to 20 with another call size: the same
+    # weights as one run straight through, optimizer counts included.
+    _two_step_run(strategy, tmp_path / "cut", 10, 6, checkpoint_every=4)
+    assert _checkpoint_steps(tmp_path / "cut")[-1] == 10
+    summary, weights, iterations = _two_step_run(strategy, tmp_path / "cut", 20, 9, checkpoint_every=4)
+    assert summary["start_step"] == 10 and summary["final_step"] == 20 and iterations == (14, 6)
+    _, straight, _ = _two_step_run(strategy, tmp_path / "straight", 20, 1, checkpoint_every=4)
+    for a, b in zip(weights, straight):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_several_steps_per_call_catch_a_nan_at_its_step(tmp_path):
+    strategy = make_strategy("default")
+    x, y = loop_helper.data(nan_at_batch=7)  # the 8th batch (step 8, a step "a" iteration) holds a NaN
+    with pytest.raises(loop.NonFiniteLossError, match=r"step 8 in step function 'a': loss_a=nan.*ckpt-6"):
+        _two_step_run(strategy, tmp_path, 20, 6, x=x, y=y, checkpoint_every=6)
+    assert _checkpoint_steps(tmp_path) == [6]
+
+
+def test_steps_per_call_refuses_an_every_iteration_hook(tmp_path):
+    with pytest.raises(ValueError, match="after_iteration.*steps_per_call=4"):
+        _train_in_process(make_strategy("default"), tmp_path, 4, steps_per_call=4, after_iteration=lambda done: False)
 
 
 # === One update, one or two replicas ===
@@ -156,7 +218,8 @@ def test_finite_dataset_is_rejected(tmp_path):
             run_dir=str(tmp_path), trackables={"model": model, "optimizer": optimizer}, verbose=0)
 
 
-def test_sigterm_mid_iteration_finishes_that_iteration_then_saves_it(tmp_path):
+@pytest.mark.parametrize("steps_per_call", [1, 4])
+def test_sigterm_mid_iteration_finishes_that_iteration_then_saves_it(tmp_path, steps_per_call):
     strategy = make_strategy("default")
     finished = []
 
@@ -170,7 +233,7 @@ def test_sigterm_mid_iteration_finishes_that_iteration_then_saves_it(tmp_path):
     previous = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt, match="signal 15"):
         _train_in_process(strategy, tmp_path, total_steps=8, checkpoint_every=100, image_every=3,
-                          image_fn=image_fn)
+                          image_fn=image_fn, steps_per_call=steps_per_call)
     # The image call ran to its end, the loop stopped after that iteration and saved it; the handler is gone.
     assert finished == [True]
     assert _checkpoint_steps(tmp_path) == [3]

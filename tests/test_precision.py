@@ -209,6 +209,7 @@ def test_reid_builder_honours_precision_and_matches_float32():
               "image_height": 64, "image_width": 32}
     rng = np.random.default_rng(5)
     pair = tuple(tf.constant(rng.uniform(-1, 1, (4, 64, 32, 3)), tf.float32) for _ in range(2))
+    keras.utils.set_random_seed(5)
     reference = reid_training.build_reid_model({**config, "precision": "float32"}, num_classes=5)
     mixed = reid_training.build_reid_model({**config, "precision": "mixed_bfloat16"}, num_classes=5)
     mixed.set_weights(reference.get_weights())
@@ -220,10 +221,11 @@ def test_reid_builder_honours_precision_and_matches_float32():
     np.testing.assert_allclose(logits, reference(pair), rtol=5e-2, atol=5e-2)
     # Features: retrieval ranks by cosine, so compare directions. Elementwise bounds held on AVX2 but not on
     # AMX-BF16 CPUs, where oneDNN's bf16 kernels round differently through the untrained DenseNet's 50 layers
-    # (measured there: cosine 0.967-0.970 per row, relative norm error 0.25).
+    # (measured there: cosine 0.92-0.97 per row over unseeded inits, relative norm error 0.25; unrelated
+    # directions would be near 0).
     expected = reference.embed(pair).numpy()
     cosine = np.sum(features.numpy() * expected, 1) / np.linalg.norm(features, axis=1) / np.linalg.norm(expected, axis=1)
-    assert np.all(cosine > 0.95), cosine
+    assert np.all(cosine > 0.9), cosine
     # One bf16 SGD step: a float32 loss near float32's initial cross-entropy (dropout differs), weights move.
     before = [v.numpy() for v in mixed.trainable_variables]
     batch = {"stream1": pair[0], "stream2": pair[1], "label": tf.constant([0, 1, 2, 3], tf.int64)}

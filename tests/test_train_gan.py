@@ -150,6 +150,32 @@ def test_settings_not_from_paper():
     assert gan_run.settings_not_from_paper({"beta1": 0.9, "max_steps": 0}) == []
 
 
+def test_linear_decay_after_holds_then_falls_to_zero():
+    schedule = gan_run.LinearDecayAfter(2e-4, decay_start=50, total_updates=100)
+    values = [float(schedule(step)) for step in (0, 49, 50, 75, 99, 100, 120)]
+    np.testing.assert_allclose(values, [2e-4, 2e-4, 2e-4, 1e-4, 4e-6, 0.0, 0.0], rtol=1e-5, atol=1e-12)
+    assert gan_run.LinearDecayAfter.from_config(schedule.get_config()).get_config() == schedule.get_config()
+    with pytest.raises(ValueError, match="decay_start=120, total_updates=100"):
+        gan_run.LinearDecayAfter(1e-4, 120, 100)
+
+
+def test_build_sbsgan_lays_the_decay_over_each_optimizers_updates():
+    config = gan_run.merge_config(dict(domain_dirs=["a", "b"], image_height=16, image_width=8, batch_size=4,
+                                       base_filters=4, num_res_blocks=0, d_base_filters=4, d_num_layers=2,
+                                       n_critic=2, lr_decay_start=0.5, g_ema_decay=0.99, upsample="nearest"))
+    gan = gan_run.build_sbsgan(config, num_domains=2, total_steps=40)
+    d_schedule, g_schedule = gan.d_optimizer._learning_rate, gan.g_optimizer._learning_rate
+    assert (d_schedule.decay_start, d_schedule.total_updates) == (20, 40)
+    assert (g_schedule.decay_start, g_schedule.total_updates) == (10, 20)
+    assert gan.generator_ema.get_config() == gan.generator.get_config()
+    assert gan.generator.upsample == "nearest"
+    assert gan_run.settings_not_from_paper(config)[-3:] == [
+        "upsample nearest [transposed]", "g_ema_decay 0.99 [0]", "lr_decay_start 0.5 [1]"]
+    for key, value in (("g_ema_decay", 1.0), ("lr_decay_start", 0.0), ("steps_per_call", 0)):
+        with pytest.raises(ValueError, match=f"{key}="):
+            gan_run.merge_config({**config, key: value})
+
+
 def test_build_sbsgan_takes_every_loss_weight_from_the_config():
     config = gan_run.merge_config(dict(domain_dirs=["a", "b"], image_height=16, image_width=8, batch_size=4,
                                        base_filters=4, num_res_blocks=0, d_base_filters=4, d_num_layers=2,

@@ -5,17 +5,20 @@
       -> soft_mask_branch: 4x4/2 deconv 2F -> 4x4/2 deconv F -> 7x7 conv 3 + tanh   (uniform 1/K indicator)
       -> style_branch:     same structure, its own weights                           (one-hot indicator)
 
-F = base_filters (64 in the paper), N = num_res_blocks (6). Instance norm everywhere except the output
+F = base_filters (64 in the paper), N = num_res_blocks (6). `upsample` other than "transposed" replaces
+each deconv by a nearest / bilinear resize + 3x3 conv (against checkerboard artefacts; not the paper's). Instance norm everywhere except the output
 conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-1, 1]. Under a mixed
 precision policy (`training.precision`) the layers compute in bf16/fp16, instance-norm statistics and the
 final tanh in float32.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from bgshift_tf.data import variants
-from bgshift_tf.models.layers import apply_conv_norm_relu, apply_residual_block, apply_upsample_norm_relu
+from bgshift_tf.models.layers import (UPSAMPLE_MODES, apply_conv_norm_relu, apply_residual_block,
+                                     apply_upsample_norm_relu)
 
 # The `branch` argument of `call`, in the image-variant vocabulary. Only the argument is named so: the
 # decoders keep their layer names (`soft_mask_branch`, `style_branch`), which checkpoints and .keras
@@ -43,10 +46,10 @@ def _build_encoder(image_size, in_channels, base_filters, num_res_blocks, name):
     return keras.Model(inputs, x, name=name)
 
 
-def _build_decoder(feature_shape, base_filters, name):
+def _build_decoder(feature_shape, base_filters, upsample, name):
     inputs = keras.Input(feature_shape, name=f"{name}_input")
-    x = apply_upsample_norm_relu(inputs, base_filters * 2, name=f"{name}_up1")
-    x = apply_upsample_norm_relu(x, base_filters, name=f"{name}_up2")
+    x = apply_upsample_norm_relu(inputs, base_filters * 2, upsample, name=f"{name}_up1")
+    x = apply_upsample_norm_relu(x, base_filters, upsample, name=f"{name}_up2")
     x = keras.layers.Conv2D(3, 7, padding="same", name=f"{name}_out_conv")(x)
     # The image leaves in float32 whatever the compute precision (losses and saved images read it).
     outputs = keras.layers.Activation("tanh", dtype="float32", name=f"{name}_tanh")(x)
@@ -62,6 +65,8 @@ class Generator(keras.Model):
         image_size: (H, W), both divisible by 4.
         base_filters: width F of the first conv (64 in the paper); the trunk has 4F channels.
         num_res_blocks: residual blocks in the shared trunk (6 in the paper).
+        upsample: how the decoders upsample (`models.layers.UPSAMPLE_MODES`): "transposed" (the paper's
+            4x4 stride-2 deconv), "nearest" or "bilinear" (resize + 3x3 conv).
         name: model name.
 
     `call((images, indicator), branch)` runs one branch; `soft_mask(images)` and
@@ -70,7 +75,7 @@ class Generator(keras.Model):
     """
 
     def __init__(self, num_domains=3, image_size=(256, 128), base_filters=64, num_res_blocks=6,
-                 name="generator", **kwargs):
+                 upsample="transposed", name="generator", **kwargs):
         super().__init__(name=name, **kwargs)
         image_size = tuple(int(s) for s in image_size)
         if num_domains < 2:
@@ -85,19 +90,22 @@ class Generator(keras.Model):
                 f"`base_filters` must be >= 1 and `num_res_blocks` >= 0. Received: "
                 f"base_filters={base_filters}, num_res_blocks={num_res_blocks}"
             )
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"`upsample` must be one of {UPSAMPLE_MODES}. Received: upsample={upsample!r}")
         # === Config ===
         self.num_domains = int(num_domains)
         self.image_size = image_size
         self.base_filters = int(base_filters)
         self.num_res_blocks = int(num_res_blocks)
+        self.upsample = upsample
 
         # === Layers ===
         self.encoder = _build_encoder(
             image_size, 3 + self.num_domains, self.base_filters, self.num_res_blocks, name="encoder"
         )
         feature_shape = self.encoder.output.shape[1:]
-        self.soft_mask_branch = _build_decoder(feature_shape, self.base_filters, name="soft_mask_branch")
-        self.style_branch = _build_decoder(feature_shape, self.base_filters, name="style_branch")
+        self.soft_mask_branch = _build_decoder(feature_shape, self.base_filters, upsample, name="soft_mask_branch")
+        self.style_branch = _build_decoder(feature_shape, self.base_filters, upsample, name="style_branch")
         self.built = True
 
     def call(self, inputs, branch=variants.STYLE_TRANSFER, training=False):
@@ -139,9 +147,10 @@ class Generator(keras.Model):
     def generate(self, images, target_domains, soft_mask_slot, training=False):
         """Per-example mix used in training: G(I, D̄) where `soft_mask_slot`, else G(I, D_target).
 
-        One encoder pass with per-example indicators; both branches then run on the whole batch and each
-        example keeps its own branch's output (the decoders are ~12% of the generator's FLOPs, so this
-        costs less than splitting the batch, keeps static shapes and never meets an empty sub-batch).
+        One encoder pass with per-example indicators; each decoder then runs only on its own examples
+        (gathered, decoded, put back in batch order), so the decoders cost one batch, not two. A
+        sub-batch that would be empty (a replica without slots) decodes one spare example instead
+        (oneDNN convolutions fail on an empty batch), which is then dropped.
 
         Args:
             images: float32 [B,H,W,3] in [-1,1].
@@ -158,9 +167,15 @@ class Generator(keras.Model):
             onehot_indicator(target_domains, self.num_domains),
         )
         features = self._encode(images, indicator, training)
-        soft = self.soft_mask_branch(features, training=training)
-        style = self.style_branch(features, training=training)
-        return ops.where(ops.reshape(use_soft_mask, (-1, 1, 1, 1)), soft, style)
+        # Soft-mask examples first (stable), then the rest; the inverse permutation restores the order.
+        order = tf.argsort(tf.cast(use_soft_mask[:, 0], tf.int32), direction="DESCENDING", stable=True)
+        num_soft = tf.reduce_sum(tf.cast(use_soft_mask, tf.int32))
+        sorted_features = tf.gather(features, order)
+        style_start = tf.minimum(num_soft, tf.shape(order)[0] - 1)
+        soft = self.soft_mask_branch(sorted_features[:tf.maximum(num_soft, 1)], training=training)
+        style = self.style_branch(sorted_features[style_start:], training=training)
+        mixed = tf.concat([soft[:num_soft], style[num_soft - style_start:]], axis=0)
+        return tf.gather(mixed, tf.argsort(order))
 
     def get_config(self):
         return {
@@ -168,6 +183,7 @@ class Generator(keras.Model):
             "image_size": list(self.image_size),
             "base_filters": self.base_filters,
             "num_res_blocks": self.num_res_blocks,
+            "upsample": self.upsample,
             "name": self.name,
         }
 

@@ -34,11 +34,27 @@ def apply_conv_norm_relu(x, filters, kernel_size, strides=1, name="conv_block"):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def apply_upsample_norm_relu(x, filters, name="up_block"):
-    """4x4 stride-2 transposed conv (no bias) -> instance norm -> ReLU: [B,H,W,C] -> [B,2H,2W,filters]."""
-    x = keras.layers.Conv2DTranspose(
-        filters, 4, strides=2, padding="same", use_bias=False, name=f"{name}_deconv"
-    )(x)
+# How a decoder doubles H and W: the paper's 4x4 stride-2 transposed conv, or a resize followed by a 3x3
+# conv (no uneven kernel overlap, hence no checkerboard; Odena et al., Distill 2016).
+UPSAMPLE_MODES = ("transposed", "nearest", "bilinear")
+
+
+def apply_upsample_norm_relu(x, filters, mode="transposed", name="up_block"):
+    """Upsample x2 -> instance norm -> ReLU: [B,H,W,C] -> [B,2H,2W,filters].
+
+    `mode` (UPSAMPLE_MODES): "transposed" = 4x4 stride-2 transposed conv (layer `{name}_deconv`, the
+    paper's); "nearest" / "bilinear" = that resize (`{name}_resize`) then a 3x3 conv (`{name}_conv`).
+    Convolutions have no bias.
+    """
+    if mode == "transposed":
+        x = keras.layers.Conv2DTranspose(
+            filters, 4, strides=2, padding="same", use_bias=False, name=f"{name}_deconv"
+        )(x)
+    elif mode in UPSAMPLE_MODES:
+        x = keras.layers.UpSampling2D(2, interpolation=mode, name=f"{name}_resize")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    else:
+        raise ValueError(f"`upsample` must be one of {UPSAMPLE_MODES}. Received: upsample={mode!r}")
     x = instance_norm(f"{name}_norm")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 

@@ -13,7 +13,12 @@ is the same on 1 or N replicas.
 
 `discriminator_step` / `generator_step` each do one update and work per replica inside `strategy.run`
 in a `tf.function`; they return this replica's share of each loss (reduce with SUM across replicas).
-`training.loop.train_loop` runs them (`gan_run.gan_steps`): the one training path, on 1 or N devices.
+`discriminator_generator_step` does both on one batch and makes the fakes once (G has not changed
+between the two updates, so they are the fakes either step would make): the same update, one G forward
+pass fewer. `training.loop.train_loop` runs them (`gan_run.gan_steps`): the one training path, on 1 or N
+devices. With `g_ema_decay` > 0, `generator_ema` keeps an exponential moving average of G's weights after
+every G update (warmed up: decay min(g_ema_decay, (1 + n) / (10 + n)) at G update n), which generation,
+the report and export use (`load_generator`).
 Each loss is a table of (weight, name, term) entries, `D_TERMS` and `G_TERMS`, summed by one method.
 """
 
@@ -167,10 +172,13 @@ class SBSGAN(keras.Model):
         loss_weights: `losses.LossWeights` (default: the paper's); lambda_cls weighs L_cls^r in D and
             L_cls^f in G.
         n_critic: D updates per G update (the schedule of `gan_run.gan_steps`).
+        generator_ema: a second Generator of the same config to hold the moving average of `generator`'s
+            weights (its weights are set to `generator`'s here), or None for no average.
+        g_ema_decay: the average's decay in [0, 1); needs `generator_ema` when > 0.
     """
 
     def __init__(self, generator, discriminator, global_batch_size=16, num_soft_mask=None, loss_weights=None,
-                 n_critic=5, name="sbsgan", **kwargs):
+                 n_critic=5, generator_ema=None, g_ema_decay=0.0, name="sbsgan", **kwargs):
         super().__init__(name=name, **kwargs)
         num_domains = generator.num_domains
         if discriminator.num_domains != num_domains:
@@ -189,15 +197,25 @@ class SBSGAN(keras.Model):
             raise TypeError(f"`loss_weights` must be a losses.LossWeights. Received: loss_weights={loss_weights!r}")
         if n_critic < 1:
             raise ValueError(f"`n_critic` must be >= 1. Received: n_critic={n_critic}")
+        if not 0.0 <= g_ema_decay < 1.0 or (g_ema_decay > 0) != (generator_ema is not None):
+            raise ValueError(f"`g_ema_decay` must be in [0, 1), > 0 exactly when a `generator_ema` is given. "
+                             f"Received: g_ema_decay={g_ema_decay}, generator_ema={generator_ema!r}")
+        if generator_ema is not None:
+            if generator_ema.get_config() != generator.get_config():
+                raise ValueError(f"`generator_ema` must have the generator's config. Received: "
+                                 f"{generator_ema.get_config()} vs {generator.get_config()}")
+            generator_ema.set_weights(generator.get_weights())
         # === Networks ===
         self.generator = generator
         self.discriminator = discriminator
+        self.generator_ema = generator_ema
         # === Config ===
         self.num_domains = num_domains
         self.global_batch_size = int(global_batch_size)
         self.num_soft_mask = num_soft_mask
         self.loss_weights = loss_weights
         self.n_critic = int(n_critic)
+        self.g_ema_decay = float(g_ema_decay)
         self.built = True
 
     def compile(self, g_optimizer, d_optimizer, **kwargs):
@@ -235,13 +253,53 @@ class SBSGAN(keras.Model):
         #    unscales them and all-reduces them across replicas: SUM).
         # 3. One d_optimizer step.
         # (With every D weight 0 every term is skipped: D gets no update.)
+        return self._discriminator_update(_LossInputs(self, batch, training=False))
+
+    def _discriminator_update(self, inputs):
         with tf.GradientTape() as tape:
-            loss, logs = self.discriminator_losses(batch)
+            loss, logs = self._weighted_sum(D_TERMS, inputs, "d_loss")
             scaled = self.d_optimizer.scale_loss(loss)
         if any(getattr(self.loss_weights, weight) for weight, _, _ in D_TERMS):
             variables = self.discriminator.trainable_variables
             self.d_optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return logs
+
+    def discriminator_generator_step(self, batch):
+        """One D update then one G update on the same batch, the fakes made once; returns both steps' logs.
+
+        The same updates as `discriminator_step(batch)` followed by `generator_step(batch)`.
+        """
+        # 1. Under G's tape: the fakes, G in training mode (instance norm has no training behaviour, so
+        #    they equal the fakes of the D step, which runs G with training=False).
+        # 2. Outside G's tape: the D update on those fakes as constants (`discriminator_step`).
+        # 3. Still under G's tape: L_G with the updated D on the same fakes, then one G update (and the
+        #    weight average), as in `generator_step`.
+        with tf.GradientTape() as tape:
+            g_inputs = _LossInputs(self, batch, training=True)
+            fakes = g_inputs.fakes  # made here, on the tape
+            with tape.stop_recording():
+                d_inputs = _LossInputs(self, batch, training=False)
+                d_inputs.fakes = tf.stop_gradient(fakes)
+                d_logs = self._discriminator_update(d_inputs)
+            loss, g_logs = self._weighted_sum(G_TERMS, g_inputs, "g_loss")
+            scaled = self.g_optimizer.scale_loss(loss)
+        self._generator_update(tape, scaled)
+        return {**d_logs, **g_logs}
+
+    def _generator_update(self, tape, scaled_loss):
+        variables = self.generator.trainable_variables
+        self.g_optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
+        if self.generator_ema is not None:
+            tf.distribute.get_replica_context().merge_call(self._update_average)
+
+    def _update_average(self, strategy):
+        """Cross-replica: average <- decay * average + (1 - decay) * weight, on every device's copy."""
+        updates = tf.cast(self.g_optimizer.iterations.value, tf.float32)  # G updates so far (this one included)
+        decay = tf.minimum(self.g_ema_decay, (1.0 + updates) / (10.0 + updates))
+        for average, weight in zip(self.generator_ema.weights, self.generator.weights):
+            strategy.extended.update(
+                average.value, lambda a, w: a.assign(decay * a + (1.0 - decay) * tf.cast(w, a.dtype)),
+                args=(weight.value,))
 
     def discriminator_losses(self, batch):
         """This replica's share of L_D (scalar) and of each D term (dict of scalars)."""
@@ -256,11 +314,11 @@ class SBSGAN(keras.Model):
         # 1. Per-replica share of L_G, under a tape (see `generator_losses`).
         # 2. Gradients of the (loss-scaled, under mixed_float16) loss w.r.t. G's variables only (D's are read).
         # 3. One g_optimizer step.
+        # 4. With a weight average: its update.
         with tf.GradientTape() as tape:
             loss, logs = self.generator_losses(batch)
             scaled = self.g_optimizer.scale_loss(loss)
-        variables = self.generator.trainable_variables
-        self.g_optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+        self._generator_update(tape, scaled)
         return logs
 
     def generator_losses(self, batch):
@@ -304,6 +362,9 @@ class SBSGAN(keras.Model):
             "num_soft_mask": self.num_soft_mask,
             "loss_weights": dataclasses.asdict(self.loss_weights),
             "n_critic": self.n_critic,
+            "generator_ema": (None if self.generator_ema is None
+                              else keras.saving.serialize_keras_object(self.generator_ema)),
+            "g_ema_decay": self.g_ema_decay,
             "name": self.name,
         }
 
@@ -312,29 +373,38 @@ class SBSGAN(keras.Model):
         config = dict(config)
         config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
         config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        if config.get("generator_ema") is not None:
+            config["generator_ema"] = keras.saving.deserialize_keras_object(config["generator_ema"])
         config["loss_weights"] = losses.LossWeights(**config["loss_weights"])
         return cls(**config)
 
 
 def checkpoint_trackables(model):
     """What a run checkpoints, by name (the `trackables` of `training.loop.train_loop`):
-    {"generator", "discriminator", "g_optimizer", "d_optimizer"}. `load_generator` reads `generator`."""
-    return {
+    {"generator", "discriminator", "g_optimizer", "d_optimizer"}, and "generator_ema" when the model keeps
+    a weight average. `load_generator` reads `generator_ema` if present, else `generator`."""
+    trackables = {
         "generator": model.generator,
         "discriminator": model.discriminator,
         "g_optimizer": model.g_optimizer,
         "d_optimizer": model.d_optimizer,
     }
+    if model.generator_ema is not None:
+        trackables["generator_ema"] = model.generator_ema
+    return trackables
 
 
-def load_generator(run_dir, precision="float32"):
+def load_generator(run_dir, precision="float32", average=True):
     """Rebuild the generator of a training run and restore its latest checkpoint.
 
     Args:
         run_dir: a run directory with `config.json` (key "generator": Generator.get_config(), or its
-            keras serialisation) and `checkpoints/` (tf.train.Checkpoint with attribute `generator`).
+            keras serialisation) and `checkpoints/` (tf.train.Checkpoint with attribute `generator`, and
+            `generator_ema` when the run kept a weight average).
         precision: the compute precision to rebuild it in (a `training.precision` setting), whatever
             the run trained in (checkpoints hold float32 variables); its output stays float32.
+        average: restore the weight average where the run kept one (config.json "sbsgan" g_ema_decay
+            > 0); False = the raw trained weights.
 
     Returns:
         Generator with the trained weights.
@@ -355,5 +425,6 @@ def load_generator(run_dir, precision="float32"):
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if latest is None:
         raise FileNotFoundError(f"No checkpoint in {checkpoint_dir!r} (run_dir={run_dir!r}).")
-    tf.train.Checkpoint(generator=generator).restore(latest).expect_partial().assert_existing_objects_matched()
+    name = "generator_ema" if average and config.get("sbsgan", {}).get("g_ema_decay", 0) > 0 else "generator"
+    tf.train.Checkpoint(**{name: generator}).restore(latest).expect_partial().assert_existing_objects_matched()
     return generator

@@ -6,7 +6,11 @@
   (0.5, 0.999), n_critic 5, paper widths, and the paper loss weights from `losses.LossWeights`).
 - `settings_not_from_paper(gan_config) -> list[str]`: the paper settings a config changes, for reports.
 - Each loop iteration draws one global batch: D updates every iteration, G every `n_critic`-th
-  (`training.loop.ScheduledStep`), both from `training.gan.SBSGAN`.
+  (`training.loop.ScheduledStep`), both from `training.gan.SBSGAN`; an iteration with a G update runs
+  `discriminator_generator_step` (the fakes made once). `steps_per_call` iterations run per graph call.
+- Recipe options beyond the paper (each listed by `settings_not_from_paper` when used): `upsample`
+  (resize + conv decoders), `g_ema_decay` (G weight average, used by `load_generator`), `lr_decay_start`
+  (StarGAN's linear decay to 0 over the last part of training, `LinearDecayAfter`).
 - Run directory: `config.json` = {"flags": config, "generator": Generator config, "discriminator":
   Discriminator config, "sbsgan": loss weights etc., "domains", dataset facts}; `checkpoints/` with
   `generator`, `discriminator`, `g_optimizer`, `d_optimizer`, `step` (`training.gan.load_generator`
@@ -53,6 +57,10 @@ DEFAULT_CONFIG = {
     "num_res_blocks": 6,
     "d_base_filters": 64,
     "d_num_layers": 6,
+    "upsample": "transposed",  # decoder upsampling (models.layers.UPSAMPLE_MODES); the paper's deconv
+    "g_ema_decay": 0.0,  # > 0: keep a moving average of G's weights for generation (not the paper's)
+    "lr_decay_start": 1.0,  # fraction of training after which both rates decay linearly to 0 (1 = constant)
+    "steps_per_call": 1,  # loop iterations per tf.function call (training.loop)
     "shuffle_buffer": 2048,
     "precision": "float32",  # auto | float32 | mixed_bfloat16 | mixed_float16 (training.precision)
     "strategy": "default",
@@ -72,7 +80,11 @@ DEFAULT_CONFIG = {
 # architecture. `max_steps` > 0 counts as a change of `epochs`.
 PAPER_KEYS = ("image_height", "image_width", "batch_size", "epochs", "learning_rate", "n_critic",
               *LossWeights.names(), "num_soft_mask", "base_filters", "num_res_blocks", "d_base_filters",
-              "d_num_layers")
+              "d_num_layers", "upsample", "g_ema_decay", "lr_decay_start")
+
+
+def _show(value):
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def settings_not_from_paper(gan_config):
@@ -85,7 +97,7 @@ def settings_not_from_paper(gan_config):
         "<key> <value> [<paper value>]" for each of `PAPER_KEYS` that differs, in that order, then
         "max_steps N [epochs E]" if `max_steps` > 0.
     """
-    changed = [f"{key} {gan_config[key]:g} [{DEFAULT_CONFIG[key]:g}]" for key in PAPER_KEYS
+    changed = [f"{key} {_show(gan_config[key])} [{_show(DEFAULT_CONFIG[key])}]" for key in PAPER_KEYS
                if key in gan_config and gan_config[key] != DEFAULT_CONFIG[key]]
     if gan_config.get("max_steps", 0) > 0:
         changed.append(f"max_steps {gan_config['max_steps']} [epochs {DEFAULT_CONFIG['epochs']}]")
@@ -102,9 +114,13 @@ def merge_config(config):
     if len(merged["domain_dirs"]) < 2:
         raise ValueError(f"`domain_dirs` needs one TFRecord folder per domain, at least 2. "
                          f"Received: domain_dirs={merged['domain_dirs']}")
-    for key in ("batch_size", "n_critic", "num_preview"):
+    for key in ("batch_size", "n_critic", "num_preview", "steps_per_call"):
         if merged[key] < 1:
             raise ValueError(f"`{key}` must be >= 1. Received: {key}={merged[key]}")
+    if not 0.0 <= merged["g_ema_decay"] < 1.0:
+        raise ValueError(f"`g_ema_decay` must be in [0, 1). Received: g_ema_decay={merged['g_ema_decay']}")
+    if not 0.0 < merged["lr_decay_start"] <= 1.0:
+        raise ValueError(f"`lr_decay_start` must be in (0, 1]. Received: lr_decay_start={merged['lr_decay_start']}")
     if merged["max_steps"] <= 0 and merged["epochs"] <= 0:
         raise ValueError(f"Set `epochs` or `max_steps` > 0. Received: epochs={merged['epochs']}, "
                          f"max_steps={merged['max_steps']}")
@@ -177,35 +193,74 @@ def make_image_fn(generator, images, masks, domains, domain_names):
     return image_fn
 
 
-def build_sbsgan(config, num_domains):
+@keras.saving.register_keras_serializable(package="bgshift_tf")
+class LinearDecayAfter(keras.optimizers.schedules.LearningRateSchedule):
+    """`learning_rate` for the first `decay_start` updates, then linearly down to 0 at `total_updates`
+    (StarGAN's schedule: decay over the second half)."""
+
+    def __init__(self, learning_rate, decay_start, total_updates):
+        if not 0 <= decay_start <= total_updates:
+            raise ValueError(f"LinearDecayAfter needs 0 <= decay_start <= total_updates. Received: "
+                             f"decay_start={decay_start}, total_updates={total_updates}")
+        self.learning_rate, self.decay_start = float(learning_rate), int(decay_start)
+        self.total_updates = int(total_updates)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        left = (self.total_updates - step) / max(self.total_updates - self.decay_start, 1)
+        return self.learning_rate * tf.where(step < self.decay_start, 1.0, tf.clip_by_value(left, 0.0, 1.0))
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "decay_start": self.decay_start,
+                "total_updates": self.total_updates}
+
+
+def _learning_rate(config, updates):
+    """The configured rate, or its `LinearDecayAfter` over an optimizer's `updates` updates."""
+    if config["lr_decay_start"] >= 1.0:
+        return config["learning_rate"]
+    return LinearDecayAfter(config["learning_rate"], int(config["lr_decay_start"] * updates), updates)
+
+
+def build_sbsgan(config, num_domains, total_steps=1):
     """SBSGAN with its two Adam optimizers, built in the current (strategy) scope under `config["precision"]`
-    (G and D keep that dtype policy; Adam is loss-scaled under mixed_float16)."""
+    (G and D keep that dtype policy; Adam is loss-scaled under mixed_float16). `total_steps`: the loop
+    iterations, which the learning-rate decay is laid over (D updates each iteration, G every n_critic-th)."""
     image_size = (config["image_height"], config["image_width"])
     with precision.policy_scope(config["precision"]) as policy:
-        generator = Generator(num_domains=num_domains, image_size=image_size,
-                              base_filters=config["base_filters"], num_res_blocks=config["num_res_blocks"])
+        def generator():
+            return Generator(num_domains=num_domains, image_size=image_size, base_filters=config["base_filters"],
+                             num_res_blocks=config["num_res_blocks"], upsample=config["upsample"])
+
+        main_generator = generator()
+        average = generator() if config["g_ema_decay"] > 0 else None
         discriminator = Discriminator(num_domains=num_domains, image_size=image_size,
                                       base_filters=config["d_base_filters"], num_layers=config["d_num_layers"])
-    gan = SBSGAN(generator, discriminator, global_batch_size=config["batch_size"],
+    gan = SBSGAN(main_generator, discriminator, global_batch_size=config["batch_size"],
                  num_soft_mask=config["num_soft_mask"] or None, n_critic=config["n_critic"],
-                 loss_weights=LossWeights.from_config(config, source="SBSGAN trainer config"))
+                 loss_weights=LossWeights.from_config(config, source="SBSGAN trainer config"),
+                 generator_ema=average, g_ema_decay=config["g_ema_decay"])
 
-    def adam(name):
+    def adam(name, updates):
         return precision.wrap_optimizer(keras.optimizers.Adam(
-            config["learning_rate"], beta_1=config["beta1"], beta_2=config["beta2"], name=name), policy)
+            _learning_rate(config, updates), beta_1=config["beta1"], beta_2=config["beta2"], name=name), policy)
 
-    gan.compile(g_optimizer=adam("g_adam"), d_optimizer=adam("d_adam"))
+    gan.compile(g_optimizer=adam("g_adam", max(1, total_steps // config["n_critic"])),
+                d_optimizer=adam("d_adam", total_steps))
     return gan
 
 
 def gan_steps(gan):
-    """The loop schedule: a D update every iteration, a G update every `gan.n_critic`-th (after n_critic D's)."""
-    return [loop.ScheduledStep("d", gan.discriminator_step),
-            loop.ScheduledStep("g", gan.generator_step, every_n=gan.n_critic)]
+    """The loop schedule: a D update every iteration; every `gan.n_critic`-th iteration runs D then G in one
+    step (`discriminator_generator_step`), so G updates after each n_critic D updates."""
+    if gan.n_critic == 1:
+        return [loop.ScheduledStep("dg", gan.discriminator_generator_step)]
+    return [loop.ScheduledStep("d", gan.discriminator_step, skip_every=gan.n_critic),
+            loop.ScheduledStep("dg", gan.discriminator_generator_step, every_n=gan.n_critic)]
 
 
 # The config.json entries a checkpoint's variables depend on: another value cannot restore it.
-RESUME_KEYS = ("domains", "generator", "discriminator")
+RESUME_KEYS = ("domains", "generator", "discriminator", "generator_ema")
 
 
 def _flat_items(value, prefix):
@@ -257,19 +312,20 @@ def train_sbsgan(config):
     total_steps = config["max_steps"] if config["max_steps"] > 0 else config["epochs"] * steps_per_epoch
     # 3. Models and optimizers under the strategy's scope.
     with strategy.scope():
-        gan = build_sbsgan(config, num_domains)
+        gan = build_sbsgan(config, num_domains, total_steps)
     # 4. config.json content (what load_generator and the report read), checked against a run to resume
     #    before the loop (re)writes it, and the preview hook.
     gan_config = {k: v for k, v in gan.get_config().items() if k not in ("generator", "discriminator")}
     facts = {"domains": domain_names, "num_train_examples": num_examples, "steps_per_epoch": steps_per_epoch,
              "total_steps": total_steps}
     run_config = {"flags": config, "precision": gan.generator.dtype_policy.name,
-                  "generator": gan.generator.get_config(),
+                  "generator": gan.generator.get_config(), "generator_ema": gan.generator_ema is not None,
                   "discriminator": gan.discriminator.get_config(), "sbsgan": gan_config, **facts}
     check_resumable(config["run_dir"], run_config)
     image_fn = None
     if config["image_every"] > 0:
-        image_fn = make_image_fn(gan.generator, *_preview_batch(config), domain_names)
+        shown = gan.generator if gan.generator_ema is None else gan.generator_ema
+        image_fn = make_image_fn(shown, *_preview_batch(config), domain_names)
     # 5. The loop: D every iteration, G every n_critic-th.
     summary = loop.train_loop(
         strategy=strategy,
@@ -278,5 +334,6 @@ def train_sbsgan(config):
         total_steps=total_steps, run_dir=config["run_dir"], trackables=checkpoint_trackables(gan),
         config=run_config, checkpoint_every=config["checkpoint_every"],
         keep_checkpoints=config["keep_checkpoints"], summary_every=config["summary_every"],
-        image_every=config["image_every"], image_fn=image_fn, verbose=config["verbose"])
+        image_every=config["image_every"], image_fn=image_fn, verbose=config["verbose"],
+        steps_per_call=config["steps_per_call"])
     return {**summary, **facts}

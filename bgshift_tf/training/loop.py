@@ -5,12 +5,13 @@ Strategies live in `training.strategy`, TensorBoard writing in `training.summari
 
 API
 ---
-- `ScheduledStep(name, fn, every_n=1)`: `fn(per_replica_batch) -> {loss_name: scalar tensor}` runs on each
-  replica under `strategy.run` inside a `tf.function`; it must divide per-example losses by the GLOBAL
-  batch size, so the loop SUM-reduces the dicts across replicas. The step runs at loop iterations
-  `i` (0-based) with `(i + 1) % every_n == 0`: the GAN uses `[ScheduledStep("d", D, 1),
-  ScheduledStep("g", G, n_critic)]`, so G updates after every n_critic D updates. The schedule is decided
-  in Python, so no optimizer update ever sits inside a `tf.cond`.
+- `ScheduledStep(name, fn, every_n=1, skip_every=0)`: `fn(per_replica_batch) -> {loss_name: scalar tensor}`
+  runs on each replica under `strategy.run` inside a `tf.function`; it must divide per-example losses by
+  the GLOBAL batch size, so the loop SUM-reduces the dicts across replicas. The step runs at loop
+  iterations `i` (0-based) with `(i + 1) % every_n == 0`, except where `(i + 1) % skip_every == 0`: the GAN
+  uses `[ScheduledStep("d", D, skip_every=n_critic), ScheduledStep("dg", D_then_G, every_n=n_critic)]`,
+  so G updates after every n_critic D updates. The schedule is decided in Python, so no optimizer update
+  ever sits inside a `tf.cond`.
 - `train_loop(strategy=..., make_dataset=..., steps=[...], total_steps=..., run_dir=..., trackables={...},
   config=None, checkpoint_every=1000, keep_checkpoints=3, summary_every=100, image_every=0,
   image_fn=None, verbose=1, after_iteration=None) -> dict` runs iterations until `total_steps` (or until
@@ -35,9 +36,9 @@ API
     bad step, so the latest checkpoint is the last good state.
   * KeyboardInterrupt or SIGTERM: saves a checkpoint of the current (finite) state under the count of
     completed iterations, then re-raises KeyboardInterrupt (`interrupts.SignalInterrupt` for SIGTERM).
-    SIGTERM takes effect at the end of the iteration that is running (never inside a step or a
-    checkpoint write); Ctrl-C acts at once (an interrupt between the D and G step of one iteration keeps
-    that D update, which the resumed run repeats once). Under multi-worker training the interrupt save is
+    SIGTERM takes effect at the end of the call that is running (never inside a step or a checkpoint
+    write); Ctrl-C acts once the running call returns. The steps of one iteration run in one call, so
+    an interrupt never splits them. Under multi-worker training the interrupt save is
     skipped (saving needs all workers and the others may be gone); the periodic checkpoints are the
     resume points there.
   * Multi-worker: only the chief writes the real checkpoints, config.json and summaries; the other
@@ -46,6 +47,7 @@ API
 """
 
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -74,10 +76,12 @@ class ScheduledStep:
     name: str
     fn: Callable
     every_n: int = 1
+    skip_every: int = 0
 
     def due(self, iteration):
         """True when this step runs at 0-based loop `iteration`."""
-        return (iteration + 1) % self.every_n == 0
+        count = iteration + 1
+        return count % self.every_n == 0 and not (self.skip_every and count % self.skip_every == 0)
 
 
 def checkpoint_dir(run_dir):
@@ -88,7 +92,7 @@ def logs_dir(run_dir):
     return os.path.join(run_dir, "logs")
 
 
-def _check_arguments(total_steps, steps, trackables, **every):
+def _check_arguments(total_steps, steps, trackables, after_iteration, **every):
     if total_steps < 1:
         raise ValueError(f"`total_steps` must be >= 1. Received: total_steps={total_steps}")
     for flag, value in every.items():
@@ -97,6 +101,11 @@ def _check_arguments(total_steps, steps, trackables, **every):
     for step in steps:
         if step.every_n < 1:
             raise ValueError(f"step '{step.name}' must run every n >= 1 iterations. Received: every_n={step.every_n}")
+        if step.skip_every < 0:
+            raise ValueError(f"step '{step.name}': `skip_every` must be >= 0. Received: {step.skip_every}")
+    if every["steps_per_call"] > 1 and after_iteration is not None:
+        raise ValueError("`after_iteration` needs every iteration: use steps_per_call=1 with it. Received: "
+                         f"steps_per_call={every['steps_per_call']}")
     if "step" in trackables:
         raise ValueError("`trackables` may not use the name 'step': the loop's step counter has it")
 
@@ -145,6 +154,101 @@ def _distributed_step(strategy, step):
     return run
 
 
+def schedule_period(steps):
+    """Iterations after which the schedule repeats: the lcm of every step's `every_n` and `skip_every`."""
+    return math.lcm(*(n for step in steps for n in (step.every_n, step.skip_every) if n))
+
+
+class _Calls:
+    """Runs a pattern of iterations (a tuple, per iteration, of the indices of its due steps) `repeats`
+    times on batches from `iterator`, counting iterations in `counter`.
+
+    A pattern's first call runs eagerly, iteration by iteration (each step one `tf.function` call, which
+    builds the optimizers' slots and tells its loss names); later calls run one `tf.function` with a
+    `tf.while_loop`. Either returns {"last": the last repeat's losses, "bad_repeat": first repeat with a
+    non-finite loss or -1, "bad": that repeat's losses}, each loss keyed (position in the pattern, step
+    index, name).
+    """
+
+    def __init__(self, strategy, steps, iterator, counter):
+        self.runs = [_distributed_step(strategy, step) for step in steps]
+        self.iterator, self.counter, self.functions = iterator, counter, {}
+
+    def __call__(self, pattern, repeats):
+        if pattern not in self.functions:
+            keys, result = self._run_eagerly(pattern, repeats)
+            self.functions[pattern] = (keys, tf.function(functools.partial(self._run, pattern, keys)))
+            return result
+        keys, function = self.functions[pattern]
+        out = function(tf.constant(repeats, tf.int64))
+        values = {name: dict(zip(keys, (float(v) for v in out[name]))) for name in ("last", "bad")}
+        return {**values, "bad_repeat": int(out["bad_repeat"])}
+
+    def _run_eagerly(self, pattern, repeats):
+        result = {"bad_repeat": -1, "bad": {}}
+        for repeat in range(repeats):
+            values = {}
+            for j, due in enumerate(pattern):
+                batch = next(self.iterator)
+                for i in due:
+                    values.update({(j, i, k): float(v) for k, v in self.runs[i](batch).items()})
+                self.counter.assign_add(1)
+            if result["bad_repeat"] < 0 and not all(math.isfinite(v) for v in values.values()):
+                result.update(bad_repeat=repeat, bad=values)
+            result["last"] = values
+        return list(result["last"]), result
+
+    def _run(self, pattern, keys, repeats):
+        def body(repeat, bad_repeat, bad, last):
+            # 1. The pattern's iterations: a batch each, its due steps on it, then the counter + 1.
+            values = {}
+            for j, due in enumerate(pattern):
+                batch = next(self.iterator)
+                for i in due:
+                    for name, value in self.runs[i](batch).items():
+                        values[(j, i, name)] = tf.cast(value, tf.float32)
+                with tf.control_dependencies([v for (vj, _, _), v in values.items() if vj == j]):
+                    self.counter.assign_add(1)
+            current = [values[key] for key in keys]
+            # 2. Remember the first repeat with a non-finite loss.
+            first_bad = tf.logical_and(bad_repeat < 0, tf.logical_not(tf.reduce_all(tf.math.is_finite(current))))
+            bad = [tf.where(first_bad, c, b) for c, b in zip(current, bad)]
+            return repeat + 1, tf.where(first_bad, repeat, bad_repeat), bad, current
+
+        zeros = [tf.zeros([]) for _ in keys]
+        _, bad_repeat, bad, last = tf.while_loop(
+            lambda repeat, *_: repeat < repeats, body,
+            (tf.constant(0, tf.int64), tf.constant(-1, tf.int64), zeros, zeros))
+        return {"last": last, "bad_repeat": bad_repeat, "bad": bad}
+
+
+def _plan(done, steps, steps_per_call, total_steps, every):
+    """(pattern, repeats) of the next call from iteration `done` (see the module doc), `every` = the
+    boundaries' periods (checkpoint, summary, image; 0 = none)."""
+    period = schedule_period(steps)
+
+    def pattern(start, length):
+        return tuple(tuple(i for i, step in enumerate(steps) if step.due(it)) for it in range(start, start + length))
+
+    if steps_per_call <= 1 or done % period:
+        return pattern(done, 1), 1
+    room = min([total_steps - done] + [n - done % n for n in every if n > 0])
+    repeats = min(steps_per_call, room) // period
+    return (pattern(done, period), repeats) if repeats >= 1 else (pattern(done, 1), 1)
+
+
+def _check_call(result, pattern, start, steps, latest_checkpoint):
+    """Raises NonFiniteLossError naming the first iteration, step and terms with a non-finite loss."""
+    if result["bad_repeat"] < 0:
+        return
+    bad = result["bad"]
+    for j, due in enumerate(pattern):  # in the order they ran
+        for i in due:
+            iteration = start + result["bad_repeat"] * len(pattern) + j
+            _check_finite({name: v for (pj, pi, name), v in bad.items() if (pj, pi) == (j, i)}, iteration,
+                          steps[i].name, latest_checkpoint)
+
+
 def _check_finite(losses, iteration, step_name, latest_checkpoint):
     bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
     if bad:
@@ -156,12 +260,13 @@ def _check_finite(losses, iteration, step_name, latest_checkpoint):
         )
 
 
-def _next_batch(iterator, iteration):
+def _call(calls, pattern, repeats):
+    """Runs one call; a dataset that runs out becomes a ValueError naming the step it ran out at."""
     try:
-        return next(iterator)
+        return calls(pattern, repeats)
     except (StopIteration, tf.errors.OutOfRangeError) as err:
-        raise ValueError(f"the dataset from `make_dataset` ran out at step {iteration + 1}; it "
-                         f"must repeat forever (`.repeat()`)") from err
+        raise ValueError(f"the dataset from `make_dataset` ran out at step {int(calls.counter.numpy()) + 1}; "
+                         f"it must repeat forever (`.repeat()`)") from err
 
 
 def _main_losses(losses):
@@ -193,15 +298,15 @@ def _write_summaries(done, total_steps, losses, trackables, summary_every, image
 
 def train_loop(*, strategy, make_dataset, steps, total_steps, run_dir, trackables, config=None,
                checkpoint_every=1000, keep_checkpoints=3, summary_every=100, image_every=0,
-               image_fn=None, verbose=1, after_iteration=None):
+               image_fn=None, verbose=1, after_iteration=None, steps_per_call=1):
     """Runs `steps` on batches of `make_dataset(start_step)` until `total_steps` iterations (see module doc).
 
     Returns the run summary dict; raises NonFiniteLossError on a NaN/Inf loss and re-raises
     KeyboardInterrupt (after saving) on Ctrl-C / SIGTERM.
     """
     # 1. Check the arguments and lay out the run directory (real for the chief, temporary for others).
-    _check_arguments(total_steps, steps, trackables, checkpoint_every=checkpoint_every,
-                     keep_checkpoints=keep_checkpoints, summary_every=summary_every)
+    _check_arguments(total_steps, steps, trackables, after_iteration, checkpoint_every=checkpoint_every,
+                     keep_checkpoints=keep_checkpoints, summary_every=summary_every, steps_per_call=steps_per_call)
     chief = is_chief(strategy)
     if chief:
         os.makedirs(run_dir, exist_ok=True)
@@ -211,24 +316,24 @@ def train_loop(*, strategy, make_dataset, steps, total_steps, run_dir, trackable
     # 2. Restore the latest checkpoint, if any (weights, optimizer state and the step counter).
     checkpoints = _Checkpoints(run_dir, trackables, keep_checkpoints, chief)
     start_step = done = checkpoints.restore()
-    # 3. Build the distributed input and one tf.function per step function.
+    # 3. Build the distributed input and the calls (one tf.function per pattern of iterations).
     iterator = iter(strategy.experimental_distribute_dataset(make_dataset(start_step)))
-    compiled = [(step, _distributed_step(strategy, step)) for step in steps]
-    # 4. Iterate: run the due steps, guard against NaN/Inf, log, checkpoint; stop between iterations on SIGTERM.
+    calls = _Calls(strategy, steps, iterator, checkpoints.step)
+    boundaries = (checkpoint_every, summary_every, image_every if image_fn and chief else 0)
+    # 4. Iterate, a call at a time: run its iterations, guard against NaN/Inf, log, checkpoint; stop
+    #    between calls on SIGTERM.
     losses = {}
     bar = tqdm(total=total_steps, initial=start_step, disable=not (chief and verbose), unit="step",
                dynamic_ncols=True, mininterval=1.0)
     started = time.perf_counter()
     try:
         with interrupts.DeferredSigterm() as sigterm:
-            for iteration in range(start_step, total_steps):
-                batch = _next_batch(iterator, iteration)
-                for step, run in compiled:
-                    if step.due(iteration):
-                        step_losses = {k: float(v) for k, v in run(batch).items()}
-                        _check_finite(step_losses, iteration, step.name, checkpoints.real.latest_checkpoint)
-                        losses.update(step_losses)
-                done = iteration + 1
+            while done < total_steps:
+                pattern, repeats = _plan(done, steps, steps_per_call, total_steps, boundaries)
+                result = _call(calls, pattern, repeats)
+                _check_call(result, pattern, done, steps, checkpoints.real.latest_checkpoint)
+                losses.update({name: value for (_, _, name), value in result["last"].items()})
+                done += repeats * len(pattern)
                 with writer.as_default(step=done):
                     _write_summaries(done, total_steps, losses, trackables, summary_every,
                                      image_fn if chief else None, image_every)
@@ -236,12 +341,13 @@ def train_loop(*, strategy, make_dataset, steps, total_steps, run_dir, trackable
                     checkpoints.save(done)
                 if after_iteration is not None and after_iteration(done):
                     break
-                bar.update(1)
+                bar.update(repeats * len(pattern))
                 bar.set_postfix(_main_losses(losses), refresh=False)
                 if done < total_steps:
                     sigterm.raise_if_received()
             checkpoints.save(done)
     except KeyboardInterrupt:
+        done = int(checkpoints.step.numpy())  # counted in the graph: the iterations the weights have seen
         if not is_multi_worker(strategy) and done > start_step:
             checkpoints.save(done)
             print(f"Interrupted at step {done}: saved {checkpoints.writer.latest_checkpoint}", flush=True)
