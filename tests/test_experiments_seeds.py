@@ -94,7 +94,8 @@ def test_a_removed_stage_output_of_seed_1_reruns_only_that_seeds_stage_and_depen
         _one_row(patch)
         again = experiments.run_experiments(config, log=lines.append)
     ran = [name for name, stage in again["stages"].items() if stage["status"] == "ran"]
-    assert ran == [f"seed_1/train_{ROW}", f"seed_1/eval_{ROW}", "seed_1/tables"]
+    # quality reads ide_original's features (identity kept by the style transfers), so it re-runs too.
+    assert ran == [f"seed_1/train_{ROW}", f"seed_1/eval_{ROW}", "seed_1/quality", "seed_1/tables"]
     assert "missing" in again["stages"][f"seed_1/train_{ROW}"]["reason"]
     assert any(line.startswith(f"[stage") and f"seed_1/train_{ROW}] running" in line for line in lines)
     assert {name: stages_lib.read_manifest(run_dir, name)["run_id"] for name in seed0_before} == seed0_before

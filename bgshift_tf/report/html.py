@@ -21,7 +21,7 @@ optional.
           "figures": [FIGURE, ...],               # tsne.plot_domain_distance
           "summary": {...},                       # tsne.to_json(result) / domain_distance.json
       },
-      "suppression_quality": TABLE,               # SBSGAN suppression-quality numbers
+      "suppression_quality": [TABLE, ...],        # SBSGAN image quality (suppression, style transfer)
       "reid": {
           "table2": {"setting": "synmarket → synduke",
                      "rows": [{"name": "Soft-mask", "paper_key": "soft_mask",
@@ -68,7 +68,7 @@ from bgshift_tf.report.html_blocks import esc
 SECTIONS = (
     ("experiments", "Results over seeds: Tables 2 and 3 with 95% CIs, and the paper's claims", "experiments"),
     ("reid", "Cross-domain re-ID of this run (Tables 2 and 3 analogues)", "reid"),
-    ("suppression-quality", "Background-suppression quality", "suppression_quality"),
+    ("suppression-quality", "SBSGAN image quality (background suppression, style transfer)", "suppression_quality"),
     ("domain-distance", "Domain distance (Fig. 6 analogue)", "domain_distance"),
     ("notes", "Notes", "notes"),
     ("domains", "Input domains", "contact_sheets"),

@@ -58,7 +58,7 @@ from bgshift_tf.workflow import stages as stages_lib
 TABLES = {"table2": paper_results.TABLE2, "table3": paper_results.TABLE3}
 METRICS = ("mAP", "R-1", "R-5", "R-10")
 # generation.quality's metrics kept per seed; missed_* is the body the parser missed (the quality claim).
-QUALITY_METRICS = ("fg_psnr", "fg_l1", "bg_energy", "missed_psnr", "missed_l1")
+QUALITY_METRICS = ("fg_psnr", "fg_ssim", "fg_l1", "bg_energy", "checkerboard", "missed_psnr", "missed_l1")
 # The page over seeds (the report's experiments section alone), next to experiments.json.
 EXPERIMENTS_PAGE = "experiments.html"
 # Stages of the fixed world, run once for every seed.

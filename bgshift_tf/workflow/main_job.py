@@ -15,7 +15,9 @@ Stages (in order; each skips itself when complete with the same config):
                      (`train_<model>_<target>` per target for a per-target SBSGAN's model)
     eval_<model>     each model on the target domains and the source (`evaluation.run.evaluate_run`); a
                      per-target model on its own target only
-    quality          SBSGAN suppression quality against the exact masks (synthetic world only)
+    quality          SBSGAN image quality against the exact masks (synthetic world only): soft-/hard-mask
+                     suppression (`generation.quality`) and the style transfers (`generation.quality_style`;
+                     identity kept by the features of `IDENTITY_MODEL` when the run trains it)
     domain_distance  t-SNE domain distances per image variant (`report.domain_analysis`)
     export           SavedModels + TFLite + ONNX with parity (`export.job.export_all`)
     <extra stages>   e.g. the experiments job's `tables`
@@ -33,10 +35,12 @@ import keras
 import tensorflow as tf
 
 from bgshift_tf import atomic_io
-from bgshift_tf.data import build, segment, shards, synthetic
+from bgshift_tf.data import build, images, segment, shards, synthetic
+from bgshift_tf.data import input as data_input
 from bgshift_tf.data import variants
 from bgshift_tf.evaluation.run import compiled_embed, evaluate_run
 from bgshift_tf.export.job import export_all
+from bgshift_tf.generation import quality_style
 from bgshift_tf.generation.quality import evaluate_suppression
 from bgshift_tf.generation.translate import translate_dataset
 from bgshift_tf.report import domain_analysis
@@ -47,6 +51,10 @@ from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import model_table, report_data, report_figures
 from bgshift_tf.workflow import stages as stages_lib
 from bgshift_tf.workflow.run_layout import AUTO_MASKS, RunLayout
+
+# The re-ID model whose features judge "identity kept" by the style transfers: the IDE trained on the source's
+# original images, which has seen neither the generator's images nor the target domains.
+IDENTITY_MODEL = "ide_original"
 
 EVAL_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "bootstrap_ci", "num_valid_queries",
                 "num_queries", "convention")
@@ -313,9 +321,42 @@ def eval_stage(ctx, key):
 # === Analyses and export ===
 
 
-def quality_stage(ctx):
-    """Suppression quality of soft-mask and hard-mask images vs the exact masks (synthetic world)."""
+def _resizing_embed_fn(model):
+    """Images float32 [B,h,w,3] in [-1, 1] -> features of the IDE `model`, resized (bilinear) to its input size."""
+    embed = compiled_embed(model, two_inputs=False)
+    size = tuple(model.image_shape[:2])
+    return lambda pixels: embed(images.resize(pixels, size))
+
+
+def _style_quality(ctx, identity_key, max_images):
+    """({domain: the domain classifier's held-out figures}, {target: style-transfer figures source -> target})
+    of `generation.quality_style`; identity figures from `identity_key`'s features (None: not measured)."""
+    transfers = {target: ctx.images(ctx.source, variants.STYLE_TRANSFER, target=target) for target in ctx.targets}
+    image_size = data_input.stored_image_size(shards.shard_files(next(iter(transfers.values())), "train"))
+    classifier, info = quality_style.domain_classifier_on_originals(
+        ctx.world_dir, {domain: ctx.tfrecords(domain) for domain in ctx.domains}, image_size,
+        batch_size=ctx.config["eval_batch_size"])
+    classifier_rows = {domain: {**entry, "heldout_accuracy_all_domains": info["heldout_accuracy"],
+                                "fit_split": info["fit_split"], "heldout_split": info["heldout_split"]}
+                       for domain, entry in info["per_domain"].items()}
+    embed_fn = (_resizing_embed_fn(load_reid_model(ctx.reid_dir(identity_key), ctx.precision))
+                if identity_key else None)
+    styles = {target: {"from": ctx.source, "split": "train", "identity_model": identity_key,
+                       **quality_style.evaluate_style_transfer(
+                           ctx.world_dir, ctx.tfrecords(ctx.source), folder, classifier=classifier,
+                           domains=ctx.domains, target=target, embed_fn=embed_fn, split="train",
+                           batch_size=ctx.config["eval_batch_size"], max_images=max_images)}
+              for target, folder in transfers.items()}
+    return classifier_rows, styles
+
+
+def quality_stage(ctx, model_keys=()):
+    """`quality`: soft-/hard-mask images vs the exact masks per domain, and the source's style transfers to
+    each target (target share, identity kept by `IDENTITY_MODEL` when among `model_keys`, checkerboard), into
+    quality.json: {domain: {"split", "metrics": {variant: metrics}, "domain_classifier": {...},
+    "style_transfer": {...} (targets only)}}."""
     max_images = ctx.config["quality_max_images"]
+    identity_key = IDENTITY_MODEL if IDENTITY_MODEL in model_keys else None
 
     def fn():
         results = {}
@@ -327,11 +368,18 @@ def quality_stage(ctx):
             results[domain] = {"split": split, "metrics": evaluate_suppression(
                 ctx.world_dir, ctx.tfrecords(domain), generated, split=split,
                 batch_size=ctx.config["eval_batch_size"], max_images=max_images)}
+        classifier_rows, styles = _style_quality(ctx, identity_key, max_images)
+        for domain in ctx.domains:
+            results[domain]["domain_classifier"] = classifier_rows[domain]
+            if domain in styles:
+                results[domain]["style_transfer"] = styles[domain]
         atomic_io.write_json(ctx.path("quality.json"), results)
         return {"quality": results}
 
-    return _stage("quality", fn, config={"max_images": max_images}, deps=["generate"],
-                  clean=[ctx.path("quality.json")], budget=30)
+    settings = {"max_images": max_images, "identity_model": identity_key, "precision": ctx.precision,
+                "classifier_images": quality_style.CLASSIFIER_IMAGES}
+    deps = ["generate"] + ([train_stage_name(identity_key)] if identity_key else [])
+    return _stage("quality", fn, config=settings, deps=deps, clean=[ctx.path("quality.json")], budget=60)
 
 
 def domain_distance_stage(ctx):
@@ -441,7 +489,7 @@ def main_job_stages(ctx, extra_models=(), extra_stages=()):
     stages += [reid_stage(ctx, key, target) for key in keys for target in train_targets(ctx, key)]
     stages += [eval_stage(ctx, key) for key in keys]
     if ctx.config["data"] == "synthetic":
-        stages.append(quality_stage(ctx))
+        stages.append(quality_stage(ctx, keys))
     stages += [domain_distance_stage(ctx), export_stage(ctx, keys), *extra_stages, figures_stage(ctx, keys),
                report_stage(ctx, keys, extra_deps=[stage.name for stage in extra_stages])]
     return stages

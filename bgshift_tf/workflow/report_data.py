@@ -116,21 +116,65 @@ def _figure_entries(ctx):
                       for entry in entries] for section, entries in index.items()}
 
 
+def _suppression_table(quality):
+    """The per-domain, per-variant table of `generation.quality`'s metrics."""
+    rows = []
+    for domain, entry in quality.items():
+        for name, metrics in entry["metrics"].items():
+            rows.append([domain, entry["split"], name, metrics["num_images"], metrics["fg_psnr"],
+                         metrics.get("fg_ssim"), metrics["fg_l1"], metrics["bg_energy"], metrics.get("checkerboard")])
+    return {
+        "title": "Foreground kept, background suppressed (exact body masks of the synthetic world)",
+        "columns": ["Domain", "Split", "Images", "N", "FG PSNR (dB)", "FG SSIM", "FG L1", "BG energy", "Checkerboard"],
+        "rows": rows,
+        "caption": "FG PSNR / SSIM / L1: output vs input inside the exact body mask (higher PSNR and SSIM, lower "
+                   "L1 = person kept; SSIM windows see body pixels only). BG energy: mean brightness outside it "
+                   "in [0, 1] (0 = black; 'original' = no suppression). Checkerboard: the images' share of "
+                   "spectral power at period 2 (rows, columns, both) over the originals' (1 = as the originals, "
+                   "> 1 = checkerboard artefacts); definitions in generation/quality.py."}
+
+
+def _style_table(quality):
+    """The style-transfer table (`generation.quality_style`), or None when the run measured none."""
+    rows, accuracy, model = [], None, None
+    for target, entry in quality.items():
+        style = entry.get("style_transfer")
+        if not style:
+            continue
+        identity = style.get("identity") or {}
+        classifier = entry.get("domain_classifier", {})
+        accuracy = classifier.get("heldout_accuracy_all_domains", accuracy)
+        model = style.get("identity_model") or model
+        rows.append([f"{style['from']} → {target}", style["num_images"], 100 * style["target_share"],
+                     100 * classifier["heldout_accuracy"] if "heldout_accuracy" in classifier else None,
+                     identity.get("same_person_cosine"), identity.get("different_person_cosine"),
+                     identity.get("margin"), style["checkerboard"]])
+    if not rows:
+        return None
+    identity_text = (f"IDE features of `{model}` (trained on the source's originals)" if model
+                     else "not measured (the run trains no ide_original model)")
+    accuracy_text = "not recorded" if accuracy is None else f"{100 * accuracy:.1f}%"
+    return {
+        "title": "Style transfers: background moved to the target, person kept",
+        "columns": ["Transfer", "N", "Classified as target (%)", "Classifier on target originals (%)",
+                    "Same-person cosine", "Different-person cosine", "Margin", "Checkerboard"],
+        "rows": rows,
+        "caption": "Classified as target: share of the transfers that a background-domain classifier (logistic "
+                   "regression on colour/texture statistics outside the exact body mask, fitted on the "
+                   "original images of every domain) assigns to the target domain. Its accuracy on held-out "
+                   f"originals of other identities: {accuracy_text} over all domains, per target in the "
+                   "fourth column. Cosines: re-ID features of an original vs its own transfer (same person) "
+                   "and vs other people's transfers; margin = same - different; identity from "
+                   f"{identity_text}. Definitions in generation/quality_style.py."}
+
+
 def _quality_section(ctx):
+    """The report's quality tables (suppression, then style transfers when measured), or None."""
     quality = stages_lib.read_manifest(ctx.run_dir, "quality")
     if quality is None:
         return None
-    rows = []
-    for domain, entry in quality["outputs"]["quality"].items():
-        for name, metrics in entry["metrics"].items():
-            rows.append([domain, entry["split"], name, metrics["num_images"], metrics["fg_psnr"],
-                         metrics["fg_l1"], metrics["bg_energy"]])
-    return {
-        "title": "Foreground kept, background suppressed (exact body masks of the synthetic world)",
-        "columns": ["Domain", "Split", "Images", "N", "FG PSNR (dB)", "FG L1", "BG energy"], "rows": rows,
-        "caption": "FG PSNR / L1: output vs input inside the exact body mask (higher PSNR / lower L1 = "
-                   "person kept). BG energy: mean brightness outside it in [0, 1] (0 = black; 'original' "
-                   "= no suppression)."}
+    quality = quality["outputs"]["quality"]
+    return [table for table in (_suppression_table(quality), _style_table(quality)) if table is not None]
 
 
 def _domain_distance_section(ctx):
