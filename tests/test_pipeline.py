@@ -210,7 +210,7 @@ def test_pipeline_precision_replaces_the_trainer_flagfiles_unless_their_override
 
 
 # The stages that run a network, by name: they carry the precision in their config.
-COMPUTING_STAGES = re.compile(r"train_gan\w*|generate\w*|train_\w+|eval_\w+|domain_distance|export|figures")
+COMPUTING_STAGES = re.compile(r"train_gan\w*|generate\w*|train_\w+|eval_\w+|quality|domain_distance|export|figures")
 
 
 def _run_stubs(run_dir, stages):
@@ -225,14 +225,15 @@ def test_a_changed_precision_reruns_exactly_the_stages_that_run_a_network(tmp_pa
     ctx = main_job.layout({**tiny, "precision": "mixed_bfloat16"})
     bf16 = main_job.main_job_stages(ctx)
     computing = {stage.name for stage in bf16 if COMPUTING_STAGES.fullmatch(stage.name)}
-    assert {"train_gan", "generate", "train_da2s", "eval_da2s", "domain_distance", "export", "figures"} <= computing
+    assert {"train_gan", "generate", "train_da2s", "eval_da2s", "quality", "domain_distance", "export",
+            "figures"} <= computing
     assert {stage.name for stage in bf16 if stage.config.get("precision") == "mixed_bfloat16"} == computing
     _run_stubs(ctx.run_dir, main_job.main_job_stages(main_job.layout(tiny)))  # float32, the default
     results = _run_stubs(ctx.run_dir, bf16)
     assert {name for name, (_, reason) in results.items() if reason == "config changed: precision"} == computing
     assert results["world"][0] == results["tfrecords"][0] == "skipped"
     others = {name: reason for name, (status, reason) in results.items() if status == "ran" and name not in computing}
-    assert set(others) == {"quality", "report"}
+    assert set(others) == {"report"}
     assert all(reason.startswith("upstream stage(s) re-ran") for reason in others.values())
     # `auto` is resolved once per run: where it picks mixed_bfloat16, the stages above are up to date.
     monkeypatch.setattr(precision, "device_facts", lambda: precision.DeviceFacts(cpu_flags=frozenset({"amx_bf16"})))

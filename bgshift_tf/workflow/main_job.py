@@ -24,9 +24,9 @@ Stages (in order; each skips itself when complete with the same config):
     figures          the report's images from the trained models (`workflow.report_figures`)
     report           `<run_dir>/report.html` from files only (`workflow.report_data`, `report.html`)
 
-The stages that run a network (train_gan*, generate*, train_*, eval_*, domain_distance, export, figures) compute
-in `ctx.precision` (the `precision` setting, resolved) and carry it in their stage config, so changing it
-re-runs them (and what depends on them) and nothing else.
+The stages that run a network (train_gan*, generate*, train_*, eval_*, quality (the IDE of identity kept),
+domain_distance, export, figures) compute in `ctx.precision` (the `precision` setting, resolved) and carry it
+in their stage config, so changing it re-runs them (and what depends on them) and nothing else.
 """
 
 import os
