@@ -12,11 +12,12 @@ folder>/<stem>.png`), which the parser masks used in training only approximate. 
   over its body pixels only (normalised convolution with the mask), so the background, which a good
   soft-mask image blackens, does not enter: a copy of the body gives exactly 1 whatever the background;
 - a checkerboard score (`checkerboard`): how much of an image's non-DC spectral power sits at the period-2
-  frequencies, relative to the input images. The power of the 2-D DFT of every image and channel (mean
-  removed, periodic Hann window against leakage from the borders) is summed over three windows centred on the Nyquist bins (H/2, 0) (rows alternate), (0, W/2) (columns alternate)
-  and (H/2, W/2) (a checkerboard), each `max(1, n // 32)` bins to either side along an axis of n pixels so
-  that a pattern whose strength varies over the image is still caught; this period-2 power is divided by
-  the power outside the DC bin (all summed over the images), and the output's share by the input's.
+  frequencies, relative to the input images. Each image and channel has its mean removed and is multiplied
+  by a periodic 2-D Hann window (against leakage from the borders); the power of its 2-D DFT is summed over
+  three windows centred on the Nyquist bins (H/2, 0) (rows alternate), (0, W/2) (columns alternate) and
+  (H/2, W/2) (a checkerboard), each `max(1, n // 32)` bins to either side along an axis of n pixels so that
+  a pattern whose strength varies over the image is still caught. This period-2 power is divided by the
+  power outside the DC bin (both summed over the images), and the output's share by the input's:
   1.0 = the same share as the originals, > 1 = added period-2 artefacts (transposed-convolution
   checkerboards), < 1 = smoother than the originals. H and W must be even;
 - foreground the parser MISSED (exact mask AND NOT parser mask: bags, limbs, the paper's Fig. 4/5
