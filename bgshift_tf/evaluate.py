@@ -18,6 +18,11 @@ Usage:
     python -m bgshift_tf.evaluate --run_dir=... --query_tfrecords=T --gallery_tfrecords=T --mode=cuhk03_sgs \
         --cuhk03_split=all
 
+    # Against a gallery index (`python -m bgshift_tf.search build`) instead of gallery TFRecords: equal to
+    # the dense evaluation for an exact index; an approximate one says how it differs (metrics "index").
+    python -m bgshift_tf.evaluate --run_dir=runs/ide_synmarket --query_tfrecords=tfrecords/synduke \
+        --index=runs/index/synduke --out=runs/ide_eval_index.json
+
 A TFRecord flag takes a shard folder (its manifest's query / gallery shards) or a comma list of files or
 glob patterns. The metric conventions are documented in `bgshift_tf/evaluation/rank.py`, the re-ranking
 conventions in `bgshift_tf/evaluation/rerank.py`.
@@ -33,7 +38,12 @@ from bgshift_tf.training import precision
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Re-ID training run folder (config.json + checkpoints/).")
 _QUERY = flags.DEFINE_string("query_tfrecords", None, "Query TFRecords: shard folder, comma list or glob.")
-_GALLERY = flags.DEFINE_string("gallery_tfrecords", None, "Gallery TFRecords: shard folder, comma list or glob.")
+_GALLERY = flags.DEFINE_string("gallery_tfrecords", None, "Gallery TFRecords: shard folder, comma list or glob "
+                               "(or --index).")
+_INDEX = flags.DEFINE_string("index", None, "Gallery index folder (python -m bgshift_tf.search build) replacing "
+                             "--gallery_tfrecords; its distance is used.")
+_SHORTLIST = flags.DEFINE_integer("index_shortlist", 100, "--index approximate: candidates ranked per query.",
+                                  lower_bound=1)
 _SOFT_QUERY = flags.DEFINE_string(
     "soft_mask_query_tfrecords", None, "DA-2S: soft-mask images of the query files (same order)."
 )
@@ -64,7 +74,23 @@ _CUHK03_SPLIT = flags.DEFINE_enum(
     "all: the TFRecord flags name a --cuhk03_split=all build; evaluate its 20 splits, report mean and spread.",
 )
 
-flags.mark_flags_as_required(["run_dir", "query_tfrecords", "gallery_tfrecords"])
+flags.mark_flags_as_required(["run_dir", "query_tfrecords"])
+flags.register_multi_flags_validator(
+    ["gallery_tfrecords", "index"], lambda values: (values["gallery_tfrecords"] is None) != (values["index"] is None),
+    message="pass exactly one of --gallery_tfrecords and --index")
+
+
+def _gallery_index():
+    """The --index folder loaded (a UserError naming it when it is not an index), or None."""
+    if _INDEX.value is None:
+        return None
+    if _DISTANCE.present or _RERANK.value or _CUHK03_SPLIT.value:
+        raise app.UsageError(f"--index={_INDEX.value} ranks with the index's own distance, without re-ranking or "
+                             "--cuhk03_split: drop --distance / --rerank / --cuhk03_split")
+    from bgshift_tf.evaluation.search import GalleryIndex
+
+    with errors.user_errors(OSError, ValueError):
+        return GalleryIndex.load(_INDEX.value)
 
 
 def main(argv):
@@ -78,7 +104,8 @@ def main(argv):
     if _CUHK03_SPLIT.value != "all":
         evaluate_run(
             _RUN_DIR.value, query_tfrecords=_QUERY.value, gallery_tfrecords=_GALLERY.value,
-            soft_mask_query_tfrecords=_SOFT_QUERY.value, soft_mask_gallery_tfrecords=_SOFT_GALLERY.value, **settings
+            soft_mask_query_tfrecords=_SOFT_QUERY.value, soft_mask_gallery_tfrecords=_SOFT_GALLERY.value,
+            gallery_index=_gallery_index(), shortlist=_SHORTLIST.value, **settings
         )
         return
     if _GALLERY.value != _QUERY.value or _SOFT_GALLERY.value != _SOFT_QUERY.value:

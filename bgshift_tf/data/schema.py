@@ -91,3 +91,30 @@ def decode_mask(encoded, height, width, dtype=tf.float32) -> tf.Tensor:
         lambda: tf.cast(tf.io.decode_png(encoded, channels=1) > 127, dtype),
         lambda: tf.zeros(tf.stack([height, width, 1]), dtype),
     )
+
+
+# === Feature records (the batch feature job's output, the gallery index's input) ===
+# One `tf.train.Example` per image of an embedded split, in a shard folder whose manifest says
+# `"content": "features"` and `"feature_dim"`:
+#     feature      float   [feature_dim] the embedder's feature
+#     pid, camera  int64   as in the image record;  filename, split, domain_name  bytes  as in the image record
+FEATURE_BYTES_FIELDS = ("filename", "split", "domain_name")
+FEATURE_INT_FIELDS = ("pid", "camera")
+FEATURES_CONTENT = "features"
+
+
+def serialize_feature_example(fields: dict, feature) -> bytes:
+    """Serializes an image's feature [D] (float) with its `FEATURE_*_FIELDS` (bytes or str, ints)."""
+    feature_map = {"feature": tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in feature]))}
+    for name in FEATURE_BYTES_FIELDS:
+        feature_map[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[_as_bytes(name, fields[name])]))
+    for name in FEATURE_INT_FIELDS:
+        feature_map[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(fields[name])]))
+    return tf.train.Example(features=tf.train.Features(feature=feature_map)).SerializeToString()
+
+
+def feature_spec(feature_dim: int) -> dict:
+    """The parsing spec of feature records with `feature_dim`-d features."""
+    return {"feature": tf.io.FixedLenFeature([feature_dim], tf.float32),
+            **{name: tf.io.FixedLenFeature([], tf.string) for name in FEATURE_BYTES_FIELDS},
+            **{name: tf.io.FixedLenFeature([], tf.int64) for name in FEATURE_INT_FIELDS}}

@@ -47,6 +47,7 @@ from bgshift_tf.evaluation.features import SOFT_MASK_KEY, FeatureSet, extract_fe
 from bgshift_tf.evaluation.rank import evaluate_rank
 from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
+from bgshift_tf.evaluation.search_eval import evaluate_on_index
 from bgshift_tf.evaluation.stats import bootstrap_ci
 from bgshift_tf.models.reid import DA2S
 from bgshift_tf.training import loop
@@ -191,6 +192,8 @@ def format_table(metrics):
     rerank = f"on ({metrics['rerank_convention']})" if metrics["rerank"] else "off"
     lines = [header, "-" * len(header), row, f"(%; distance {metrics['distance']}, "
              f"re-ranking {rerank}; convention: {metrics['convention']})"]
+    if "index" in metrics:
+        lines.append(f"gallery index {metrics['index']['kind']} of {metrics['index']['size']}: {metrics['index']['note']}")
     if "bootstrap_ci" in metrics:
         ci = metrics["bootstrap_ci"]
         lines.append(f"{100 * ci['confidence']:g}% bootstrap CI over {ci['num_identities']} query identities: "
@@ -262,13 +265,13 @@ def evaluate_features(
 
 
 def evaluate_run(
-    run_dir=None, *, query_tfrecords, gallery_tfrecords, soft_mask_query_tfrecords=None,
+    run_dir=None, *, query_tfrecords, gallery_tfrecords=None, soft_mask_query_tfrecords=None,
     soft_mask_gallery_tfrecords=None, distance="euclidean", flip_average=False, rerank=False,
     mode="standard", max_rank=50, num_repeats=10, seed=0, batch_size=64, image_size=None, out_path=None,
     features_cache_dir=None, model=None, embed_fn=None, progress=True, rerank_convention="zhong2017",
-    precision="float32",
+    precision="float32", gallery_index=None, shortlist=100,
 ):
-    """Evaluates a re-ID run on query/gallery TFRecords and writes the metrics JSON.
+    """Evaluates a re-ID run on query/gallery TFRecords (or a gallery index) and writes the metrics JSON.
 
     Args:
       run_dir: re-ID training run (`config.json` + `checkpoints/`); loaded unless `model`/`embed_fn` given.
@@ -288,6 +291,9 @@ def evaluate_run(
       progress: progress bars and the printed table.
       rerank_convention: "zhong2017" (the authors' code, default) | "bgshift_v1" (see evaluation/rerank.py).
       precision: compute precision of the model loaded from `run_dir` (a `training.precision` setting).
+      gallery_index, shortlist: a `search.GalleryIndex` replacing the gallery TFRecords (which are then not
+        read) and its distance `distance`, scored by `search_eval.evaluate_on_index` (no re-ranking);
+        `shortlist` candidates per query if it is approximate.
 
     Returns:
       dict of JSON-able metrics: rank1/5/10/20, mAP, mINP, cmc (list), counts, conventions and settings.
@@ -302,7 +308,7 @@ def evaluate_run(
         if model is None:
             raise ValueError("`image_size` (H, W) is required when `embed_fn` is injected without a model.")
         image_size = tuple(model.image_shape[:2])
-    if uses_soft_mask and (soft_mask_query_tfrecords is None or soft_mask_gallery_tfrecords is None):
+    if uses_soft_mask and (soft_mask_query_tfrecords is None or soft_mask_gallery_tfrecords is None and gallery_index is None):
         raise ValueError(
             "DA-2S needs the soft-mask images of both query and gallery: pass soft_mask_query_tfrecords and "
             f"soft_mask_gallery_tfrecords. Received: {soft_mask_query_tfrecords!r}, {soft_mask_gallery_tfrecords!r}"
@@ -316,15 +322,18 @@ def evaluate_run(
                   _compute_policy(model)],
     )
     query, query_files = _split_features("query", query_tfrecords, soft_mask_query_tfrecords, **extraction)
-    gallery, gallery_files = _split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords, **extraction)
-
     # 3. Metrics and the per-query results, then the JSON (atomically) and the table.
     out_path = out_path or (os.path.join(run_dir, "metrics.json") if run_dir else None)
-    metrics = evaluate_features(
-        query, gallery, distance=distance, rerank=rerank, mode=mode, max_rank=max_rank,
-        num_repeats=num_repeats, seed=seed, rerank_convention=rerank_convention,
-        per_query_out=per_query_path(out_path) if out_path else None,
-    )
+    per_query_out = per_query_path(out_path) if out_path else None
+    if gallery_index is not None:
+        metrics, gallery_files = evaluate_on_index(query, gallery_index, mode=mode, max_rank=max_rank,
+                                                   shortlist=shortlist, per_query_out=per_query_out), None
+    else:
+        gallery, gallery_files = _split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords, **extraction)
+        metrics = evaluate_features(
+            query, gallery, distance=distance, rerank=rerank, mode=mode, max_rank=max_rank,
+            num_repeats=num_repeats, seed=seed, rerank_convention=rerank_convention, per_query_out=per_query_out,
+        )
     metrics.update(
         flip_average=bool(flip_average), model=type(model).__name__ if model is not None else "embed_fn",
         precision=_compute_policy(model), run_dir=run_dir, query_tfrecords=query_files, gallery_tfrecords=gallery_files,
