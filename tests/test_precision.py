@@ -60,11 +60,22 @@ def _gan(policy, weights_from=None, **overrides):
     (precision.DeviceFacts(frozenset({"amx_bf16"}), ((7, 5),)), "mixed_float16"),
     (precision.DeviceFacts(frozenset(), ((8, 6), (7, 0))), "mixed_float16"),  # the weakest GPU decides
     (precision.DeviceFacts(frozenset({"amx_bf16"}), ((6, 1),)), "float32"),  # GPUs do the work, not the CPU
+    # bf16 units whose kernels failed the self-check (AMX on one VM here) -> float32.
+    (precision.DeviceFacts(frozenset({"amx_bf16", "avx512_bf16"}), (), cpu_bf16_sound=False), "float32"),
 ])
 def test_auto_picks_from_device_facts_and_says_why(facts, expected, capsys):
     assert precision.resolve("auto", facts) == expected
     assert f"precision=auto -> {expected} (" in capsys.readouterr().out
     assert precision.resolve("float32", facts) == "float32"  # an explicit setting is never overridden
+
+
+def test_the_bf16_self_check_compares_every_run_with_float32():
+    reference = [np.float32(2.0), np.array([[1.0, -4.0]], np.float32)]
+    close = [np.float32(2.01), np.array([[1.05, -3.9]], np.float32)]
+    assert precision.results_agree(reference, [close, close])
+    assert not precision.results_agree(reference, [close, [np.float32(np.nan), close[1]]])
+    assert not precision.results_agree(reference, [close, [close[0], np.array([[1.0, 3e35]], np.float32)]])
+    assert not precision.results_agree(reference, [[np.float32(2.0), np.array([[1.0, -3.0]], np.float32)]])
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):

@@ -37,7 +37,7 @@ from bgshift_tf.data import images, shards, variants
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data.synthetic import domain_paths
 
-_SUM_KEYS = ("fg_sq_err", "fg_abs_err", "fg_values", "bg_energy", "bg_values",
+SUM_KEYS = ("fg_sq_err", "fg_abs_err", "fg_values", "bg_energy", "bg_values",
              "missed_sq_err", "missed_abs_err", "missed_values", "ssim_sum", "ssim_pixels",
              "period2_power", "ac_power", "input_period2_power", "input_ac_power")
 SSIM_SIGMA, SSIM_RADIUS = 1.5, 3  # Gaussian window: sigma 1.5 px, 7x7
@@ -256,7 +256,7 @@ def evaluate_suppression(world_dir, original_dir, generated_dirs, *, split="trai
         `original_dir`'s records; images without a stored mask add nothing to it.
     """
     variants.check(generated_dirs, allowed=variants.GENERATED, what="generated_dirs")
-    sums = {name: dict.fromkeys(_SUM_KEYS, 0.0) for name in ["original", *generated_dirs]}
+    sums = {name: dict.fromkeys(SUM_KEYS, 0.0) for name in ["original", *generated_dirs]}
     seen = 0
     for originals, batches, masks in paired_batches(world_dir, original_dir, generated_dirs, split=split,
                                                     batch_size=batch_size, max_images=max_images):

@@ -1,0 +1,38 @@
+"""SBSGAN recipe ablations: each --trial trained per --ablation_seeds at the gan flagfile's budget on the
+synthetic world, its soft-mask images measured on the exact masks (`workflow.gan_ablation`).
+
+Usage (the table in BUILD_NOTES.md "SBSGAN recipe at the demo budget"):
+    python -m bgshift_tf.gan_ablation --flagfile=bgshift_tf/configs/demo.flags --name=gan_ablation \
+        --trial="paper_recipe:upsample=transposed;g_ema_decay=0;lr_decay_start=1" --trial="demo:" \
+        --ablation_seeds=0,1 --out=docs/gan_ablation.json
+
+Takes the main job's flags (world preset, --gan_flagfile, --gan_overrides, --precision); each trial's
+"key=value;..." SBSGAN settings go over them. Re-running skips the (trial, seed) pairs --out holds.
+"""
+
+from absl import flags
+
+from bgshift_tf import errors
+from bgshift_tf.training.interrupts import exit_on_interrupt
+from bgshift_tf.workflow import cli, gan_ablation
+
+cli.define_flags()
+flags.DEFINE_multi_string("trial", [], "name:key=value;key=value SBSGAN settings of one trial ('name:' = as "
+                          "configured).")
+flags.DEFINE_list("ablation_seeds", ["0"], "Training seeds of every trial.")
+flags.DEFINE_string("out", "runs/gan_ablation.json", "Result JSON (rewritten after every trial and seed).")
+flags.DEFINE_integer("max_images", 256, "Train images per domain measured.", lower_bound=1)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    trials = gan_ablation.parse_trials(FLAGS.trial or ["configured:"])
+    with exit_on_interrupt("gan_ablation"):
+        gan_ablation.run_ablation(cli.config_from_flags(), trials, [int(s) for s in FLAGS.ablation_seeds],
+                                  FLAGS.out, max_images=FLAGS.max_images)
+    print(f"results: {FLAGS.out}")
+
+
+if __name__ == "__main__":
+    errors.run(main, "gan_ablation")
