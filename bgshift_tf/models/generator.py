@@ -6,8 +6,8 @@
       -> style_branch:     same structure, its own weights                           (one-hot indicator)
 
 F = base_filters (64 in the paper), N = num_res_blocks (6). `upsample` other than "transposed" replaces
-each deconv by a nearest / bilinear resize + 3x3 conv (against checkerboard artefacts; not the paper's). Instance norm everywhere except the output
-conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-1, 1]. Under a mixed
+each deconv by a nearest / bilinear resize + 3x3 conv (against checkerboard artefacts; not the paper's).
+Instance norm everywhere except the output conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-1, 1]. Under a mixed
 precision policy (`training.precision`) the layers compute in bf16/fp16, instance-norm statistics and the
 final tanh in float32.
 """
@@ -104,7 +104,8 @@ class Generator(keras.Model):
             image_size, 3 + self.num_domains, self.base_filters, self.num_res_blocks, name="encoder"
         )
         feature_shape = self.encoder.output.shape[1:]
-        self.soft_mask_branch = _build_decoder(feature_shape, self.base_filters, upsample, name="soft_mask_branch")
+        self.soft_mask_branch = _build_decoder(feature_shape, self.base_filters, upsample,
+                                               name="soft_mask_branch")
         self.style_branch = _build_decoder(feature_shape, self.base_filters, upsample, name="style_branch")
         self.built = True
 

@@ -14,7 +14,8 @@ API
   ever sits inside a `tf.cond`.
 - `train_loop(strategy=..., make_dataset=..., steps=[...], total_steps=..., run_dir=..., trackables={...},
   config=None, checkpoint_every=1000, keep_checkpoints=3, summary_every=100, image_every=0,
-  image_fn=None, verbose=1, after_iteration=None) -> dict` runs iterations until `total_steps` (or until
+  image_fn=None, verbose=1, after_iteration=None, steps_per_call=1) -> dict` runs iterations until
+  `total_steps` (or until
   `after_iteration(done)`, called after each iteration's checkpointing, returns True: early stopping; the
   state is then saved as at the end) and returns a run summary
   `{"start_step", "final_step", "steps_run", "seconds", "steps_per_second", "losses", "checkpoint"}`.

@@ -91,11 +91,11 @@ def cpu_bf16_kernels_sound(calls=12):
     images = tf.constant(rng.uniform(-1, 1, (16, 64, 32, 3)), tf.float32)
 
     def stack():
-        layers = [keras.Input((64, 32, 3))]
-        x = layers[0]
+        inputs = keras.Input((64, 32, 3))
+        x = inputs
         for i in range(5):
             x = keras.layers.LeakyReLU(0.01)(keras.layers.Conv2D(16 * 2**i, 4, 2, padding="same")(x))
-        return keras.Model(layers[0], keras.layers.Conv2D(1, 3, padding="same", dtype="float32")(x))
+        return keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same", dtype="float32")(x))
 
     models = {}
     for policy in ("float32", "mixed_bfloat16"):

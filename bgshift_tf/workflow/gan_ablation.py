@@ -20,7 +20,6 @@ Trials differ only in their settings: same world, same budget (iterations), same
 
 import json
 import os
-import platform
 import time
 
 import numpy as np
@@ -34,7 +33,7 @@ from bgshift_tf.generation.translate import encode_image
 from bgshift_tf.training.gan import load_generator
 from bgshift_tf.training.gan_run import DEFAULT_CONFIG as GAN_DEFAULTS
 from bgshift_tf.training.gan_run import train_sbsgan
-from bgshift_tf.workflow import main_job, stages
+from bgshift_tf.workflow import main_job, provenance, stages
 from bgshift_tf.workflow.config import trainer_config
 from bgshift_tf.workflow.run_layout import RunLayout
 
@@ -50,18 +49,6 @@ def parse_trials(specs):
             raise ValueError(f"a trial is 'name:key=value;...' with a new name. Received: {spec!r}")
         trials[name] = [item for item in settings.split(";") if item]
     return trials
-
-
-def cpu_model():
-    """lscpu's "Model name" (from /proc/cpuinfo), else platform.processor()."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _jpeg_round_trip(pixels):
@@ -102,7 +89,7 @@ def run_ablation(pipeline_config, trials, seeds, out_path, max_images=256, log=p
     base = trainer_config(pipeline_config["gan_flagfile"], pipeline_config["gan_overrides"], GAN_DEFAULTS, "gan",
                           precision=ctx.precision)
     result = _read(out_path) or {"trials": {}}
-    result.update(cpu=cpu_model(), budget={"gan_flagfile": pipeline_config["gan_flagfile"],
+    result.update(cpu=provenance.cpu_model(), budget={"gan_flagfile": pipeline_config["gan_flagfile"],
                                            "gan_overrides": list(pipeline_config["gan_overrides"]),
                                            "precision": ctx.precision, "max_images": max_images})
     for name, settings in trials.items():
