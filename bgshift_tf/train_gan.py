@@ -42,6 +42,8 @@ flags.DEFINE_integer("d_base_filters", _D["d_base_filters"], "Discriminator widt
 flags.DEFINE_integer("d_num_layers", _D["d_num_layers"], "Discriminator stride-2 convs (6 in the paper).")
 flags.DEFINE_enum("upsample", _D["upsample"], list(UPSAMPLE_MODES),
                   "Decoder upsampling: transposed (4x4/2 deconv, the paper's), or nearest / bilinear resize + 3x3 conv.")
+flags.DEFINE_boolean("skips", _D["skips"], "U-Net skip connections from G's encoder to its decoders (not the "
+                     "paper's: sharper bodies at short budgets).")
 flags.DEFINE_float("g_ema_decay", _D["g_ema_decay"],
                    "If > 0 (< 1), keep a moving average of G's weights with this decay for generation and export.")
 flags.DEFINE_float("lr_decay_start", _D["lr_decay_start"], "Fraction of training (0, 1] after which both learning "

@@ -137,6 +137,23 @@ def test_resize_upsampling_replaces_the_deconvolutions_and_round_trips(mode):
         Generator(num_domains=K, image_size=SIZE, upsample="pixel")
 
 
+def test_skips_feed_the_encoders_early_features_to_both_decoders():
+    g = Generator(num_domains=K, image_size=SIZE, base_filters=4, num_res_blocks=1, skips=True)
+    stem, down1 = (g.encoder.get_layer(f"encoder_{n}_relu").output for n in ("stem", "down1"))
+    assert [t.shape[1:] for t in g.encoder.outputs[1:]] == [down1.shape[1:], stem.shape[1:]]
+    for branch in (g.style_branch, g.soft_mask_branch):
+        assert branch.get_layer(f"{branch.name}_up2_deconv").input.shape[-1] == 8 + 8  # up1 (2F) + down1 (2F)
+        assert branch.get_layer(f"{branch.name}_out_conv").input.shape[-1] == 4 + 4  # up2 (F) + stem (F)
+    x = _images()
+    mixed = g.generate(x, np.array([1, 0]), np.array([1.0, 0.0]))
+    np.testing.assert_allclose(mixed[:1], g.soft_mask(x[:1]), atol=1e-5)
+    np.testing.assert_allclose(mixed[1:], g.style_transfer(x[1:], [0]), atol=1e-5)
+    clone = Generator.from_config(g.get_config())
+    assert clone.skips and not _generator().skips
+    clone.set_weights(g.get_weights())
+    np.testing.assert_allclose(clone.style_transfer(x, [1, 0]), g.style_transfer(x, [1, 0]), atol=1e-6)
+
+
 def test_resize_upsampling_makes_no_checkerboard_from_a_flat_input():
     # A 4x4 stride-2 deconv covers output pixels unevenly (a period-2 pattern from a constant input); a
     # resize + conv does not: away from the border its output of a constant map is constant.

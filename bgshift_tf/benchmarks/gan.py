@@ -1,14 +1,18 @@
 """SBSGAN speed: TensorFlow float32 and mixed_bfloat16 against the same networks and steps in PyTorch
 float32 and bf16 autocast.
 
-For two settings, "demo" (the issue's demo size, 128x64 images and batch 16, with narrow networks: base_filters
+For three settings, "demo64" (configs/gan_demo.flags: 64x32, batch 16, base_filters 32, 2 residual blocks,
+D 16 / 5 layers), "demo" (the issue's demo size, 128x64 images and batch 16, with narrow networks: base_filters
 16, 2 residual blocks, D width 16 with 5 layers; configs/gan_demo.flags itself now trains at 64x32 with
 base_filters 32) and "paper" (256x128, batch 4 to keep it short, base_filters
 64, 6 residual blocks, D width 64 with 6 layers), measures images/second of:
   * d_step: one SBSGAN discriminator update (fakes, WGAN critic, real-domain CE, gradient penalty, Adam);
   * g_step: one SBSGAN generator update (mixed soft-mask/style fakes, L_adv, L_cls^f, L_rec, L_idc, L_bgs,
     L_sc with the style transfers of the slot images to the other domains, Adam);
-  * inference: the soft-mask branch G(I, D̄) alone.
+  * inference: the soft-mask branch G(I, D̄) alone;
+  * dg_step (TF only): `discriminator_generator_step`, the D and G updates of one batch with the fakes made
+    once, which training runs when n_critic = 1; "dg_vs_separate" is its rate over that of d_step then
+    g_step (the pair training ran before it), and PyTorch's equivalent is its d_step then g_step.
 in four modes: TF "float32" and "mixed_bfloat16" (`training.precision` policies, tf.function graphs; XLA
 re-measured for inference in both and for the bf16 training steps, kept only where it is faster), PyTorch
 "float32" and "bf16_autocast" (`torch.autocast("cpu", dtype=torch.bfloat16)`).
@@ -35,9 +39,12 @@ from bgshift_tf.training.precision import policy_scope
 TF_MODES = ("float32", "mixed_bfloat16")
 TORCH_MODES = ("float32", "bf16_autocast")
 STEPS = ("d_step", "g_step", "inference")
+TF_STEPS = (*STEPS, "dg_step")
 
 NUM_DOMAINS = 3
 SETTINGS = {
+    "demo64": dict(image_size=(64, 32), batch_size=16, base_filters=32, num_res_blocks=2, d_base_filters=16,
+                   d_layers=5, steps=8, inference_steps=10),
     "demo": dict(image_size=(128, 64), batch_size=16, base_filters=16, num_res_blocks=2, d_base_filters=16,
                  d_layers=5, steps=5, inference_steps=10),
     "paper": dict(image_size=(256, 128), batch_size=4, base_filters=64, num_res_blocks=6, d_base_filters=64,
@@ -77,7 +84,7 @@ def _tf_model(setting, slots, policy):
     return model
 
 
-def _tf_rates(setting, batch, slots, policy, jit_compile, steps=STEPS):
+def _tf_rates(setting, batch, slots, policy, jit_compile, steps=TF_STEPS):
     """Images/second of TF `steps` (tf.function graphs, XLA-compiled if jit_compile) under `policy`, and the
     FLOPs per image of each (counted on the traced graph)."""
     model = _tf_model(setting, slots, policy)
@@ -87,6 +94,7 @@ def _tf_rates(setting, batch, slots, policy, jit_compile, steps=STEPS):
         "d_step": (tf.function(model.discriminator_step, jit_compile=jit_compile), (tensors,), "d_loss"),
         "g_step": (tf.function(model.generator_step, jit_compile=jit_compile), (tensors,), "g_loss"),
         "inference": (tf.function(model.generator.soft_mask, jit_compile=jit_compile), (tensors["image"],), None),
+        "dg_step": (tf.function(model.discriminator_generator_step, jit_compile=jit_compile), (tensors,), "g_loss"),
     }
     rates, flops = {}, {}
     for name in steps:
@@ -291,6 +299,8 @@ def run(quick=False, train_steps=None):
             print(f"[bench gan] {name}: TensorFlow {policy} ...", flush=True)
             columns[policy], counted[policy] = _tf_rates(setting, batch, slots, policy, jit_compile=False)
             row["tf"][policy] = rounded(columns[policy])
+            separate = 1.0 / (1.0 / columns[policy]["d_step"] + 1.0 / columns[policy]["g_step"])
+            row.setdefault("dg_vs_separate", {})[policy] = round(columns[policy]["dg_step"] / separate, 2)
         if not quick:  # XLA compiles for tens of seconds to minutes: not part of the smoke run
             row["tf_xla"] = {}
             for policy, steps in (("float32", ("inference",)), ("mixed_bfloat16", STEPS)):
@@ -301,7 +311,7 @@ def run(quick=False, train_steps=None):
         tf_best, row["tf_best_mode"] = best_of(columns)
         row["tf_best"] = rounded(tf_best)
         bf16_best, _ = best_of({k: v for k, v in columns.items() if k.startswith("mixed_bfloat16")})
-        row["bf16_vs_float32"] = {k: round(bf16_best[k] / columns["float32"][k], 2) for k in STEPS}
+        row["bf16_vs_float32"] = {k: round(bf16_best[k] / columns["float32"][k], 2) for k in STEPS if k in bf16_best}
         print(f"[bench gan] {name}: tf {row['tf']} xla {row.get('tf_xla')}", flush=True)
         if torch is not None:
             torch_columns = {}
@@ -309,13 +319,15 @@ def run(quick=False, train_steps=None):
                 print(f"[bench gan] {name}: PyTorch {mode} ...", flush=True)
                 torch_columns[mode] = _torch_rates(torch, setting, batch, slots, autocast=mode != "float32")
             row["torch"] = {mode: rounded(rates) for mode, rates in torch_columns.items()}
+            for rates in torch_columns.values():
+                rates["dg_step"] = 1.0 / (1.0 / rates["d_step"] + 1.0 / rates["g_step"])
             torch_best, row["torch_best_mode"] = best_of(torch_columns)
             row["torch_best"] = rounded(torch_best)
-            row["tf_vs_torch"] = {k: round(tf_best[k] / torch_best[k], 2) for k in STEPS}
+            row["tf_vs_torch"] = {k: round(tf_best[k] / torch_best[k], 2) for k in TF_STEPS}
             print(f"[bench gan] {name}: torch {row['torch']}", flush=True)
         flops = counted["float32"]  # the bf16 graph adds only casts
         row["gflops_per_image"] = {k: round(v / 1e9, 3) for k, v in flops.items()}
-        achieved = {k: flops[k] * tf_best[k] for k in STEPS}
+        achieved = {k: flops[k] * tf_best[k] for k in TF_STEPS}
         row["tf_best_gflops_per_second"] = {k: round(v / 1e9, 1) for k, v in achieved.items()}
         row["tf_best_fraction_of_peak"] = fraction_of_peaks(achieved, measured_peaks)
         results["settings"][name] = row

@@ -7,6 +7,9 @@
 
 F = base_filters (64 in the paper), N = num_res_blocks (6). `upsample` other than "transposed" replaces
 each deconv by a nearest / bilinear resize + 3x3 conv (against checkerboard artefacts; not the paper's).
+`skips=True` adds U-Net skip connections (not the paper's; pix2pix, Isola et al. 2017): each decoder
+concatenates the encoder's down1 output (2F) after its first upsampling and the stem's output (F) after its
+second, so the body's detail need not pass the 4x-downsampled trunk.
 Instance norm everywhere except the output conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-1, 1]. Under a mixed
 precision policy (`training.precision`) the layers compute in bf16/fp16, instance-norm statistics and the
 final tanh in float32.
@@ -36,24 +39,31 @@ def onehot_indicator(domains, num_domains):
     return ops.one_hot(ops.cast(domains, "int32"), num_domains, dtype="float32")
 
 
-def _build_encoder(image_size, in_channels, base_filters, num_res_blocks, name):
+def _build_encoder(image_size, in_channels, base_filters, num_res_blocks, skips, name):
+    """The shared encoder: its trunk features, or with `skips` [trunk, down1 output, stem output]."""
     inputs = keras.Input((*image_size, in_channels), name=f"{name}_input")
-    x = apply_conv_norm_relu(inputs, base_filters, 7, name=f"{name}_stem")
-    x = apply_conv_norm_relu(x, base_filters * 2, 4, strides=2, name=f"{name}_down1")
-    x = apply_conv_norm_relu(x, base_filters * 4, 4, strides=2, name=f"{name}_down2")
+    stem = apply_conv_norm_relu(inputs, base_filters, 7, name=f"{name}_stem")
+    down1 = apply_conv_norm_relu(stem, base_filters * 2, 4, strides=2, name=f"{name}_down1")
+    x = apply_conv_norm_relu(down1, base_filters * 4, 4, strides=2, name=f"{name}_down2")
     for i in range(num_res_blocks):
         x = apply_residual_block(x, name=f"{name}_res{i + 1}")
-    return keras.Model(inputs, x, name=name)
+    return keras.Model(inputs, [x, down1, stem] if skips else x, name=name)
 
 
-def _build_decoder(feature_shape, base_filters, upsample, name):
-    inputs = keras.Input(feature_shape, name=f"{name}_input")
-    x = apply_upsample_norm_relu(inputs, base_filters * 2, upsample, name=f"{name}_up1")
+def _build_decoder(feature_shapes, base_filters, upsample, name):
+    """A decoder over the encoder's output: one feature shape, or three ([trunk, down1, stem]) for skips."""
+    skips = len(feature_shapes) == 3
+    inputs = [keras.Input(shape, name=f"{name}_input{i or ''}") for i, shape in enumerate(feature_shapes)]
+    x = apply_upsample_norm_relu(inputs[0], base_filters * 2, upsample, name=f"{name}_up1")
+    if skips:
+        x = keras.layers.Concatenate(name=f"{name}_skip1")([x, inputs[1]])
     x = apply_upsample_norm_relu(x, base_filters, upsample, name=f"{name}_up2")
+    if skips:
+        x = keras.layers.Concatenate(name=f"{name}_skip2")([x, inputs[2]])
     x = keras.layers.Conv2D(3, 7, padding="same", name=f"{name}_out_conv")(x)
     # The image leaves in float32 whatever the compute precision (losses and saved images read it).
     outputs = keras.layers.Activation("tanh", dtype="float32", name=f"{name}_tanh")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs if skips else inputs[0], outputs, name=name)
 
 
 @keras.saving.register_keras_serializable(package="bgshift_tf")
@@ -67,6 +77,7 @@ class Generator(keras.Model):
         num_res_blocks: residual blocks in the shared trunk (6 in the paper).
         upsample: how the decoders upsample (`models.layers.UPSAMPLE_MODES`): "transposed" (the paper's
             4x4 stride-2 deconv), "nearest" or "bilinear" (resize + 3x3 conv).
+        skips: U-Net skip connections from the encoder to both decoders (not the paper's; see above).
         name: model name.
 
     `call((images, indicator), branch)` runs one branch; `soft_mask(images)` and
@@ -75,7 +86,7 @@ class Generator(keras.Model):
     """
 
     def __init__(self, num_domains=3, image_size=(256, 128), base_filters=64, num_res_blocks=6,
-                 upsample="transposed", name="generator", **kwargs):
+                 upsample="transposed", skips=False, name="generator", **kwargs):
         super().__init__(name=name, **kwargs)
         image_size = tuple(int(s) for s in image_size)
         if num_domains < 2:
@@ -98,15 +109,16 @@ class Generator(keras.Model):
         self.base_filters = int(base_filters)
         self.num_res_blocks = int(num_res_blocks)
         self.upsample = upsample
+        self.skips = bool(skips)
 
         # === Layers ===
         self.encoder = _build_encoder(
-            image_size, 3 + self.num_domains, self.base_filters, self.num_res_blocks, name="encoder"
+            image_size, 3 + self.num_domains, self.base_filters, self.num_res_blocks, self.skips, name="encoder"
         )
-        feature_shape = self.encoder.output.shape[1:]
-        self.soft_mask_branch = _build_decoder(feature_shape, self.base_filters, upsample,
+        feature_shapes = [t.shape[1:] for t in tf.nest.flatten(self.encoder.output)]
+        self.soft_mask_branch = _build_decoder(feature_shapes, self.base_filters, upsample,
                                                name="soft_mask_branch")
-        self.style_branch = _build_decoder(feature_shape, self.base_filters, upsample, name="style_branch")
+        self.style_branch = _build_decoder(feature_shapes, self.base_filters, upsample, name="style_branch")
         self.built = True
 
     def call(self, inputs, branch=variants.STYLE_TRANSFER, training=False):
@@ -171,10 +183,11 @@ class Generator(keras.Model):
         # Soft-mask examples first (stable), then the rest; the inverse permutation restores the order.
         order = tf.argsort(tf.cast(use_soft_mask[:, 0], tf.int32), direction="DESCENDING", stable=True)
         num_soft = tf.reduce_sum(tf.cast(use_soft_mask, tf.int32))
-        sorted_features = tf.gather(features, order)
+        sorted_features = tf.nest.map_structure(lambda f: tf.gather(f, order), features)
         style_start = tf.minimum(num_soft, tf.shape(order)[0] - 1)
-        soft = self.soft_mask_branch(sorted_features[:tf.maximum(num_soft, 1)], training=training)
-        style = self.style_branch(sorted_features[style_start:], training=training)
+        soft = self.soft_mask_branch(tf.nest.map_structure(lambda f: f[:tf.maximum(num_soft, 1)], sorted_features),
+                                     training=training)
+        style = self.style_branch(tf.nest.map_structure(lambda f: f[style_start:], sorted_features), training=training)
         mixed = tf.concat([soft[:num_soft], style[num_soft - style_start:]], axis=0)
         return tf.gather(mixed, tf.argsort(order))
 
@@ -185,6 +198,7 @@ class Generator(keras.Model):
             "base_filters": self.base_filters,
             "num_res_blocks": self.num_res_blocks,
             "upsample": self.upsample,
+            "skips": self.skips,
             "name": self.name,
         }
 
