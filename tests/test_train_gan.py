@@ -116,10 +116,12 @@ def test_flagfiles_parse_to_the_documented_presets():
     expected = {
         "gan_paper.flags": dict(image_height=256, image_width=128, batch_size=16, epochs=5, learning_rate=1e-4,
                                 beta1=0.5, beta2=0.999, n_critic=5, base_filters=64, num_res_blocks=6,
-                                lambda_rec=10.0, lambda_gp=10.0),
+                                lambda_rec=10.0, lambda_gp=10.0, upsample="transposed", skips=False),
         "gan_tiny.flags": dict(image_height=32, image_width=16, max_steps=4, base_filters=8, learning_rate=1e-4),
         "gan_demo.flags": dict(learning_rate=2e-4, beta1=0.5, lambda_sc=5.0, lambda_bgs=50.0, image_height=64,
-                               base_filters=32, epochs=11, n_critic=1),
+                               base_filters=32, epochs=11, n_critic=1, upsample="nearest", steps_per_call=10),
+        # the study's SBSGAN is the demo's, its 11 demo-world epochs fixed as iterations of the same batch
+        "gan_study.flags": dict(base_filters=32, batch_size=16, max_steps=1232, upsample="nearest", n_critic=1),
     }
     for name, values in expected.items():
         with open(os.path.join(CONFIGS, name)) as f:
