@@ -75,7 +75,7 @@ def _tf_model(setting, slots, policy):
     keras.utils.set_random_seed(0)
     with policy_scope(policy):
         generator = Generator(NUM_DOMAINS, setting["image_size"], setting["base_filters"],
-                              setting["num_res_blocks"])
+                              setting["num_res_blocks"], upsample=setting.get("upsample", "transposed"))
         discriminator = Discriminator(NUM_DOMAINS, setting["image_size"], setting["d_base_filters"],
                                       setting["d_layers"])
     model = SBSGAN(generator, discriminator, global_batch_size=setting["batch_size"], num_soft_mask=slots)
