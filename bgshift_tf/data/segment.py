@@ -255,6 +255,36 @@ def _settings_in(summary_path, settings, overwrite) -> dict | None:
     return previous
 
 
+def _check_arguments(splits, min_coverage, max_coverage, batch_size):
+    """ValueError naming the flag unless `splits`, the coverage bounds and `batch_size` are usable."""
+    unknown = [split for split in splits if split not in SPLITS]
+    if not splits or unknown:
+        raise ValueError(f"`splits` (flag --splits) must be a non-empty subset of {SPLITS}. Received: {list(splits)}")
+    if not 0.0 <= min_coverage < max_coverage <= 1.0:
+        raise ValueError(
+            "`min_coverage` and `max_coverage` (flags --min_coverage / --max_coverage) must satisfy "
+            f"0 <= min < max <= 1. Received: min_coverage={min_coverage}, max_coverage={max_coverage}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` (flag --batch_size) must be at least 1. Received: {batch_size}")
+
+
+def _segment_split(records, pending, segment, bounds, progress, split):
+    """Segments the `pending` records of one split with `segment(records, bar)` -> ({path: coverage}, [bad
+    paths]) and measures the masks already on disk; returns (the split's summary, the records with a mask,
+    {path: coverage} of every one of them)."""
+    written, bad = {}, []
+    if pending:
+        with tqdm(total=len(pending), desc=f"masks {split}", unit="img", disable=not progress) as bar:
+            written, bad = segment(pending, bar)
+    with_mask = [r for r in records if os.path.isfile(r.mask_path)]
+    coverages = {r.path: coverage(_read_mask(r.mask_path)) for r in with_mask if r.path not in written}
+    coverages.update(written)
+    summary = {"images": len(records), "written": len(written), "kept": len(with_mask) - len(written),
+               "bad_images": bad, **coverage_summary(coverages, *bounds)}
+    return summary, with_mask, coverages
+
+
 def make_masks(
     data_dir,
     dataset,
@@ -304,16 +334,7 @@ def make_masks(
     # 2. List the dataset with out_dir as its mask folder: the records carry the mask paths build_tfrecords reads.
     # 3. Load the segmenter only if some mask is missing, record the settings, segment the missing masks.
     # 4. Coverage of every mask on disk (written or kept), the contact sheet, and the summary.
-    unknown = [split for split in splits if split not in SPLITS]
-    if not splits or unknown:
-        raise ValueError(f"`splits` (flag --splits) must be a non-empty subset of {SPLITS}. Received: {list(splits)}")
-    if not 0.0 <= min_coverage < max_coverage <= 1.0:
-        raise ValueError(
-            "`min_coverage` and `max_coverage` (flags --min_coverage / --max_coverage) must satisfy "
-            f"0 <= min < max <= 1. Received: min_coverage={min_coverage}, max_coverage={max_coverage}"
-        )
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` (flag --batch_size) must be at least 1. Received: {batch_size}")
+    _check_arguments(splits, min_coverage, max_coverage, batch_size)
     out_dir = os.path.abspath(os.fspath(out_dir))
     settings = {
         "segmenter": os.path.abspath(segmenter) if os.path.isdir(segmenter) else segmenter,
@@ -344,24 +365,13 @@ def make_masks(
     summary_splits, samples = {}, []
     rng = random.Random(seed)
     for split in splits:
-        written, bad = {}, []
+        segment = None
         if pending[split]:
-            with tqdm(total=len(pending[split]), desc=f"masks {split}", unit="img", disable=not progress) as bar:
-                written, bad = segment_records(
-                    pending[split], body_masks, preprocess, size, batch_size=batch_size,
-                    skip_bad_images=skip_bad_images, bar=bar,
-                )
-        with_mask = [r for r in data.split(split) if os.path.isfile(r.mask_path)]
-        coverages = {r.path: coverage(_read_mask(r.mask_path)) for r in with_mask if r.path not in written}
-        coverages.update(written)
-        skipped[f"{split}_bad_image"] = len(bad)
-        summary_splits[split] = {
-            "images": len(data.split(split)),
-            "written": len(written),
-            "kept": len(with_mask) - len(written),
-            "bad_images": bad,
-            **coverage_summary(coverages, min_coverage, max_coverage),
-        }
+            segment = lambda records, bar: segment_records(  # noqa: E731 (bound to this run's segmenter)
+                records, body_masks, preprocess, size, batch_size=batch_size, skip_bad_images=skip_bad_images, bar=bar)
+        summary_splits[split], with_mask, coverages = _segment_split(
+            data.split(split), pending[split], segment, (min_coverage, max_coverage), progress, split)
+        skipped[f"{split}_bad_image"] = len(summary_splits[split]["bad_images"])
         samples += [(split, r, coverages[r.path]) for r in rng.sample(with_mask, min(num_samples, len(with_mask)))]
 
     sheet = _contact_sheet(samples, os.path.join(out_dir, CONTACT_SHEET_FILE)) if samples else None

@@ -153,6 +153,41 @@ def _to_csr(rows, cols, values, num_rows, num_cols):
     return indptr, keys % num_cols, data
 
 
+def _check_parameters(k1, k2, lambda_value, convention):
+    """The convention's rule; ValueError naming the parameter unless k1, k2, lambda_value are in range."""
+    if int(k1) != k1 or k1 < 1:
+        raise ValueError(f"`k1` must be an integer >= 1. Received: k1={k1!r}")
+    if int(k2) != k2 or not 1 <= k2 <= k1 + 1:
+        raise ValueError(f"`k2` must be an integer in [1, k1 + 1 = {k1 + 1}]. Received: k2={k2!r}")
+    if not 0.0 <= lambda_value <= 1.0:
+        raise ValueError(f"`lambda_value` must be in [0, 1]. Received: lambda_value={lambda_value!r}")
+    if convention not in _CONVENTIONS:
+        raise ValueError(f"`convention` must be one of {tuple(_CONVENTIONS)}. Received: convention={convention!r}")
+    return _CONVENTIONS[convention]
+
+
+def _jaccard_query_gallery(indptr, indices, data, num_q, num_n):
+    """float64 [Q, G] Jaccard distances between the first `num_q` rows of the CSR matrix (indptr, indices,
+    data) and its other rows, through an inverted index of the gallery rows:
+    sum_j max(a_j, b_j) = sum(a) + sum(b) - sum_j min(a_j, b_j)."""
+    num_g = num_n - num_q
+    row_sums = np.bincount(np.repeat(np.arange(num_n), np.diff(indptr)), weights=data, minlength=num_n)
+    gallery_owner, gallery_positions = _row_entries(indptr, np.arange(num_q, num_n))
+    by_column = np.argsort(indices[gallery_positions], kind="stable")
+    gallery_owner = gallery_owner[by_column]
+    gallery_values = data[gallery_positions][by_column]
+    column_ptr = np.searchsorted(indices[gallery_positions][by_column], np.arange(num_n + 1))
+    jaccard = np.empty((num_q, num_g), dtype=np.float64)
+    for i in range(num_q):
+        values = data[indptr[i]:indptr[i + 1]]
+        entry_of, entries = _row_entries(column_ptr, indices[indptr[i]:indptr[i + 1]])
+        mins = np.minimum(values[entry_of], gallery_values[entries])
+        min_sum = np.bincount(gallery_owner[entries], weights=mins, minlength=num_g)
+        max_sum = row_sums[i] + row_sums[num_q:] - min_sum
+        jaccard[i] = 1.0 - min_sum / np.where(max_sum > 0, max_sum, 1.0)
+    return jaccard
+
+
 def k_reciprocal_rerank(
     q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3, convention="zhong2017", chunk_rows=512
 ):
@@ -177,15 +212,7 @@ def k_reciprocal_rerank(
     q_g_dist = _check("q_g_dist", q_g_dist, (num_q, num_g))
     q_q_dist = _check("q_q_dist", q_q_dist, (num_q, num_q))
     g_g_dist = _check("g_g_dist", g_g_dist, (num_g, num_g))
-    if int(k1) != k1 or k1 < 1:
-        raise ValueError(f"`k1` must be an integer >= 1. Received: k1={k1!r}")
-    if int(k2) != k2 or not 1 <= k2 <= k1 + 1:
-        raise ValueError(f"`k2` must be an integer in [1, k1 + 1 = {k1 + 1}]. Received: k2={k2!r}")
-    if not 0.0 <= lambda_value <= 1.0:
-        raise ValueError(f"`lambda_value` must be in [0, 1]. Received: lambda_value={lambda_value!r}")
-    if convention not in _CONVENTIONS:
-        raise ValueError(f"`convention` must be one of {tuple(_CONVENTIONS)}. Received: convention={convention!r}")
-    rule = _CONVENTIONS[convention]
+    rule = _check_parameters(k1, k2, lambda_value, convention)
     num_n = num_q + num_g
     half_k = min(int(np.around(k1 / 2.0)), num_n - 1)
     k1, k2 = min(int(k1), num_n - 1), min(int(k2), num_n)
@@ -223,22 +250,7 @@ def k_reciprocal_rerank(
 
     # 4. Jaccard distance of each query to each gallery item via an inverted index of gallery vectors:
     #    sum_j max(a_j, b_j) = sum(a) + sum(b) - sum_j min(a_j, b_j).
-    row_sums = np.bincount(
-        np.repeat(np.arange(num_n), np.diff(indptr)), weights=data, minlength=num_n
-    )
-    gallery_owner, gallery_positions = _row_entries(indptr, np.arange(num_q, num_n))
-    by_column = np.argsort(indices[gallery_positions], kind="stable")
-    gallery_owner = gallery_owner[by_column]
-    gallery_values = data[gallery_positions][by_column]
-    column_ptr = np.searchsorted(indices[gallery_positions][by_column], np.arange(num_n + 1))
-    jaccard = np.empty((num_q, num_g), dtype=np.float64)
-    for i in range(num_q):
-        values = data[indptr[i]:indptr[i + 1]]
-        entry_of, entries = _row_entries(column_ptr, indices[indptr[i]:indptr[i + 1]])
-        mins = np.minimum(values[entry_of], gallery_values[entries])
-        min_sum = np.bincount(gallery_owner[entries], weights=mins, minlength=num_g)
-        max_sum = row_sums[i] + row_sums[num_q:] - min_sum
-        jaccard[i] = 1.0 - min_sum / np.where(max_sum > 0, max_sum, 1.0)
+    jaccard = _jaccard_query_gallery(indptr, indices, data, num_q, num_n)
 
     # 5. Blend with the original distance (in place: the Q x G arrays dominate memory at Market scale).
     jaccard *= 1.0 - lambda_value

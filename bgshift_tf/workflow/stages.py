@@ -197,26 +197,10 @@ def run_stages(run_dir, stages: Sequence[Stage], *, force=(), log=None) -> dict:
             f"for this and the remaining stages")
         atomic_io.write_json(_started_path(run_dir, stage.name), {"config": config, "deps": deps})
         _write_timings(run_dir, timings, stages[index:])
-        start = time.monotonic()
-        try:
-            outputs = stage.fn() or {}
-        except BaseException as error:
-            seconds = time.monotonic() - start
-            timings.append({"stage": stage.name, "seconds": seconds, "status": "failed"})
-            _write_timings(run_dir, timings, stages[index + 1:])
-            log(f"{prefix} FAILED after {format_seconds(seconds)}: {type(error).__name__}: {error}. "
-                "No manifest written: the next run resumes here.")
-            raise
-        seconds = time.monotonic() - start
-        run_ids[stage.name] = uuid.uuid4().hex
-        manifests[stage.name] = {
-            "name": stage.name, "config": config, "deps": deps, "run_id": run_ids[stage.name],
-            "outputs": normalize(outputs), "contents": output_contents(stage.clean_paths), "seconds": seconds,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        atomic_io.write_json(manifest_path(run_dir, stage.name), manifests[stage.name])
-        os.remove(_started_path(run_dir, stage.name))
-        results[stage.name] = {"status": "ran", "seconds": seconds, "outputs": normalize(outputs), "reason": reason}
+        manifests[stage.name] = _run_stage(run_dir, stage, config, deps, timings, stages[index + 1:], log, prefix)
+        run_ids[stage.name], seconds = manifests[stage.name]["run_id"], manifests[stage.name]["seconds"]
+        results[stage.name] = {"status": "ran", "seconds": seconds, "outputs": manifests[stage.name]["outputs"],
+                               "reason": reason}
         timings.append({"stage": stage.name, "seconds": seconds, "status": "ran"})
         _write_timings(run_dir, timings, ())
         log(f"{prefix} done in {format_seconds(seconds)}; elapsed {format_seconds(time.monotonic() - job_start)}")
@@ -225,6 +209,30 @@ def run_stages(run_dir, stages: Sequence[Stage], *, force=(), log=None) -> dict:
         f"({sum(r['status'] == 'ran' for r in results.values())} ran, "
         f"{sum(r['status'] == 'skipped' for r in results.values())} skipped)")
     return results
+
+
+def _run_stage(run_dir, stage, config, deps, timings, later, log, prefix) -> dict:
+    """Runs `stage.fn` and writes its manifest (returned); on failure records it in timings.json (`later`:
+    the stages after it, still expected) and re-raises, with no manifest written."""
+    start = time.monotonic()
+    try:
+        outputs = stage.fn() or {}
+    except BaseException as error:
+        seconds = time.monotonic() - start
+        timings.append({"stage": stage.name, "seconds": seconds, "status": "failed"})
+        _write_timings(run_dir, timings, later)
+        log(f"{prefix} FAILED after {format_seconds(seconds)}: {type(error).__name__}: {error}. "
+            "No manifest written: the next run resumes here.")
+        raise
+    seconds = time.monotonic() - start
+    manifest = {
+        "name": stage.name, "config": config, "deps": deps, "run_id": uuid.uuid4().hex,
+        "outputs": normalize(outputs), "contents": output_contents(stage.clean_paths),
+        "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_io.write_json(manifest_path(run_dir, stage.name), manifest)
+    os.remove(_started_path(run_dir, stage.name))
+    return manifest
 
 
 def _rerun_reason(stage, manifest, config, deps, force):
