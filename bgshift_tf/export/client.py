@@ -7,6 +7,7 @@ REST follows TF Serving's documented predict API:
          {"signature_name": "soft_mask_jpeg", "instances": [{"b64": "<base64 JPEG>"}, ...]}
          {"signature_name": "style_transfer", "inputs": {"images": [...], "target_domain": [...]}}   (columnar)
     GET  {server}/v1/models/{model}                                                           (status)
+    POST {server}/v1/search/{index} {"features": [[...]], "k": 10}    (the stand-in server's gallery search)
 
 gRPC (`GrpcClient`) uses `tensorflow_serving.apis` PredictionService when `grpc` and
 `tensorflow-serving-api` are importable (port 8500 by default).
@@ -243,6 +244,21 @@ class RestClient(_TypedCalls):
                     "instances": [{k: v[i] for k, v in columns.items()} for i in range(batch)]}
         response = self._request(f"{self.model_url}:predict", body)
         return _parse_predict_response(response, SIGNATURES.get(signature_name, (None, None))[1])
+
+    def search(self, index_name, features=None, *, image_bytes=None, k=10):
+        """Top-k gallery entries per query from the stand-in server's search endpoint (`search_endpoint`):
+        features float [N, D] or a list of encoded JPEG/PNG bytes (embedded by the server's embedder) ->
+        [[{"pid", "camera", "path", "distance"}, ...] per query]."""
+        if (features is None) == (image_bytes is None):
+            raise errors.ArgumentError("search needs exactly one of `features` [N, D] and `image_bytes`.")
+        if features is not None:
+            body = {"features": np.atleast_2d(np.asarray(features, dtype=np.float64)).tolist(), "k": k}
+        else:
+            body = {"images_b64": [base64.b64encode(bytes(v)).decode("ascii") for v in image_bytes], "k": k}
+        response = self._request(f"{self.server}/v1/search/{index_name}", body)
+        if not isinstance(response, dict) or not isinstance(response.get("results"), list):
+            raise BadResponseError(f'The search response has no "results" list: {str(response)[:200]}')
+        return response["results"]
 
 
 def _error_text(body):

@@ -7,6 +7,7 @@ with `tf.saved_model.load` and answers the subset of TF Serving's documented RES
     GET  /v1/models/<name>[/versions/<v>]              model status ({"model_version_status": [...]})
     POST /v1/models/<name>[/versions/<v>]:predict      {"signature_name": ..., "instances": [...]} (row)
                                                       or {"signature_name": ..., "inputs": ...} (columnar)
+    GET  /v1/search/<index>, POST /v1/search/<index>     gallery search (not TF Serving's: `search_endpoint`)
 
 Row requests get {"predictions": ...}, columnar ones {"outputs": ...}; a single-output signature answers
 with bare values, a multi-output one with {output_name: value} objects; {"b64": "..."} objects become
@@ -20,9 +21,10 @@ It serves one thread per request on 127.0.0.1 and an ephemeral port by default. 
 `tensorflow/serving` (see BUILD_NOTES.md, Deployment): it does batching, versions policies, gRPC,
 monitoring, none of which is here.
 
-Usage (a local demo server; limits as flags):
+Usage (a local demo server; limits as flags; --indexes and --embedder add the gallery search endpoint):
     python -m bgshift_tf.export.standin_server --port=8501 --max_body_bytes=33554432 \
-        --max_image_pixels=4194304 --models=sbsgan_generator=saved_models/sbsgan_generator
+        --max_image_pixels=4194304 --models=sbsgan_generator=saved_models/sbsgan_generator \
+        --indexes=synduke=runs/index/synduke --embedder=da2s_embedder
 """
 
 import base64
@@ -238,6 +240,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # Set per server class in StandInServer. `timeout` is StreamRequestHandler's socket timeout: a client
     # that promises more body than it sends gets 408 instead of holding a thread forever.
     store, max_body_bytes, max_pixels, timeout = None, MAX_BODY_BYTES, MAX_IMAGE_PIXELS, REQUEST_TIMEOUT
+    search = None  # a search_endpoint.SearchStore when the server has gallery indexes
 
     def log_message(self, format, *args):  # noqa: A002 (BaseHTTPRequestHandler's name); quiet in tests
         pass
@@ -298,16 +301,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise BadRequest(f"Content-Length says {length} bytes but the connection ended after {len(data)}")
         return data
 
+    def _search_index_name(self):
+        """The <index> of a /v1/search/<index> path (NotFound when this server has no indexes), else None."""
+        prefix = "/v1/search/"
+        if not self.path.startswith(prefix):
+            return None
+        if self.search is None:
+            raise NotFound(f"This server has no gallery index (start it with --indexes): {self.path}")
+        return self.path[len(prefix):]
+
     def do_GET(self):  # noqa: N802 (http.server's naming)
-        self._handle(lambda: self.store.status(*self._route(want_predict=False)))
+        def work():
+            index_name = self._search_index_name()
+            if index_name is not None:
+                return self.search.describe(index_name)
+            return self.store.status(*self._route(want_predict=False))
+
+        self._handle(work)
 
     def do_POST(self):  # noqa: N802
         def work():
-            name, version = self._route(want_predict=True)
+            index_name = self._search_index_name()
+            name, version = self._route(want_predict=True) if index_name is None else (None, None)
             try:
                 body = json.loads(self._read_body() or b"null")
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise BadRequest(f"The request body is not valid UTF-8 JSON: {error}") from None
+            if index_name is not None:
+                return self.search.search(index_name, body, self.max_pixels)
             return predict(self.store, name, version, body, self.max_pixels)
 
         self._handle(work)
@@ -322,15 +343,22 @@ class StandInServer:
         max_body_bytes: larger request bodies are answered 413 without being read.
         max_image_pixels: an encoded image whose header gives more pixels is answered 413 undecoded.
         request_timeout: seconds a request's body may take to arrive (then 408).
+        indexes: {index_name: gallery index folder} served at /v1/search/<index_name> (`search_endpoint`).
+        embedder: the served model (in `model_base_paths`) that embeds image search queries; None: features only.
 
     Use as a context manager: `with StandInServer({...}) as server: RestClient(server.url, ...)`.
     """
 
     def __init__(self, model_base_paths, host="127.0.0.1", port=0, *, max_body_bytes=MAX_BODY_BYTES,
-                 max_image_pixels=MAX_IMAGE_PIXELS, request_timeout=REQUEST_TIMEOUT):
+                 max_image_pixels=MAX_IMAGE_PIXELS, request_timeout=REQUEST_TIMEOUT, indexes=None, embedder=None):
+        store, search = ModelStore(model_base_paths), None
+        if indexes:
+            from bgshift_tf.export.search_endpoint import SearchStore  # faiss only when searching
+
+            search = SearchStore(indexes, store, embedder)
         handler = type("Handler", (_Handler,), {
-            "store": ModelStore(model_base_paths), "max_body_bytes": int(max_body_bytes),
-            "max_pixels": int(max_image_pixels), "timeout": float(request_timeout),
+            "store": store, "max_body_bytes": int(max_body_bytes), "max_pixels": int(max_image_pixels),
+            "timeout": float(request_timeout), "search": search,
         })
         self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -363,13 +391,14 @@ def main(argv):
 
     del argv
     values = flags.FLAGS
-    bad = [item for item in values.models if "=" not in item]
+    bad = [item for item in [*values.models, *values.indexes] if "=" not in item]
     if bad:
-        raise errors.ArgumentError(f"--models entries must be name=base_path. Received: {bad}")
-    models = dict(item.split("=", 1) for item in values.models)
-    with errors.user_errors(OSError):  # a missing model folder, a port in use
+        raise errors.ArgumentError(f"--models and --indexes entries must be name=folder. Received: {bad}")
+    models, indexes = (dict(item.split("=", 1) for item in items) for items in (values.models, values.indexes))
+    with errors.user_errors(OSError, ValueError, NotFound):  # a missing model or index folder, a port in use
         server = StandInServer(models, values.host, values.port, max_body_bytes=values.max_body_bytes,
-                               max_image_pixels=values.max_image_pixels, request_timeout=values.request_timeout)
+                               max_image_pixels=values.max_image_pixels, request_timeout=values.request_timeout,
+                               indexes=indexes, embedder=values.embedder)
     print(f"stand-in REST server (NOT TF Serving) on {server.url} serving {sorted(models)}", flush=True)
     try:
         server.httpd.serve_forever()
@@ -387,4 +416,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("max_body_bytes", MAX_BODY_BYTES, "Larger request bodies are answered HTTP 413.")
     flags.DEFINE_integer("max_image_pixels", MAX_IMAGE_PIXELS, "Encoded images with more pixels: HTTP 413.")
     flags.DEFINE_float("request_timeout", REQUEST_TIMEOUT, "Seconds a request body may take to arrive (then 408).")
+    flags.DEFINE_list("indexes", [], "name=gallery_index_folder pairs served at /v1/search/<name>.")
+    flags.DEFINE_string("embedder", None, "Served model (a --models name) that embeds image search queries.")
     errors.run(main, "standin_server")
