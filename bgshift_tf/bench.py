@@ -10,14 +10,16 @@ Each area's benchmark lives in `bgshift_tf/benchmarks/<area>.py` as `run(quick: 
 
 from absl import flags
 
-from bgshift_tf import errors
-from bgshift_tf.benchmarks.suite import run_suite
+from bgshift_tf import errors, flag_checks
+from bgshift_tf.benchmarks.suite import AREAS, run_suite
 
 _OUT = flags.DEFINE_string("out", "runs/bench/bench.json", "Where to write the JSON results.")
 _ONLY = flags.DEFINE_list("only", [], "Areas to run (default: all). Known: see benchmarks/suite.py.")
 _TRAIN_STEPS = flags.DEFINE_integer(
     "train_steps", 0, "Timed training steps per figure of the gan and reid areas (0: their defaults, 3-5).",
     lower_bound=0)
+flag_checks.list_choices("only", AREAS)
+flag_checks.output_file("out")
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes and one iteration: a smoke run, not a measurement.")
 
 

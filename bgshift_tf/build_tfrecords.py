@@ -17,7 +17,7 @@ import os
 
 from absl import flags
 
-from bgshift_tf import errors
+from bgshift_tf import errors, flag_checks
 from bgshift_tf.data.build import DATASETS, build_dataset_tfrecords
 
 _DATASET = flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset layout to read.")
@@ -25,13 +25,15 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset root folder (cuhk03_n
                                 "and labeled/; cuhk03_classic: the cuhk-03.mat file).")
 _MASK_DIR = flags.DEFINE_string("mask_dir", None, "Body-mask folder mirroring --data_dir (optional).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output folder for shards and manifest.json.")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 8, "Shards per split (capped by the split size).")
+_NUM_SHARDS = flags.DEFINE_integer("num_shards", 8, "Shards per split (capped by the split size).",
+                                   lower_bound=1)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rewrite shards already complete.")
 _SKIP_BAD_MASKS = flags.DEFINE_bool("skip_bad_masks", False, "Skip (and count) images whose mask is missing, "
                                     "unreadable or wrongly sized instead of failing.")
 _SKIP_BAD_NAMES = flags.DEFINE_bool("skip_bad_names", False, "Skip (and count) images whose file name does not "
                                     "follow the dataset's convention instead of failing.")
-_DOMAIN_INDEX = flags.DEFINE_integer("domain_index", 0, "Domain index stored in every example.")
+_DOMAIN_INDEX = flags.DEFINE_integer("domain_index", 0, "Domain index stored in every example.",
+                                     lower_bound=0)
 _DOMAIN_NAME = flags.DEFINE_string(
     "domain_name", None, "Domain name (default: the dataset name); also names the shards."
 )
@@ -41,6 +43,9 @@ _CUHK03_SPLIT = flags.DEFINE_string(
     "<out_dir>/split_00 .. split_19.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the train-split shuffle across shards.")
 flags.mark_flags_as_required(["dataset", "data_dir", "out_dir"])
+flag_checks.input_path("data_dir")
+flag_checks.input_path("mask_dir", kind="dir")
+flag_checks.output_dir("out_dir")
 
 
 def main(argv):

@@ -6,8 +6,10 @@ command fixes, so its message names the culprit (file, flag, folder) and the fix
 
     build_tfrecords: error: image '/data/q/0001_c1s1_000001_00.jpg' cannot be decoded: ... (fix or remove it)
 
-on stderr with exit status 2 (absl already reports bad flag syntax on one line). Any other exception is a
-bug and keeps its traceback. `--verbose` shows the traceback of a `UserError` too: `run` defines it as a
+on stderr with exit status 2. A flag that does not parse or fails its check (`bgshift_tf.flag_checks`:
+ranges, choices, input paths that must exist, output paths that must be creatable), a `--flagfile` that is
+missing or includes itself, and an `app.UsageError` end the same way, before `main` does any work. Any
+other exception is a bug and keeps its traceback. `--verbose` shows the traceback of a `UserError` too: `run` defines it as a
 boolean unless the entry point already has an integer `--verbose` (train_gan, train_reid: progress level),
 where `--verbose=2` shows tracebacks.
 
@@ -20,6 +22,8 @@ import os
 import sys
 
 from absl import app, flags
+
+from bgshift_tf import flag_checks
 
 USER_ERROR_EXIT_STATUS = 2
 
@@ -75,13 +79,21 @@ def run(main, command: str | None = None) -> None:
     if "verbose" not in flags.FLAGS:
         flags.DEFINE_bool("verbose", False, "Show the full traceback when an error ends the command.")
 
+    def parse(argv):
+        try:
+            flag_checks.flagfile_chain(argv[1:])
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            report(error, command)
+            sys.exit(USER_ERROR_EXIT_STATUS)
+
     def guarded(argv):
         try:
             return main(argv)
-        except UserError as error:
+        except (UserError, app.UsageError) as error:
             if _show_traceback():
                 raise
             report(error, command)
             sys.exit(USER_ERROR_EXIT_STATUS)
 
-    app.run(guarded)
+    app.run(guarded, flags_parser=parse)

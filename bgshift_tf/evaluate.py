@@ -30,7 +30,7 @@ conventions in `bgshift_tf/evaluation/rerank.py`.
 
 from absl import app, flags
 
-from bgshift_tf import errors
+from bgshift_tf import errors, flag_checks
 from bgshift_tf.evaluation.rank import MODES
 from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.run import evaluate_cuhk03_classic, evaluate_run
@@ -58,10 +58,12 @@ _RERANK_CONVENTION = flags.DEFINE_enum(
     "zhong2017: as the authors' code (squared distances, strict 2/3 rule); bgshift_v1: this project's first version.",
 )
 _MODE = flags.DEFINE_enum("mode", "standard", list(MODES), "Metric convention (see evaluation/rank.py).")
-_MAX_RANK = flags.DEFINE_integer("max_rank", 50, "Length of the CMC curve written to the JSON.")
-_NUM_REPEATS = flags.DEFINE_integer("num_repeats", 10, "cuhk03_sgs: single-gallery-shot samplings.")
+_MAX_RANK = flags.DEFINE_integer("max_rank", 50, "Length of the CMC curve written to the JSON.",
+                                 lower_bound=1)
+_NUM_REPEATS = flags.DEFINE_integer("num_repeats", 10, "cuhk03_sgs: single-gallery-shot samplings.",
+                                    lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "cuhk03_sgs: sampling seed.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Evaluation batch size.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Evaluation batch size.", lower_bound=1)
 _OUT = flags.DEFINE_string("out", None, "Metrics JSON path (default: <run_dir>/metrics.json).")
 _CACHE = flags.DEFINE_string(
     "features_cache_dir", None, "Folder caching query/gallery features, reused when inputs match (resume)."
@@ -75,6 +77,11 @@ _CUHK03_SPLIT = flags.DEFINE_enum(
 )
 
 flags.mark_flags_as_required(["run_dir", "query_tfrecords"])
+flag_checks.input_path("run_dir", "index", kind="dir")
+flag_checks.input_path("query_tfrecords", "gallery_tfrecords", "soft_mask_query_tfrecords",
+                       "soft_mask_gallery_tfrecords", patterns=True)
+flag_checks.output_file("out")
+flag_checks.output_dir("features_cache_dir")
 flags.register_multi_flags_validator(
     ["gallery_tfrecords", "index"], lambda values: (values["gallery_tfrecords"] is None) != (values["index"] is None),
     message="pass exactly one of --gallery_tfrecords and --index")

@@ -12,7 +12,7 @@ Takes the main job's flags (world preset, --gan_flagfile, --gan_overrides, --pre
 
 from absl import flags
 
-from bgshift_tf import errors
+from bgshift_tf import errors, flag_checks
 from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.workflow import cli, gan_ablation
 
@@ -22,6 +22,9 @@ flags.DEFINE_multi_string("trial", [], "name:key=value;key=value SBSGAN settings
 flags.DEFINE_list("ablation_seeds", ["0"], "Training seeds of every trial.")
 flags.DEFINE_string("out", "runs/gan_ablation.json", "Result JSON (rewritten after every trial and seed).")
 flags.DEFINE_integer("max_images", 256, "Train images per domain measured.", lower_bound=1)
+flags.register_validator("ablation_seeds", lambda seeds: bool(seeds) and all(s.isdigit() for s in seeds),
+                         "must be integers >= 0, e.g. 0,1")
+flag_checks.output_file("out")
 FLAGS = flags.FLAGS
 
 

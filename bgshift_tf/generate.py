@@ -15,7 +15,7 @@ complete.
 
 from absl import flags
 
-from bgshift_tf import errors
+from bgshift_tf import errors, flag_checks
 from bgshift_tf.data import variants
 from bgshift_tf.generation import translate
 from bgshift_tf.training import precision
@@ -28,10 +28,13 @@ _VARIANTS = flags.DEFINE_list("variants", list(variants.GENERATED),
 _TARGET = flags.DEFINE_string("target_domain", None, "Style-transfer target: a domain name of the run "
                               "(config.json `domains`) or its index; needed for the style_transfer variant.")
 _SPLITS = flags.DEFINE_list("splits", None, "Splits to translate (default: all in the input manifest).")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per generator call.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per generator call.", lower_bound=1)
 _JPEG = flags.DEFINE_bool("jpeg_dirs", False, "Also write JPEG folders in the Market-1501 layout.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Redo splits whose output is already complete.")
 _PRECISION = flags.DEFINE_enum("precision", "float32", list(precision.PRECISIONS), precision.FLAG_HELP)
+flag_checks.list_choices("variants", variants.GENERATED)
+flag_checks.input_path("run_dir", "in_dir", kind="dir")
+flag_checks.output_dir("out_root")
 
 
 def main(argv):

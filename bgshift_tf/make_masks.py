@@ -16,8 +16,9 @@ See bgshift_tf/data/segment.py.
 
 from absl import flags
 
-from bgshift_tf import errors
+from bgshift_tf import errors, flag_checks
 from bgshift_tf.data.build import DATASETS
+from bgshift_tf.data.records import SPLITS
 from bgshift_tf.data.segment import DEFAULT_SEGMENTER, PASCAL_VOC_PERSON, make_masks
 
 _DATASET = flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset layout to read.")
@@ -32,19 +33,26 @@ _PERSON_CLASSES = flags.DEFINE_list(
 )
 _SPLITS = flags.DEFINE_list("splits", ["train"], "Splits to segment (SBSGAN needs train).")
 _IMAGE_SIZE = flags.DEFINE_list("image_size", None, "HEIGHT,WIDTH the segmenter sees (default: the preset's).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per prediction.")
-_MIN_COVERAGE = flags.DEFINE_float("min_coverage", 0.1, "Masks with a smaller body fraction are listed.")
-_MAX_COVERAGE = flags.DEFINE_float("max_coverage", 0.9, "Masks with a larger body fraction are listed.")
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 8, "Images per split on the contact sheet.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per prediction.", lower_bound=1)
+_MIN_COVERAGE = flags.DEFINE_float("min_coverage", 0.1, "Masks with a smaller body fraction are listed.",
+                                    lower_bound=0, upper_bound=1)
+_MAX_COVERAGE = flags.DEFINE_float("max_coverage", 0.9, "Masks with a larger body fraction are listed.",
+                                    lower_bound=0, upper_bound=1)
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 8, "Images per split on the contact sheet.",
+                                    lower_bound=0)
 _SKIP_BAD_IMAGES = flags.DEFINE_bool("skip_bad_images", False, "Skip (and count) images that cannot be decoded "
                                      "instead of failing.")
 _SKIP_BAD_NAMES = flags.DEFINE_bool("skip_bad_names", False, "Skip (and count) images whose file name does not "
                                     "follow the dataset's convention instead of failing.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Remake masks already on disk.")
 _CUHK03_VARIANT = flags.DEFINE_enum("cuhk03_variant", "detected", ["detected", "labeled"], "CUHK03 boxes.")
-_CUHK03_SPLIT = flags.DEFINE_integer("cuhk03_split", 0, "CUHK03 classic split, 0..19.")
+_CUHK03_SPLIT = flags.DEFINE_integer("cuhk03_split", 0, "CUHK03 classic split, 0..19.", lower_bound=0,
+                                     upper_bound=19)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the contact sheet's choice of images.")
 flags.mark_flags_as_required(["dataset", "data_dir", "out_dir"])
+flag_checks.list_choices("splits", SPLITS)
+flag_checks.input_path("data_dir")
+flag_checks.output_dir("out_dir")
 
 
 def _integers(values):

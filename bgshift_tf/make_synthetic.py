@@ -11,17 +11,24 @@ See the bgshift_tf/data/synthetic/ package for the world itself.
 
 from absl import flags
 
-from bgshift_tf import errors
+from bgshift_tf import errors, flag_checks
 from bgshift_tf.data.synthetic import PRESETS, make_world, resolve_config
+from bgshift_tf.data.synthetic.world import DOMAINS
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder to write the world into.", required=True)
 _PRESET = flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Size preset: tiny (tests) or demo.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives byte-identical files.")
-_NUM_IDS = flags.DEFINE_integer("num_ids", None, "Identities per domain (train + test); default: the preset's.")
-_IMAGES_PER_ID = flags.DEFINE_integer("images_per_id", None, "Mean images per identity; default: the preset's.")
-_IMAGE_HEIGHT = flags.DEFINE_integer("image_height", None, "Image height in pixels; default: the preset's.")
-_IMAGE_WIDTH = flags.DEFINE_integer("image_width", None, "Image width in pixels; default: the preset's.")
+_NUM_IDS = flags.DEFINE_integer("num_ids", None, "Identities per domain (train + test); default: the preset's.",
+                                 lower_bound=1)
+_IMAGES_PER_ID = flags.DEFINE_integer("images_per_id", None, "Mean images per identity; default: the preset's.",
+                                       lower_bound=1)
+_IMAGE_HEIGHT = flags.DEFINE_integer("image_height", None, "Image height in pixels; default: the preset's.",
+                                      lower_bound=1)
+_IMAGE_WIDTH = flags.DEFINE_integer("image_width", None, "Image width in pixels; default: the preset's.",
+                                     lower_bound=1)
 _DOMAINS = flags.DEFINE_list("domains", None, "Subset of synmarket,synduke,syncuhk; default: all three.")
+flag_checks.list_choices("domains", [name for name, _ in DOMAINS])
+flag_checks.output_dir("out_dir")
 
 
 def main(argv):

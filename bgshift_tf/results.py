@@ -14,7 +14,7 @@ import json
 
 from absl import flags
 
-from bgshift_tf import errors
+from bgshift_tf import errors, flag_checks
 from bgshift_tf.report import results_md, study_md
 from bgshift_tf.workflow import study_merge
 
@@ -26,6 +26,7 @@ _EXPERIMENTS = flags.DEFINE_string("experiments", "", "Instead of --parts: one e
                                    "python -m bgshift_tf.experiments.")
 _OUT = flags.DEFINE_string("out", "docs/RESULTS.md", "Markdown file to write (its hand-written part is kept).")
 _COMMAND = flags.DEFINE_string("command", "make study SEEDS=k", "The command that ran the study, quoted in the file.")
+flag_checks.output_file("out")
 
 
 def _experiments_entry(path):
@@ -40,6 +41,9 @@ def _experiments_entry(path):
 
 def main(argv):
     del argv
+    if not _EXPERIMENTS.value and flag_checks.check_input(_PARTS.value, "dir"):
+        raise errors.MissingInputError(f"flag --parts={_PARTS.value}: "
+                                       f"{flag_checks.check_input(_PARTS.value, 'dir')}; run the study first")
     with errors.user_errors(ValueError):
         if _EXPERIMENTS.value:
             path = results_md.write(_experiments_entry(_EXPERIMENTS.value), _OUT.value, _COMMAND.value)

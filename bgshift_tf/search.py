@@ -17,7 +17,7 @@ import json
 
 from absl import app, flags
 
-from bgshift_tf import errors
+from bgshift_tf import errors, flag_checks
 from bgshift_tf.evaluation import gallery
 from bgshift_tf.evaluation.distance import METRICS
 from bgshift_tf.evaluation.search import KINDS, IndexSettings
@@ -35,12 +35,16 @@ _EXCLUDE_JUNK = flags.DEFINE_bool("exclude_junk", False, "query: drop gallery it
 _SETTINGS = {field.name: flags.DEFINE_integer(field.name, field.default, f"build ({field.name}): see IndexSettings.",
                                               lower_bound=0)
              for field in dataclasses.fields(IndexSettings)}
+flag_checks.input_path("features", "index", kind="dir")
 
 
 def main(argv):
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(f"usage: python -m bgshift_tf.search {{{'|'.join(COMMANDS)}}} --flags...; "
                              f"received arguments {argv[1:]}")
+    problem = _OUT.value and flag_checks.check_output(_OUT.value, "dir" if argv[1] == "build" else "file")
+    if problem:
+        raise errors.ArgumentError(f"flag --out={_OUT.value}: {problem}")
     with errors.user_errors(OSError, ValueError):
         if argv[1] == "build":
             if not _FEATURES.value or not _OUT.value:

@@ -18,7 +18,7 @@ config.json, checkpoints/ and TensorBoard logs/ (`bgshift_tf.training.reid.load_
 
 from absl import flags
 
-from bgshift_tf import errors
+from bgshift_tf import errors, flag_checks
 from bgshift_tf.training import run_flags
 from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.training.reid import DEFAULT_CONFIG, train_reid
@@ -41,22 +41,34 @@ flags.DEFINE_bool("isdc_se", _D["isdc_se"], "DA-2S: an SE block on every ISDC ou
                   "needs --use_isdc).")
 flags.DEFINE_integer("image_height", _D["image_height"], "Input height (multiple of 32).")
 flags.DEFINE_integer("image_width", _D["image_width"], "Input width (multiple of 32).")
-flags.DEFINE_integer("batch_size", _D["batch_size"], "Global batch size (split across replicas).")
-flags.DEFINE_integer("epochs", _D["epochs"], "Training epochs.")
-flags.DEFINE_integer("max_steps", _D["max_steps"], "If > 0, train this many steps instead of --epochs.")
+flags.DEFINE_integer("batch_size", _D["batch_size"], "Global batch size (split across replicas).",
+                     lower_bound=1)
+flags.DEFINE_integer("epochs", _D["epochs"], "Training epochs.", lower_bound=1)
+flags.DEFINE_integer("max_steps", _D["max_steps"], "If > 0, train this many steps instead of --epochs.",
+                     lower_bound=0)
 flags.DEFINE_integer("holdout_ids", _D["holdout_ids"], "Early stopping: training identities held out as a "
-                     "retrieval test after every epoch (0 = off; needs --patience).")
+                     "retrieval test after every epoch (0 = off; needs --patience).", lower_bound=0)
 flags.DEFINE_integer("patience", _D["patience"], "Early stopping: epochs without a better held-out rank-1 "
-                     "before training stops (the best model is kept in <run_dir>/best/).")
+                     "before training stops (the best model is kept in <run_dir>/best/).", lower_bound=0)
 flags.DEFINE_float("learning_rate", _D["learning_rate"], "Initial SGD learning rate.")
 flags.DEFINE_float("decayed_learning_rate", _D["decayed_learning_rate"], "Learning rate after --lr_decay_epoch.")
-flags.DEFINE_integer("lr_decay_epoch", _D["lr_decay_epoch"], "Epoch after which the learning rate drops.")
+flags.DEFINE_integer("lr_decay_epoch", _D["lr_decay_epoch"], "Epoch after which the learning rate drops.",
+                     lower_bound=0)
 flags.DEFINE_float("momentum", _D["momentum"], "SGD momentum.")
-flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Records in the shuffle buffer.")
+flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Records in the shuffle buffer.", lower_bound=1)
 flags.DEFINE_integer("seed", _D["seed"], "Input shuffling/flip seed (offset by the resume step).")
 flags.DEFINE_string("run_dir", _D["run_dir"], "Run directory (config.json, checkpoints/, logs/); resumes. "
                     "Default: runs/reid_<model>.")
 run_flags.define_run_flags(_D)
+flag_checks.in_range("learning_rate", lower=0, lower_open=True)
+flag_checks.in_range("decayed_learning_rate", lower=0)
+flag_checks.in_range("momentum", lower=0, upper=1, upper_open=True)
+flag_checks.multiple_of(["image_height", "image_width"], lambda values: 32, "the DenseNet trunk's 5 stride-2 stages")
+flag_checks.input_path("train_dir", "stream1_dir", "stream2_dir", kind="dir")
+flags.register_validator(
+    "backbone_weights", lambda value: value in ("imagenet", "none") or flag_checks.check_input(value, "file") is None,
+    "must be imagenet, none or an existing DenseNet-121 notop .h5 file")
+flag_checks.output_dir("run_dir")
 
 
 def main(argv):

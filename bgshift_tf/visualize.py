@@ -13,7 +13,7 @@ Usage:
 
 from absl import app, flags
 
-from bgshift_tf import errors
+from bgshift_tf import errors, flag_checks
 from bgshift_tf.data import variants
 from bgshift_tf.report import domain_analysis
 from bgshift_tf.training import precision
@@ -25,17 +25,26 @@ _VARIANTS = flags.DEFINE_list(
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder for domain_distance.png / .json.")
 _DOMAIN_NAMES = flags.DEFINE_list("domain_names", None, "Display names per folder (default: folder names).")
 _SPLIT = flags.DEFINE_enum("split", "train", ["train", "query", "gallery"], "Split to sample images from.")
-_NUM_PER_DOMAIN = flags.DEFINE_integer("num_per_domain", 200, "Images sampled per domain (paper: 200 shown).")
+_NUM_PER_DOMAIN = flags.DEFINE_integer("num_per_domain", 200, "Images sampled per domain (paper: 200 shown).",
+                                      lower_bound=1)
 _IMAGE_SIZE = flags.DEFINE_list("image_size", ["64", "32"], "H,W images are read at (the GAN's size wins).")
 _FEATURE_SIZE = flags.DEFINE_list("feature_size", ["32", "16"], "H,W of downsampled-pixel features.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the image sample, PCA and t-SNE.")
 _PERPLEXITY = flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity.")
 _GAN_RUN_DIR = flags.DEFINE_string("gan_run_dir", None, "SBSGAN run (needed for soft_mask / style_transfer).")
 _REID_RUN_DIR = flags.DEFINE_string("reid_run_dir", None, "Re-ID run whose embeddings replace pixel features.")
-_STYLE_TARGET = flags.DEFINE_integer("style_target", 1, "Domain index style_transfer maps the others to.")
+_STYLE_TARGET = flags.DEFINE_integer("style_target", 1, "Domain index style_transfer maps the others to.",
+                                     lower_bound=0)
 _PRECISION = flags.DEFINE_enum("precision", "float32", list(precision.PRECISIONS), precision.FLAG_HELP)
 
 flags.mark_flags_as_required(["tfrecord_dirs", "out_dir"])
+flag_checks.in_range("perplexity", lower=0, lower_open=True)
+flag_checks.list_choices("variants", variants.ALL)
+flag_checks.input_path("tfrecord_dirs", "gan_run_dir", "reid_run_dir", kind="dir")
+flag_checks.output_dir("out_dir")
+for _name in ("image_size", "feature_size"):
+    flags.register_validator(_name, lambda values: len(values) == 2 and all(v.isdigit() and int(v) > 0 for v in values),
+                             "must be H,W: two positive integers, e.g. 64,32")
 
 
 def _size(flag_name, values):

@@ -14,10 +14,12 @@ def define_run_flags(defaults):
     flags.DEFINE_enum("strategy", defaults["strategy"], list(STRATEGIES),
                       "tf.distribute strategy: default (one device), mirrored (one host), multi_worker (TF_CONFIG).")
     flags.DEFINE_integer("cpu_replicas", defaults["cpu_replicas"],
-                         "Split the CPU into this many logical devices (0 = no; mirrored on CPU).")
-    flags.DEFINE_integer("checkpoint_every", defaults["checkpoint_every"], "Save a checkpoint every N iterations.")
-    flags.DEFINE_integer("keep_checkpoints", defaults["keep_checkpoints"], "Checkpoints to keep.")
+                         "Split the CPU into this many logical devices (0 = no; mirrored on CPU).",
+                         lower_bound=0)
+    flags.DEFINE_integer("checkpoint_every", defaults["checkpoint_every"], "Save a checkpoint every N iterations.",
+                         lower_bound=1)
+    flags.DEFINE_integer("keep_checkpoints", defaults["keep_checkpoints"], "Checkpoints to keep.", lower_bound=1)
     flags.DEFINE_integer("summary_every", defaults["summary_every"],
-                         "Write loss / learning-rate summaries every N iterations.")
+                         "Write loss / learning-rate summaries every N iterations.", lower_bound=1)
     flags.DEFINE_integer("verbose", defaults["verbose"], "1 = progress bar, 0 = quiet, 2 = also tracebacks of "
-                         "user errors.")
+                         "user errors.", lower_bound=0)

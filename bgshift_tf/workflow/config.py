@@ -16,6 +16,7 @@ import os
 
 from absl import flags
 
+from bgshift_tf import flag_checks
 from bgshift_tf.data import segment, variants
 from bgshift_tf.training import precision as precision_lib
 
@@ -125,6 +126,7 @@ def parse_flags(defaults, args, source) -> dict:
     flag_values = flags.FlagValues()
     define_flags(defaults, flag_values)
     try:
+        flag_checks.flagfile_chain(args)  # absl would skip a flagfile that includes itself
         flag_values(["parse_flags", *args])
     except flags.UnrecognizedFlagError as error:
         raise ValueError(f"{source} sets {error.flagname!r}, which is not one of its keys; "
