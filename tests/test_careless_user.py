@@ -238,3 +238,69 @@ def test_bad_flag_or_path_is_one_line_exit_2_and_nothing_written(name, paths):
             problems.append(f"{bad} -> exit {result['code']}, stderr:\n{result['stderr'][-1500:]}")
     assert not problems, "\n\n".join(problems)
     assert _snapshot(root) == before, "a failed command wrote something"
+
+
+# --- item 3: odd images and masks in a Market-1501 folder fed to build_tfrecords ---------------------------
+
+def _odd_layout(tmp_path, case):
+    """A tiny Market-1501 layout with masks, one train image (or its mask) replaced by `case`; returns
+    (data dir, mask dir, the replaced file, the pixels it should decode to or None)."""
+    import numpy as np
+    from PIL import Image
+
+    import data_fixtures
+
+    data, masks = str(tmp_path / "data"), str(tmp_path / "masks")
+    data_fixtures.make_layout(data, data_fixtures.MARKET_NAMES, mask_dir=masks)
+    name = data_fixtures.MARKET_NAMES["train"][0]
+    image_path = os.path.join(data, "bounding_box_train", name)
+    mask_path = os.path.join(masks, "bounding_box_train", name[:-4] + ".png")
+    pixels = data_fixtures.image_array(5)
+    gray = pixels[..., 0]
+    if case == "grayscale":
+        Image.fromarray(gray).save(image_path, format="JPEG", quality=95)
+        return data, masks, image_path, np.repeat(gray[..., None], 3, axis=-1)
+    if case == "cmyk":
+        Image.fromarray(pixels).convert("CMYK").save(image_path, format="JPEG", quality=95)
+        return data, masks, image_path, pixels
+    if case == "png16":  # a 16-bit PNG under a .jpg name: 0..65535 must not clip to white
+        Image.fromarray(gray.astype(np.uint16) * 257).save(image_path, format="PNG")
+        return data, masks, image_path, np.repeat(gray[..., None], 3, axis=-1)
+    if case == "zero_byte":
+        open(image_path, "wb").close()
+        return data, masks, image_path, None
+    if case == "mask_missing":
+        os.remove(mask_path)
+        return data, masks, mask_path, None
+    if case == "mask_wrong_size":
+        data_fixtures.write_mask(mask_path, height=40, width=16)
+        return data, masks, mask_path, None
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize("case", ["grayscale", "cmyk", "png16", "zero_byte", "mask_missing", "mask_wrong_size"])
+def test_odd_images_are_stored_faithfully_or_refused_naming_the_file(tmp_path, case):
+    import numpy as np
+    import tensorflow as tf
+
+    from bgshift_tf import errors
+    from bgshift_tf.data import schema
+    from bgshift_tf.data.build import build_dataset_tfrecords
+
+    data, masks, path, expected = _odd_layout(tmp_path, case)
+    out = tmp_path / "out"
+    if expected is None:
+        with pytest.raises(errors.UserError, match=os.path.basename(path)):
+            build_dataset_tfrecords("market1501", data, str(out), mask_dir=masks, num_shards=1, progress=False)
+        assert not (out / "manifest.json").exists()
+        return
+    build_dataset_tfrecords("market1501", data, str(out), mask_dir=masks, num_shards=1, progress=False)
+    stored = {}
+    for shard in sorted(out.glob("*train*.tfrecord")):
+        for raw in tf.data.TFRecordDataset(str(shard)):
+            example = tf.io.parse_single_example(raw, {"image": tf.io.FixedLenFeature([], tf.string),
+                                                       "filename": tf.io.FixedLenFeature([], tf.string)})
+            stored[os.path.basename(example["filename"].numpy().decode())] = schema.decode_image(example["image"])
+    decoded = stored[os.path.basename(path)].numpy().astype(int)
+    assert decoded.shape == expected.shape
+    assert np.abs(decoded - expected).mean() < 8, "the stored image is not the source's pixels"

@@ -67,12 +67,21 @@ def read_image(record: ImageRecord) -> tuple[bytes, int, int]:
             image.load()
             width, height = image.size
             if image.format != "JPEG":
-                data = encode_jpeg(np.asarray(image.convert("RGB")))
+                data = encode_jpeg(_rgb8(image))
     except (OSError, SyntaxError) as error:
         raise errors.DataError(
             f"image {record.path!r} cannot be decoded: {error} (replace or delete the file, then re-run)"
         ) from None
     return data, height, width
+
+
+def _rgb8(image):
+    """uint8 [H, W, 3] pixels of a decoded PIL image; 16-bit grayscale ("I;16*", or "I" holding 0..65535) is
+    scaled down (PIL's own convert("RGB") clips it to white)."""
+    if image.mode.startswith("I;16") or (image.mode == "I" and np.asarray(image).max() > 255):
+        gray = np.round(np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(image.convert("RGB"))
 
 
 class _Examples:
@@ -107,8 +116,13 @@ class _Examples:
 
 def _image_size(record):
     data = record.image_bytes
-    with Image.open(io.BytesIO(data) if data is not None else record.path) as image:
-        width, height = image.size
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else record.path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError) as error:  # before its mask is checked against it: the image is at fault
+        raise errors.DataError(
+            f"image {record.path!r} cannot be decoded: {error} (replace or delete the file, then re-run)"
+        ) from None
     return height, width
 
 
