@@ -304,3 +304,22 @@ def test_odd_images_are_stored_faithfully_or_refused_naming_the_file(tmp_path, c
     decoded = stored[os.path.basename(path)].numpy().astype(int)
     assert decoded.shape == expected.shape
     assert np.abs(decoded - expected).mean() < 8, "the stored image is not the source's pixels"
+
+
+# --- item 4: resume train_reid from a run of another image size / width ------------------------------------
+
+def test_reid_resume_from_another_size_names_the_checkpoint_and_the_mismatch(tmp_path):
+    from bgshift_tf import errors
+    from bgshift_tf.training import reid
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    spec = {"input_shape": [64, 32, 3], "growth_rate": 32, "weights": None}
+    (run_dir / "config.json").write_text(json.dumps({"model_class": "ide", "model": spec}))
+    reid._check_resumable(str(run_dir), {"model_class": "ide", "model": dict(spec)})  # same model: resumes
+    with pytest.raises(errors.UserError) as caught:
+        reid._check_resumable(str(run_dir), {"model_class": "ide", "model": {**spec, "input_shape": [128, 64, 3],
+                                                                             "growth_rate": 16}})
+    message = str(caught.value)
+    assert "\n" not in message and str(run_dir / "config.json") in message
+    assert "model.input_shape [64, 32, 3] -> [128, 64, 3]" in message and "model.growth_rate 32 -> 16" in message

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bgshift_tf import errors
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import images, shards
 from bgshift_tf.models.reid import DA2S, IDE
@@ -238,13 +239,23 @@ def _check_resumable(run_dir, run_config):
         return
     with open(path) as f:
         previous = json.load(f)
-    before = [previous.get("model_class"), previous.get("model")]
-    now = json.loads(json.dumps([run_config["model_class"], run_config["model"]]))
+    before = {"model_class": previous.get("model_class"), "model": previous.get("model")}
+    now = json.loads(json.dumps({"model_class": run_config["model_class"], "model": run_config["model"]}))
     if before != now:
-        raise ValueError(
-            f"--run_dir={run_dir!r} holds a different re-ID run ({before[0]}: {before[1]}); this run would "
-            f"be {now[0]}: {now[1]}. Use another --run_dir (or delete that one) to start fresh."
+        old, new = _flat(before), _flat(now)
+        changed = [f"{key} {old.get(key)} -> {new.get(key)}" for key in sorted(set(old) | set(new))
+                   if old.get(key) != new.get(key)]
+        raise errors.ArgumentError(
+            f"--run_dir={run_dir!r} holds a re-ID run whose checkpoint ({path}) this run cannot restore: "
+            f"{'; '.join(changed)}. Use the run's own settings, another --run_dir, or delete that one to start fresh."
         )
+
+
+def _flat(value, prefix=""):
+    """{"a": {"b": 1}} -> {"a.b": 1} (lists stay values)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}.{key}" if prefix else key).items()}
 
 
 def train_reid(config):
