@@ -22,6 +22,10 @@ from absl import flags
 from bgshift_tf import errors
 name, cases = sys.argv[1], json.loads(sys.argv[2])
 module = importlib.import_module("bgshift_tf." + name)
+if len(sys.argv) > 3:  # "attribute of the entry point module" replaced by a function raising a plain bug
+    def _bug(*args, **kwargs):
+        raise RuntimeError("a bug in our code")
+    setattr(module, sys.argv[3], _bug)
 results = []
 for argv in cases:
     flags.FLAGS.unparse_flags()
@@ -42,10 +46,12 @@ print("RESULTS " + json.dumps(results))
 """
 
 
-def run_cases(name, cases, timeout=300):
-    """[{argv, code, stderr}] of `cases` (argv lists) run through entry point `name` in one subprocess."""
+def run_cases(name, cases, timeout=300, bug_in=None):
+    """[{argv, code, stderr}] of `cases` (argv lists) run through entry point `name` in one subprocess;
+    `bug_in`: name of a function the entry point calls, replaced by one raising RuntimeError."""
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_DRIVER), name, json.dumps(cases)],
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_DRIVER), name, json.dumps(cases),
+                           *([bug_in] if bug_in else [])],
                           capture_output=True, text=True, timeout=timeout, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULTS ")]
     assert lines, f"driver failed:\n{done.stderr[-3000:]}"
@@ -323,3 +329,13 @@ def test_reid_resume_from_another_size_names_the_checkpoint_and_the_mismatch(tmp
     message = str(caught.value)
     assert "\n" not in message and str(run_dir / "config.json") in message
     assert "model.input_shape [64, 32, 3] -> [128, 64, 3]" in message and "model.growth_rate 32 -> 16" in message
+
+
+# --- item 6: a real bug keeps its traceback -------------------------------------------------------------------
+
+def test_a_bug_in_our_code_keeps_its_traceback(paths):
+    argv = _fill(["--dataset=market1501", "--data_dir={DIR}", "--out_dir={NEW}"], paths)
+    (result,) = run_cases("build_tfrecords", [argv], bug_in="build_dataset_tfrecords")
+    assert result["code"] == "exception", result
+    assert "Traceback" in result["stderr"] and "RuntimeError: a bug in our code" in result["stderr"]
+    assert "build_tfrecords: error" not in result["stderr"]

@@ -168,7 +168,7 @@ def test_config_errors_name_the_problem(tmp_path):
     run_dir = tmp_path / "other_run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({"model_class": "ide", "model": {"num_classes": 4}}))
-    with pytest.raises(ValueError, match="holds a different re-ID run"):
+    with pytest.raises(ValueError, match="holds a re-ID run whose checkpoint .* model_class ide -> da2s"):
         reid.train_reid(_tiny_config(tmp_path, model="da2s", stream1_dir=soft, stream2_dir=soft,
                                      run_dir=str(run_dir)))
     test_dir = _write_records(tmp_path / "query", label=-1)
