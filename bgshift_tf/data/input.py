@@ -63,12 +63,18 @@ def _flip_together(image, mask, seed):
     return tf.cond(flip, lambda: (tf.reverse(image, axis=[1]), tf.reverse(mask, axis=[1])), lambda: (image, mask))
 
 
+def decode_uint8_image(encoded, image_size):
+    """Encoded JPEG -> uint8 [H, W, 3] at `image_size` (bilinear, rounded): the training / evaluation image."""
+    image = images.resize_uint8(schema.decode_image(encoded), image_size, "bilinear")
+    image.set_shape([*image_size, 3])
+    return image
+
+
 def _decode(serialized, image_size, flip=False, seed=None):
     """Serialized example -> dict with image uint8 [H, W, 3] and mask uint8 [H, W, 1] in {0, 1},
     randomly flipped together when `flip`."""
     example = schema.parse_example(serialized)
-    image = images.resize_uint8(schema.decode_image(example["image"]), image_size, "bilinear")
-    image.set_shape([*image_size, 3])
+    image = decode_uint8_image(example["image"], image_size)
     mask = schema.decode_mask(example["mask"], example["height"], example["width"], dtype=tf.uint8)
     mask = images.resize_uint8(mask, image_size, "nearest")
     mask.set_shape([*image_size, 1])
@@ -238,14 +244,18 @@ def make_record_batches(files, *, image_size, batch_size):
     `pixels` float32 [B, H, W, 3] in [-1, 1] and `mask01` float32 [B, H, W, 1] in {0, 1} at `image_size`
     (the image resized bilinearly, the mask nearest; zeros where has_mask == 0)."""
 
-    def decode(serialized):
-        fields = schema.parse_example(serialized)
-        mask = schema.decode_mask(fields["mask"], fields["height"], fields["width"])
-        return {**fields, "pixels": decode_model_image(fields["image"], image_size),
-                "mask01": images.resize(mask, image_size, "nearest")}
-
     records = tf.data.TFRecordDataset(_check_files(files))
-    return records.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).batch(batch_size).prefetch(2)
+    return records.map(lambda r: decode_record(r, image_size), num_parallel_calls=AUTOTUNE,
+                       deterministic=True).batch(batch_size).prefetch(2)
+
+
+def decode_record(serialized, image_size):
+    """One record's stored fields plus `pixels` float32 [H, W, 3] in [-1, 1] and `mask01` float32 [H, W, 1]
+    in {0, 1} at `image_size` (see `make_record_batches`, which maps this over a file)."""
+    fields = schema.parse_example(serialized)
+    mask = schema.decode_mask(fields["mask"], fields["height"], fields["width"])
+    return {**fields, "pixels": decode_model_image(fields["image"], image_size),
+            "mask01": images.resize(mask, image_size, "nearest")}
 
 
 def stored_image_size(files):

@@ -87,19 +87,36 @@ def _variant_makers(run_dir, wanted, target_index, precision):
     return makers, tuple(generator.image_size)
 
 
+# The fields a generated record copies from its source record (image and mask are new, at the output size).
+META_FIELDS = tuple(name for name in schema.FIELDS if name not in ("image", "mask"))
+
+
+def encode_image(pixels_uint8):
+    """uint8 [h, w, 3] -> the JPEG bytes of a generated record."""
+    return tf.io.encode_jpeg(pixels_uint8, quality=JPEG_QUALITY).numpy()
+
+
+def encode_mask(mask01, has_mask):
+    """The mask of a generated record: PNG of float {0, 1} [h, w, 1] at the output size; b"" without a mask."""
+    return tf.io.encode_png(tf.cast(mask01 * 255.0, tf.uint8)).numpy() if has_mask else b""
+
+
+def generated_record(meta, image_bytes, mask_bytes, image_size):
+    """The fields of a generated record: the source's `META_FIELDS`, the new image and mask at `image_size`."""
+    return {**meta, "image": image_bytes, "mask": mask_bytes, "height": image_size[0], "width": image_size[1]}
+
+
 def _translate_split(files, makers, image_size, *, batch_size, split, jpeg_folders, bar):
     """One pass over a split: ({variant: [record fields]}, number of records with a mask); with
     `jpeg_folders` ({variant: output folder}) the JPEGs are also written per batch. Closes `bar`."""
     examples, num_masks = {variant: [] for variant in makers}, 0
     for batch in data_input.make_record_batches(files, image_size=image_size, batch_size=batch_size):
-        masks = [tf.io.encode_png(tf.cast(m * 255.0, tf.uint8)).numpy() if h else b""
-                 for m, h in zip(batch["mask01"], batch["has_mask"].numpy())]
-        meta = {name: batch[name].numpy() for name in schema.FIELDS if name not in ("image", "mask")}
+        masks = [encode_mask(m, h) for m, h in zip(batch["mask01"], batch["has_mask"].numpy())]
+        meta = {name: batch[name].numpy() for name in META_FIELDS}
         num_masks += int(meta["has_mask"].sum())
         for variant, make in makers.items():
-            encoded = [tf.io.encode_jpeg(x, quality=JPEG_QUALITY).numpy() for x in images.to_uint8(make(batch))]
-            examples[variant].extend({**{name: meta[name][i] for name in meta}, "image": data, "mask": masks[i],
-                                      "height": image_size[0], "width": image_size[1]}
+            encoded = [encode_image(x) for x in images.to_uint8(make(batch))]
+            examples[variant].extend(generated_record({name: meta[name][i] for name in meta}, data, masks[i], image_size)
                                      for i, data in enumerate(encoded))
             if jpeg_folders:
                 _write_jpegs(jpeg_folders[variant], split, [n.decode() for n in meta["filename"]], encoded)
