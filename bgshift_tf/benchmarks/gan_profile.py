@@ -1,12 +1,13 @@
 """Where an SBSGAN training step's time goes: the TF profiler's op events of a few traced steps, by op class.
 
-    python -m bgshift_tf.benchmarks.gan_profile [--setting=demo64] [--step=dg_step] [--upsample=nearest]
+    python -m bgshift_tf.benchmarks.gan_profile [--profile_setting=demo64] [--profile_step=dg_step] [--profile_upsample=nearest]
 
 Builds the benchmark's SBSGAN (`benchmarks.gan`: its settings, batch and Adam optimizers), warms the step's
-graph up, traces `--steps` calls with `tf.profiler.experimental`, and sums the host CPU plane's op events
+graph up, traces `--profile_steps` calls with `tf.profiler.experimental`, and sums the host CPU plane's op events
 (XSpace, read with TF's own xplane proto; the executor threads' op events, oneDNN's `_Mkl` prefixes dropped)
 by op type, then by the classes below. Prints a table and writes
-JSON (`--out`). Op time is the events' own duration summed over the executor's threads: with 2 cores and
+JSON (`--profile_out`; flag names prefixed so that
+they cannot collide with train_gan's `--upsample` when both modules are imported). Op time is the events' own duration summed over the executor's threads: with 2 cores and
 inter-op parallelism the sum can exceed the wall time of the steps, and shares are of that sum.
 """
 
@@ -25,12 +26,12 @@ from bgshift_tf import atomic_io
 from bgshift_tf.benchmarks import gan as gan_bench
 from bgshift_tf.workflow import provenance
 
-_SETTING = flags.DEFINE_enum("setting", "demo64", list(gan_bench.SETTINGS), "Benchmark setting (sizes, widths).")
-_STEP = flags.DEFINE_enum("step", "dg_step", ["d_step", "g_step", "dg_step"], "The SBSGAN step profiled.")
-_UPSAMPLE = flags.DEFINE_enum("upsample", "transposed", ["transposed", "nearest", "bilinear"],
+_SETTING = flags.DEFINE_enum("profile_setting", "demo64", list(gan_bench.SETTINGS), "Benchmark setting (sizes, widths).")
+_STEP = flags.DEFINE_enum("profile_step", "dg_step", ["d_step", "g_step", "dg_step"], "The SBSGAN step profiled.")
+_UPSAMPLE = flags.DEFINE_enum("profile_upsample", "transposed", ["transposed", "nearest", "bilinear"],
                               "Generator upsampling (configs/gan_demo.flags: nearest).")
-_STEPS = flags.DEFINE_integer("steps", 5, "Traced step calls.", lower_bound=1)
-_OUT = flags.DEFINE_string("out", "runs/gan_profile.json", "Result JSON.")
+_STEPS = flags.DEFINE_integer("profile_steps", 5, "Traced step calls.", lower_bound=1)
+_OUT = flags.DEFINE_string("profile_out", "runs/gan_profile.json", "Result JSON.")
 
 # op class -> op types (the profiler's event names end in ":<OpType>"); the rest is "other".
 OP_CLASSES = {
