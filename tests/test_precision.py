@@ -229,14 +229,22 @@ def test_reid_builder_honours_precision_and_matches_float32():
     assert {v.dtype for v in mixed.weights} == {"float32"}
     logits, features = mixed(pair), mixed.embed(pair)
     assert logits.dtype == tf.float32 and features.dtype == tf.float32
-    np.testing.assert_allclose(logits, reference(pair), rtol=5e-2, atol=5e-2)
-    # Features: retrieval ranks by cosine, so compare directions. Elementwise bounds held on AVX2 but not on
-    # AMX-BF16 CPUs, where oneDNN's bf16 kernels round differently through the untrained DenseNet's 50 layers
-    # (measured there: cosine 0.92-0.97 per row over unseeded inits, relative norm error 0.25; unrelated
-    # directions would be near 0).
+    # Logits and features are compared as directions per row, plus a bound on the relative error of the
+    # whole matrix. Elementwise bounds held on AVX2 but not on AMX-BF16 CPUs, where oneDNN's bf16 kernels
+    # round differently (and from run to run) through the untrained DenseNet's 50 layers: CI once saw one
+    # logit of 20 off by 0.059 against atol 0.05. Measured on the AMX Xeon over init seeds 0-3 and 5: logits cosine
+    # 0.965-0.988 per row, relative error 0.17-0.22; features cosine 0.92-0.97. Unrelated rows would be near 0.
+    # (Seed 4 gave NaN logits in bf16 there: the AMX fault that makes precision=auto pick float32.)
+    def cosine(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        return np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+    expected_logits = reference(pair).numpy()
+    assert np.all(cosine(logits, expected_logits) > 0.9), cosine(logits, expected_logits)
+    relative = np.linalg.norm(logits.numpy() - expected_logits) / np.linalg.norm(expected_logits)
+    assert relative < 0.4, relative
     expected = reference.embed(pair).numpy()
-    cosine = np.sum(features.numpy() * expected, 1) / np.linalg.norm(features, axis=1) / np.linalg.norm(expected, axis=1)
-    assert np.all(cosine > 0.9), cosine
+    assert np.all(cosine(features, expected) > 0.9), cosine(features, expected)
     # One bf16 SGD step: a float32 loss near float32's initial cross-entropy (dropout differs), weights move.
     before = [v.numpy() for v in mixed.trainable_variables]
     batch = {"stream1": pair[0], "stream2": pair[1], "label": tf.constant([0, 1, 2, 3], tf.int64)}
