@@ -5,6 +5,8 @@ Usage:
     python -m bgshift_tf.results                       (every docs/study/seed_*.json -> docs/RESULTS.md)
     python -m bgshift_tf.results --parts=docs/study --study_hash=<hash> --out=docs/RESULTS.md
     python -m bgshift_tf.results --experiments=runs/study/experiments.json --out=docs/RESULTS.md
+    python -m bgshift_tf.results --demo_quality=runs/demo/quality.json   (store the demo's soft-mask figures as
+                                  docs/study/demo_quality.json, then merge: RESULTS.md compares the study with them)
 
 Parts whose study hash differs from the others' are refused (named, with the flags that differ); the
 tables, verdicts and timings are regenerated; text written below the file's hand-written marker is kept.
@@ -25,6 +27,9 @@ _STUDY_HASH = flags.DEFINE_string("study_hash", "", "Merge the parts of this stu
 _EXPERIMENTS = flags.DEFINE_string("experiments", "", "Instead of --parts: one experiments.json written by "
                                    "python -m bgshift_tf.experiments.")
 _OUT = flags.DEFINE_string("out", "docs/RESULTS.md", "Markdown file to write (its hand-written part is kept).")
+_DEMO_QUALITY = flags.DEFINE_string("demo_quality", "", "A `make demo` run's quality.json: its soft-mask figures are "
+                                    "stored beside the parts (demo_quality.json) and RESULTS.md compares the "
+                                    "study's SBSGAN with them.")
 _COMMAND = flags.DEFINE_string("command", "make study SEEDS=k", "The command that ran the study, quoted in the file.")
 flag_checks.output_file("out")
 
@@ -48,6 +53,8 @@ def main(argv):
         if _EXPERIMENTS.value:
             path = results_md.write(_experiments_entry(_EXPERIMENTS.value), _OUT.value, _COMMAND.value)
         else:
+            if _DEMO_QUALITY.value:
+                print(f"wrote {study_merge.save_demo_reference(_DEMO_QUALITY.value, _PARTS.value)}")
             entry = study_merge.load_agreeing(_PARTS.value, _STUDY_HASH.value)
             for refused in entry["study"]["refused"]:
                 print(f"refused {refused['path']}: study hash {refused['study_hash']}, differs in "

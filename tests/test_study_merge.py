@@ -194,3 +194,31 @@ def test_results_entry_point_refuses_and_writes(tmp_path):
     assert f"refused {parts_dir / 'seed_2.json'}" in done.stdout and "train_gan.lambda_sc" in done.stdout
     text = out.read_text()
     assert text.startswith("# Reference study: 2 seeds (0, 1), study hash") and results_md.HAND_WRITTEN_MARKER in text
+
+
+def test_the_study_is_compared_with_the_demos_soft_masks(tmp_path):
+    rng = np.random.default_rng(4)
+    for seed in (0, 1):
+        part = _part(seed, {"ide_original": _hits(0.3, rng)})
+        part["quality"]["synmarket"]["metrics"]["soft_mask"]["bg_energy"] = 0.10 + 0.02 * seed  # mean 0.11
+        atomic_io.write_json(study_part.part_path(str(tmp_path), seed), part)
+    # Without a reference the section says it is not checked.
+    assert "so this is not checked" in study_md.render(study_merge.load_agreeing(str(tmp_path)), "make study")
+    demo = tmp_path / "quality.json"  # a demo run's quality.json: study PSNR (16.5) below it, bg energy better
+    atomic_io.write_json(str(demo), {"synmarket": {"split": "query", "metrics": {
+        "soft_mask": {"fg_psnr": 17.0, "fg_ssim": 0.5, "bg_energy": 0.15, "checkerboard": 0.1},
+        "original": {"fg_psnr": float("inf")}}}})
+    path = study_merge.save_demo_reference(str(demo), str(tmp_path))
+    assert os.path.basename(path) == study_merge.DEMO_REFERENCE
+    entry = study_merge.load_agreeing(str(tmp_path))
+    assert entry["study"]["seeds"] == [0, 1]  # the reference is not read as a part
+    rows = {r["figure"]: r for r in entry["demo_quality"]["rows"]}
+    assert set(rows) == {"fg_psnr", "bg_energy"}  # only the figures both measured
+    assert rows["fg_psnr"]["at_least_demo"] is False and rows["bg_energy"]["at_least_demo"] is True
+    assert rows["bg_energy"]["study"]["mean"] == pytest.approx(0.11)
+    text = study_md.render(entry, "make study")
+    assert "At least the demo's: **1 of 2** figures." in text
+    (line,) = [l for l in text.splitlines() if l.startswith("| synmarket | fg_psnr |")]
+    assert line.endswith("| 17.000 | **no** |")
+    with pytest.raises(errors.MissingInputError, match="--demo_quality=.*nowhere.json"):
+        study_merge.save_demo_reference(str(tmp_path / "nowhere.json"), str(tmp_path))

@@ -108,14 +108,41 @@ def decomposition_lines(results) -> list:
     return lines + [""]
 
 
+# Leaves of the quality outputs that are counts or constants, not figures: left out of the table.
+QUALITY_COUNTS = ("_values", "num_images", "num_fit", "num_heldout")
+
+
+def demo_lines(demo: Mapping) -> list:
+    """The study's soft masks against the demo's (`study_merge.demo_comparison`), figure by figure."""
+    lines = ["## SBSGAN soft masks: the study against the demo", ""]
+    if not demo or not demo.get("rows"):
+        return lines + ["No demo reference beside the parts (`python -m bgshift_tf.results "
+                        "--demo_quality=runs/demo/quality.json` stores one), so this is not checked.", ""]
+    rows, reference = demo["rows"], demo["reference"]
+    held = sum(r["at_least_demo"] for r in rows)
+    lines += [f"The study's SBSGAN (configs/gan_study.flags: the demo's networks, recipe and 1,232 iterations of 16) "
+              f"on the study world's exact masks, mean ± 95% CI over seeds, beside one `make demo` run on the demo "
+              f"world ({reference.get('source')}, copied at commit `{str(reference.get('copied_at_commit'))[:12]}`, "
+              f"{reference.get('cpu')}). The worlds differ (study 64x32, demo 128x64), so this compares quality "
+              f"levels, not the same images. At least the demo's: **{held} of {len(rows)}** figures.", "",
+              "| Domain | Figure | Better | Study | Demo | At least the demo's |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['domain']} | {r['figure']} | {r['better']} | {results_md.mean_ci(r['study'], 3)} | "
+                     f"{_fixed(r['demo'], 3)} | {'yes' if r['at_least_demo'] else '**no**'} |")
+    return lines + [""]
+
+
 def quality_lines(quality: Mapping) -> list:
-    """Every numeric quality figure the parts recorded, mean ± t CI over seeds with each seed's value."""
+    """The quality figures the parts recorded (counts and the constant `original` rows left out), mean ± t CI
+    over seeds with each seed's value."""
     aggregate = (quality or {}).get("aggregate") or {}
     lines = ["## SBSGAN image quality (the quality stage's figures on the exact masks)", ""]
     if not aggregate:
         return lines + ["Not measured in these parts.", ""]
     lines += ["| Figure | Mean ± CI [95% CI] | Per seed |", "|---|---|---|"]
     for path, stats in aggregate.items():
+        if path.endswith(QUALITY_COUNTS) or ".metrics.original." in path:
+            continue
         per_seed = "; ".join(f"{s}: {_fixed(v, 3)}" for s, v in stats["per_seed"].items())
         lines.append(f"| {path} | {results_md.mean_ci(stats, 3)} | {per_seed} |")
     return lines + [""]
@@ -157,7 +184,7 @@ def render(entry: Mapping, command: str) -> str:
         for target in targets if table_rows else []:
             lines += results_md.table_lines(table_rows, paper, title, target, setting.get("source", "?"))
     lines += decomposition_lines(entry.get("claims") or [])
-    lines += quality_lines(entry.get("quality"))
+    lines += demo_lines(entry.get("demo_quality")) + quality_lines(entry.get("quality"))
     lines += results_md.nested_lines(entry.get("domain_distance"), "Domain distance (Fig. 6 analogue)",
                                      "Separation of the source and target features per image type (smaller is closer).")
     lines += curve_lines(entry["study"].get("reid_curves"))

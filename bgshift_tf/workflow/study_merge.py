@@ -11,19 +11,28 @@ where its definition differs; two parts of one seed are an error. `merge(parts)`
     rows[i]["per_target"][target]["R-1" | "mAP"]["seed_query"]: `stats.seed_query_interval` (percent),
     "timings": {"seed_<k>/<stage>": seconds} (stages that ran), "quality": {"per_seed", "aggregate": {leaf path: interval}},
 
-and the claims with intervals over seeds and queries (`claims.with_query_intervals`).
+and the claims with intervals over seeds and queries (`claims.with_query_intervals`). With a demo
+reference beside the parts (`<part_dir>/demo_quality.json`, `save_demo_reference` from a `make demo`
+run's quality.json), "demo_quality" compares the study's soft masks with the demo's, figure by figure:
+
+    "demo_quality": {"reference": {"source", "copied_at_commit", "cpu"},
+                     "rows": [{"domain", "figure", "better", "study": interval, "demo", "at_least_demo"}]}
 """
 
 import glob
+import json
 import math
 import os
 
 import numpy as np
 
-from bgshift_tf import errors
+from bgshift_tf import atomic_io, errors
 from bgshift_tf.evaluation import stats
-from bgshift_tf.workflow import claims, experiments, study_part
+from bgshift_tf.workflow import claims, experiments, provenance, study_part
 
+DEMO_REFERENCE = "demo_quality.json"
+# The soft-mask figures the demo and the study are compared on, and which way is better.
+DEMO_FIGURES = {"fg_psnr": "higher", "fg_ssim": "higher", "bg_energy": "lower", "checkerboard": "lower"}
 PER_QUERY_FIELDS = {"R-1": "rank1", "mAP": "ap"}
 ROW_METRICS = ("mAP", "R-1", "R-5", "R-10", "mINP")
 
@@ -164,7 +173,49 @@ def merge(parts, refused=()) -> dict:
     }
 
 
+def save_demo_reference(quality_path, part_dir) -> str:
+    """Copies the soft-mask figures (`DEMO_FIGURES`) of a demo run's quality.json to
+    `<part_dir>/demo_quality.json` (atomically), with where they came from; returns the path written."""
+    try:
+        with open(quality_path) as f:
+            quality = json.load(f)
+    except FileNotFoundError:
+        raise errors.MissingInputError(f"--demo_quality={quality_path}: no such file; run `make demo` first") from None
+    except json.JSONDecodeError as error:
+        raise errors.DataError(f"--demo_quality={quality_path} is not valid JSON ({error})") from None
+    soft = {domain: {figure: out["metrics"]["soft_mask"][figure] for figure in DEMO_FIGURES}
+            for domain, out in quality.items() if "soft_mask" in (out.get("metrics") or {})}
+    if not soft:
+        raise errors.DataError(f"--demo_quality={quality_path} holds no soft_mask metrics (is it a run's quality.json?)")
+    path = os.path.join(part_dir, DEMO_REFERENCE)
+    atomic_io.write_json(path, {"source": quality_path, "copied_at_commit": provenance.commit(),
+                                "cpu": provenance.cpu_model(), "soft_mask": soft})
+    return path
+
+
+def demo_comparison(quality_aggregate, reference) -> dict:
+    """The "demo_quality" entry (module doc): each figure of each domain both measured, the study's interval
+    over seeds beside the demo's value, and whether the study's mean is at least as good."""
+    rows = []
+    for domain, figures in sorted(reference["soft_mask"].items()):
+        for figure, better in DEMO_FIGURES.items():
+            study = quality_aggregate.get(f"{domain}.metrics.soft_mask.{figure}")
+            demo = figures.get(figure)
+            if study is None or demo is None:
+                continue
+            at_least = study["mean"] >= demo if better == "higher" else study["mean"] <= demo
+            rows.append({"domain": domain, "figure": figure, "better": better, "study": study, "demo": demo,
+                         "at_least_demo": bool(at_least)})
+    return {"reference": {key: reference.get(key) for key in ("source", "copied_at_commit", "cpu")}, "rows": rows}
+
+
 def load_agreeing(part_dir, study_hash="") -> dict:
-    """`merge` of the agreeing parts in `part_dir` (`choose_agreeing`), each part's "_path" recorded."""
+    """`merge` of the agreeing parts in `part_dir` (`choose_agreeing`), each part's "_path" recorded, and the
+    comparison with the demo's soft masks when `<part_dir>/demo_quality.json` exists."""
     kept, refused = choose_agreeing(read_parts(part_dir), study_hash)
-    return merge([{**part, "_path": path} for path, part in kept], refused)
+    entry = merge([{**part, "_path": path} for path, part in kept], refused)
+    reference_path = os.path.join(part_dir, DEMO_REFERENCE)
+    if os.path.exists(reference_path):
+        with open(reference_path) as f:
+            entry["demo_quality"] = demo_comparison(entry["quality"]["aggregate"], json.load(f))
+    return entry
