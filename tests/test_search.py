@@ -10,6 +10,7 @@ import pytest
 
 from bgshift_tf.evaluation.distance import pairwise_distance
 from bgshift_tf.evaluation.features import FeatureSet
+from bgshift_tf.evaluation.gallery import index_top_k
 from bgshift_tf.evaluation.rank import top_k_matches
 from bgshift_tf.evaluation.run import evaluate_features
 from bgshift_tf.evaluation.search import GalleryIndex, IndexSettings
@@ -75,6 +76,20 @@ def test_exact_index_search_equals_the_dense_ranking_with_the_junk_rule(distance
     assert not junk.any()
     _, with_junk = index.search(query.features, 10)
     assert ((gallery.pids[with_junk] == query.pids[:, None]) & (gallery.camids[with_junk] == query.camids[:, None])).any()
+
+
+@pytest.mark.parametrize("num_ids, per_id", [(40, 6), (3, 2)])  # (3, 2): fewer than 10 left -> -1 padding
+def test_the_reports_ranked_lists_from_the_index_equal_the_dense_ones(num_ids, per_id):
+    query, gallery = split(clustered(num_ids, per_id, 16, spread=1.0, seed=2), every=2)
+    as_dict = lambda f: {"features": f.features, "pids": f.pids, "camids": f.camids}  # noqa: E731
+    rows, correct, index = index_top_k(as_dict(query), as_dict(gallery), distance="cosine", k=10)
+    distmat = pairwise_distance(query.features, gallery.features, metric="cosine")
+    expected_rows, expected_correct = top_k_matches(distmat, query.pids, gallery.pids, query.camids, gallery.camids,
+                                                    k=10)
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_array_equal(correct, expected_correct)
+    assert index["kind"] == "flat" and index["exact"] and index["size"] == len(gallery.pids)
+    assert (num_ids * per_id < 20) == (rows == -1).any()
 
 
 @pytest.mark.parametrize("distance,mode", [("cosine", "standard"), ("euclidean", "standard"),

@@ -2,11 +2,15 @@
 
 `build_index` indexes one split of a feature shard folder (`data.feature_shards`, made by the batch feature
 job) and saves it with the embedder's facts from the folder's manifest; `query_index` ranks every query of a
-feature folder and returns JSON-able ranked lists (gallery pid, camera, path, distance per entry).
+feature folder and returns JSON-able ranked lists (gallery pid, camera, path, distance per entry);
+`index_top_k` ranks in-memory query features against an exact index of gallery features (the report's
+ranked lists), as `evaluation.rank.top_k_matches` does from a dense distance matrix.
 """
 
 import os
 import time
+
+import numpy as np
 
 from bgshift_tf import atomic_io
 from bgshift_tf.data.feature_shards import read_feature_shards
@@ -62,3 +66,19 @@ def query_index(index_dir, features_dir, *, split="query", k=10, exclude_junk=Fa
     if out_path:
         atomic_io.write_json(out_path, result)
     return result
+
+
+def index_top_k(query, gallery, *, distance="cosine", k=10):
+    """Top-k gallery items per query from an exact ("flat") index of the gallery, junk excluded.
+
+    Args:
+      query, gallery: {"features" float [N, D], "pids" int [N], "camids" int [N]}.
+    Returns:
+      (rows int [Q, k] into the gallery, -1 padded; correct bool [Q, k]; the index's metadata).
+    """
+    index = GalleryIndex.build(gallery["features"], gallery["pids"], gallery["camids"], kind="flat",
+                               distance=distance)
+    _, rows = index.search(query["features"], k, query_pids=query["pids"], query_camids=query["camids"],
+                           exclude_junk=True)
+    correct = (rows >= 0) & (index.pids[np.maximum(rows, 0)] == np.asarray(query["pids"])[:, None])
+    return rows, correct, index.metadata()

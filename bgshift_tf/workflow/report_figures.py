@@ -3,9 +3,11 @@
 `write_figures(ctx, ...)` writes `<run_dir>/figures/`:
     sbsgan_outputs.png   Fig. 1/4/5 analogue: per domain a few images as original, parser mask, hard mask,
                          soft mask (+ one row per ablation SBSGAN), style transfer to every domain, reconstruction
-    ranked_lists.png     top-10 ranked lists of one model on the primary target (from its feature cache)
+    ranked_lists.png     top-10 ranked lists of one model on the primary target (from its feature cache),
+                         served by an exact FAISS index of the gallery (`evaluation.gallery.index_top_k`)
     figures.json         {"suppression_grids": [entry], "ranked_lists": [entry]}, entry = {"image": file name,
-                         "title", "caption"}; `workflow.report_data` reads it.
+                         "title", "caption"} (ranked lists also "index": {"kind", "distance", "size",
+                         "exact"}); `workflow.report_data` reads it.
 The generators are loaded in the run's compute precision (`ctx.precision`).
 """
 
@@ -18,8 +20,7 @@ from bgshift_tf import atomic_io
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import shards
 from bgshift_tf.data.images import hard_mask
-from bgshift_tf.evaluation import rank
-from bgshift_tf.evaluation.distance import pairwise_distance
+from bgshift_tf.evaluation import gallery as gallery_lib
 from bgshift_tf.report import figures, grids
 from bgshift_tf.report.domain_analysis import sample_domain
 from bgshift_tf.training.gan import load_generator
@@ -53,9 +54,7 @@ def ranked_list_figure(ctx, key, num_queries):
     """(image, entry) of the ranked lists of model `key` on the primary target, from its cached features."""
     cache = os.path.join(ctx.eval_dir(key), f"{ctx.target}_features")
     query, gallery = (_cached_features(os.path.join(cache, f"{split}_features.npz")) for split in ("query", "gallery"))
-    distmat = pairwise_distance(query["features"], gallery["features"], metric=ctx.config["eval_distance"])
-    indices, correct = rank.top_k_matches(distmat, query["pids"], gallery["pids"], query["camids"],
-                                          gallery["camids"], k=10)
+    indices, correct, index = gallery_lib.index_top_k(query, gallery, distance=ctx.config["eval_distance"], k=10)
     chosen = np.linspace(0, len(query["pids"]) - 1, num=min(num_queries, len(query["pids"]))).round().astype(int)
     folder = ctx.tfrecords(ctx.target)
     size = (ctx.gan["image_height"], ctx.gan["image_width"])
@@ -66,8 +65,10 @@ def ranked_list_figure(ctx, key, num_queries):
              "label": f"q {int(query['pids'][q]):04d} c{int(query['camids'][q])}"} for q in chosen]
     return grids.ranked_lists(rows, top_k=10), {
         "image": RANKED_FILE, "title": f"{key}: {ctx.source} → {ctx.target}, top 10",
-        "caption": "Original images shown; green = same identity, red = other identity. Gallery items of "
-                   "the query's own identity and camera are excluded (evaluation protocol)."}
+        "caption": f"Original images shown; green = same identity, red = other identity. Gallery items of "
+                   f"the query's own identity and camera are excluded (evaluation protocol). Served by an exact "
+                   f"FAISS index ({index['kind']}, {index['distance']}) of {index['size']:,} gallery images.",
+        "index": {key: index[key] for key in ("kind", "distance", "size", "exact")}}
 
 
 def _grid_columns(ctx, generator, extras, index, sample):
