@@ -8,7 +8,8 @@ import re
 import pytest
 from PIL import Image
 
-from bgshift_tf.training import gan_run, precision
+from bgshift_tf.core import precision
+from bgshift_tf.training import gan_run
 from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import experiments, main_job, model_table, report_data
 from bgshift_tf.workflow import stages as stages_lib

@@ -8,7 +8,7 @@ feature folder and returns JSON-able ranked lists (gallery pid, camera, path, di
 import os
 import time
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.data.feature_shards import read_feature_shards
 from bgshift_tf.evaluation.search import GalleryIndex, IndexSettings
 

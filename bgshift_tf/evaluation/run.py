@@ -14,7 +14,7 @@ reports the mean and spread over the splits.
 Sampling error of one evaluation: the metrics carry `bootstrap_ci` (`evaluation.stats.bootstrap_ci`: 95%
 percentile interval of rank-1 and mAP over query identities, fractions), and the per-query results it is
 computed from are saved beside the metrics JSON as `per_query_<json stem>.npz` (arrays "pid", "ap",
-"first_match_rank", "rank1", "valid"; see `evaluation.rank`). CUHK03 classic: each split's interval
+"first_match_rank", "rank1", "valid"; see `core.rank`). CUHK03 classic: each split's interval
 resamples that split's test identities, each query carrying its rank-1 hit averaged over the
 single-gallery-shot repeats (the gallery draws are averaged out, not resampled); the variation between
 the 20 splits stays in the summary's spread.
@@ -38,13 +38,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
+from bgshift_tf.core.distance import pairwise_distance
+from bgshift_tf.core.rank import evaluate_rank
 from bgshift_tf.data.datasets import cuhk03
 from bgshift_tf.data.input import make_eval_dataset
 from bgshift_tf.data.shards import read_manifest, shard_files, verify_shards
-from bgshift_tf.evaluation.distance import pairwise_distance
 from bgshift_tf.evaluation.features import SOFT_MASK_KEY, FeatureSet, extract_features, with_soft_mask
-from bgshift_tf.evaluation.rank import evaluate_rank
 from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
 from bgshift_tf.evaluation.search_eval import evaluate_on_index
@@ -290,7 +290,7 @@ def evaluate_run(
       embed_fn: batch dict -> [B, D] features, instead of a model.
       progress: progress bars and the printed table.
       rerank_convention: "zhong2017" (the authors' code, default) | "bgshift_v1" (see evaluation/rerank.py).
-      precision: compute precision of the model loaded from `run_dir` (a `training.precision` setting).
+      precision: compute precision of the model loaded from `run_dir` (a `core.precision` setting).
       gallery_index, shortlist: a `search.GalleryIndex` replacing the gallery TFRecords (which are then not
         read) and its distance `distance`, scored by `search_eval.evaluate_on_index` (no re-ranking);
         `shortlist` candidates per query if it is approximate.

@@ -1,4 +1,4 @@
-"""Scoring a query set against a gallery index (`evaluate --index`): the metrics of `evaluation.rank`.
+"""Scoring a query set against a gallery index (`evaluate --index`): the metrics of `core.rank`.
 
 Queries are ranked in chunks of rows, so the dense [queries, gallery] matrix never exists whole: each chunk's
 distances go to `rank.evaluate_rank` and the per-query results are joined (every aggregate is a mean over
@@ -16,9 +16,9 @@ import logging
 
 import numpy as np
 
-from bgshift_tf.evaluation.distance import pairwise_distance
+from bgshift_tf.core.distance import pairwise_distance
+from bgshift_tf.core.rank import evaluate_rank
 from bgshift_tf.evaluation.features import FeatureSet
-from bgshift_tf.evaluation.rank import evaluate_rank
 from bgshift_tf.evaluation.search import candidate_distances, prepare
 from bgshift_tf.evaluation.stats import bootstrap_ci
 

@@ -20,7 +20,7 @@ Parity is measured on `num_parity_images` uint8 images at each model's trained s
 --representative_tfrecords when given, else seeded random pixels): float outputs (images_float in [-1, 1],
 features) as max and mean abs difference, uint8 images as max level difference.
 
-Compute precision (`--precision`, `training.precision`): the exported models may compute in bf16/fp16;
+Compute precision (`--precision`, `core.precision`): the exported models may compute in bf16/fp16;
 the signatures keep their interfaces (uint8 / string / int32 in, uint8 / float32 out) whatever it is. A
 low-precision export is also compared with the float32 Keras model of the same weights
 ("saved_model_vs_float32"), against `LOW_PRECISION_TOLERANCE`: bf16 keeps 8 mantissa bits (relative
@@ -33,7 +33,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
+from bgshift_tf.core import precision as precision_lib
 from bgshift_tf.data.images import resize, to_model_range, to_uint8
 from bgshift_tf.export import onnx as onnx_lib
 from bgshift_tf.export import ranking as ranking_lib
@@ -41,7 +42,6 @@ from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export import tflite as tflite_lib
 from bgshift_tf.export.runtime import RuntimeOptions
 from bgshift_tf.export.serving_inputs import signature_inputs
-from bgshift_tf.training import precision as precision_lib
 
 _RANKING_BATCH = 64
 # A low-precision export vs the float32 Keras model, relative to the reference's max |value| (images in
@@ -364,7 +364,7 @@ def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *
             embedder's variants are ranked on it against the Keras model (rank-1 / mAP changes).
         tf_trt: also write a TF-TRT SavedModel (`<export_dir>/tf_trt/<model>/<version>`; GPU + TensorRT only,
             checked before anything is exported).
-        precision: compute precision of the exported models (a `training.precision` setting); other than
+        precision: compute precision of the exported models (a `core.precision` setting); other than
             float32, the runs are also loaded in float32 and the parity report compares with those.
         Others: see `export_models`.
     """

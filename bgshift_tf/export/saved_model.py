@@ -33,7 +33,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.data.images import to_model_range, to_uint8
 from bgshift_tf.export.serving_inputs import (check_domains, check_images, decode_image_bytes, resize_pixels,
                                              signature_inputs)

@@ -34,7 +34,7 @@ import os
 import keras
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.data import build, images, segment, shards, synthetic
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import variants
@@ -43,7 +43,7 @@ from bgshift_tf.export.job import export_all
 from bgshift_tf.generation import quality_style
 from bgshift_tf.generation.quality import evaluate_suppression
 from bgshift_tf.generation.translate import translate_dataset
-from bgshift_tf.report import domain_analysis
+from bgshift_tf.report import domain_analysis, grids
 from bgshift_tf.report.html import write_report
 from bgshift_tf.training.gan_run import train_sbsgan
 from bgshift_tf.training.reid import load_reid_model, train_reid
@@ -120,7 +120,8 @@ def masks_stage(ctx):
             index = ctx.domains.index(domain)
             summaries[domain] = segment.make_masks(
                 config["domain_data_dirs"][index], config["domain_datasets"][index], ctx.masks(domain),
-                segmenter=config["mask_segmenter"], person_classes=classes, progress=bool(config["verbose"]))
+                segmenter=config["mask_segmenter"], person_classes=classes, progress=bool(config["verbose"]),
+                contact_sheet=grids.mask_contact_sheet)
         return {"dirs": {d: ctx.masks(d) for d in summaries}, "summaries": summaries}
 
     settings = {"domains": ctx.auto_mask_domains(), "segmenter": config["mask_segmenter"], "person_classes": classes}

@@ -20,9 +20,9 @@ import os
 
 import numpy as np
 
-from bgshift_tf import errors
-from bgshift_tf.evaluation import stats
-from bgshift_tf.workflow import claims, experiments, study_part
+from bgshift_tf.core import errors
+from bgshift_tf.evaluation import claims, stats
+from bgshift_tf.workflow import experiments, study_part
 
 PER_QUERY_FIELDS = {"R-1": "rank1", "mAP": "ap"}
 ROW_METRICS = ("mAP", "R-1", "R-5", "R-10", "mINP")
