@@ -34,6 +34,7 @@ from bgshift_tf.core import errors, flag_checks, precision
 from bgshift_tf.core.rank import MODES
 from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.run import evaluate_cuhk03_classic, evaluate_run
+from bgshift_tf.evaluation.search import GalleryIndex
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Re-ID training run folder (config.json + checkpoints/).")
 _QUERY = flags.DEFINE_string("query_tfrecords", None, "Query TFRecords: shard folder, comma list or glob.")
@@ -93,8 +94,6 @@ def _gallery_index():
     if _DISTANCE.present or _RERANK.value or _CUHK03_SPLIT.value:
         raise app.UsageError(f"--index={_INDEX.value} ranks with the index's own distance, without re-ranking or "
                              "--cuhk03_split: drop --distance / --rerank / --cuhk03_split")
-    from bgshift_tf.evaluation.search import GalleryIndex
-
     with errors.user_errors(OSError, ValueError):
         return GalleryIndex.load(_INDEX.value)
 

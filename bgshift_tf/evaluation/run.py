@@ -51,6 +51,7 @@ from bgshift_tf.evaluation.search_eval import evaluate_on_index
 from bgshift_tf.evaluation.stats import bootstrap_ci
 from bgshift_tf.models.reid import DA2S
 from bgshift_tf.training import loop
+from bgshift_tf.training.reid import load_reid_model
 
 REPORTED_RANKS = (1, 5, 10, 20)
 CUHK03_SUMMARY_METRICS = ("rank1", "rank5", "rank10", "mAP")
@@ -137,9 +138,6 @@ def _model_embed_fn(model):
 def _load_run_model(run_dir, precision):
     if run_dir is None:
         raise ValueError("evaluate_run needs `run_dir`, `model` or `embed_fn`; all are None.")
-    # Imported here: training.reid is the heaviest module and only needed for a run folder.
-    from bgshift_tf.training.reid import load_reid_model
-
     return load_reid_model(run_dir, precision)
 
 
@@ -208,16 +206,6 @@ def per_query_path(metrics_path):
     return os.path.join(folder, f"per_query_{os.path.splitext(name)[0]}.npz")
 
 
-def save_per_query(path, per_query):
-    """Writes the per-query arrays of `evaluate_rank` as an .npz (atomically). Returns the path."""
-
-    def write(tmp_path):
-        with open(tmp_path, "wb") as f:
-            np.savez(f, **per_query)
-
-    return atomic_io.atomic_write(path, write)
-
-
 def evaluate_features(
     query, gallery, *, distance="euclidean", rerank=False, mode="standard", max_rank=50, num_repeats=10, seed=0,
     rerank_convention="zhong2017", per_query_out=None,
@@ -251,7 +239,7 @@ def evaluate_features(
     )
     metrics = {f"rank{k}": float(result["cmc"][k - 1]) for k in REPORTED_RANKS if k <= max_rank}
     if per_query_out:
-        save_per_query(per_query_out, result["per_query"])
+        atomic_io.write_npz(per_query_out, result["per_query"])
     metrics.update(
         mAP=result["mAP"], mINP=result["mINP"], bootstrap_ci=bootstrap_ci(result["per_query"]),
         cmc=[float(v) for v in result["cmc"]],

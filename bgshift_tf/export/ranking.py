@@ -11,14 +11,13 @@ import numpy as np
 
 from bgshift_tf.core.distance import pairwise_distance
 from bgshift_tf.core.rank import evaluate_rank
+from bgshift_tf.data.images import to_uint8
+from bgshift_tf.data.input import make_eval_dataset
+from bgshift_tf.data.shards import shard_files
 
 
 def load_labelled_images(files, image_size, split):
     """uint8 [N, h, w, 3] images with int pids [N] and camera ids [N] of one split of a TFRecord folder."""
-    from bgshift_tf.data.images import to_uint8
-    from bgshift_tf.data.input import make_eval_dataset
-    from bgshift_tf.data.shards import shard_files
-
     images, pids, camids = [], [], []
     for batch in make_eval_dataset(shard_files(files, split), image_size=tuple(image_size), batch_size=64):
         images.append(to_uint8(batch["image"]).numpy())

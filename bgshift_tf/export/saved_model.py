@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from bgshift_tf.core import atomic_io
 from bgshift_tf.data.images import to_model_range, to_uint8
+from bgshift_tf.export.runtime import configure_tensorflow
 from bgshift_tf.export.serving_inputs import (check_domains, check_images, decode_image_bytes, resize_pixels,
                                              signature_inputs)
 
@@ -300,8 +301,6 @@ class SavedModelRunner:
     """
 
     def __init__(self, version_dir, signature_name, runtime):
-        from bgshift_tf.export.runtime import configure_tensorflow
-
         configure_tensorflow(runtime)
         self.loaded = tf.saved_model.load(version_dir)
         self.function = self.loaded.signatures[signature_name]
