@@ -22,6 +22,7 @@ bilinear half-pixel sampling, scale to [-1, 1]), so clients send images as they 
 image G(x, 1/K) and stream 2 the original image x (the test-time rule, SPEC §3).
 
 Input checks and preprocessing live in `export/serving_inputs.py`.
+`signatures` reads an export's signatures back, dtypes and shapes (what the main job's manifest records).
 """
 
 import json
@@ -282,6 +283,24 @@ def fixed_size_function(version_dir, signature_name, batch_size=None):
 def image_signatures(version_dir):
     """The export's uint8-image signatures (the ones TFLite and ONNX convert), in export order."""
     return [name for name in read_export_info(version_dir)["signatures"] if name in IMAGE_SIGNATURES]
+
+
+def signatures(version_dir):
+    """{signature: {"inputs": {name: "dtype [shape]"}, "outputs": {...}}} of an exported SavedModel."""
+    loaded = tf.saved_model.load(version_dir)
+
+    def spec(value):
+        if value.shape.rank is None:
+            return f"{value.dtype.name} [unknown rank]"
+        shape = ",".join("-1" if d is None else str(d) for d in value.shape.as_list())
+        return f"{value.dtype.name} [{shape}]"
+
+    result = {}
+    for name, function in loaded.signatures.items():
+        _, inputs = function.structured_input_signature
+        result[name] = {"inputs": {k: spec(v) for k, v in inputs.items()},
+                        "outputs": {k: spec(v) for k, v in function.structured_outputs.items()}}
+    return result
 
 
 def calibration_inputs(version_dir, signature_name, images):
