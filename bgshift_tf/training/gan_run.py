@@ -31,7 +31,8 @@ import keras
 import tensorflow as tf
 
 from bgshift_tf.core import atomic_io, errors, precision
-from bgshift_tf.data import input as data_input, shards
+from bgshift_tf.data import input as data_input
+from bgshift_tf.data import shards
 from bgshift_tf.models.discriminator import Discriminator
 from bgshift_tf.models.generator import Generator
 from bgshift_tf.training import loop

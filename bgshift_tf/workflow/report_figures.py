@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from bgshift_tf.core import atomic_io, rank
 from bgshift_tf.core.distance import pairwise_distance
-from bgshift_tf.data import input as data_input, shards
+from bgshift_tf.data import input as data_input
+from bgshift_tf.data import shards
 from bgshift_tf.data.images import hard_mask
 from bgshift_tf.evaluation.domain_distance import sample_domain
 from bgshift_tf.report import figures, grids
