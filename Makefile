@@ -41,8 +41,9 @@ study: $(STAMP)
 	$(PY) -m bgshift_tf.experiments --flagfile=bgshift_tf/configs/study.flags --seeds=$(SEEDS)
 	$(PY) -m bgshift_tf.results --parts=docs/study --out=docs/RESULTS.md
 
-# The whole test suite (what .ci/run calls).
+# The layers contract (pyproject.toml [tool.importlinter]), then the whole test suite (what .ci/run calls).
 test: $(STAMP) browser
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
 # Speed and memory benchmarks, as JSON (torch is optional: PyTorch columns are skipped without it).

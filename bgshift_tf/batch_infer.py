@@ -26,7 +26,7 @@ import sys
 
 from absl import flags
 
-from bgshift_tf import errors, flag_checks
+from bgshift_tf.core import errors, flag_checks
 from bgshift_tf.export import beam_jobs
 
 _JOB = flags.DEFINE_enum("job", None, list(beam_jobs.JOBS), "soft_mask | style_transfer (generator export) | "

@@ -10,8 +10,8 @@ Each area's benchmark lives in `bgshift_tf/benchmarks/<area>.py` as `run(quick: 
 
 from absl import flags
 
-from bgshift_tf import errors, flag_checks
 from bgshift_tf.benchmarks.suite import AREAS, run_suite
+from bgshift_tf.core import errors, flag_checks
 
 _OUT = flags.DEFINE_string("out", "runs/bench/bench.json", "Where to write the JSON results.")
 _ONLY = flags.DEFINE_list("only", [], "Areas to run (default: all). Known: see benchmarks/suite.py.")

@@ -24,17 +24,17 @@ Usage:
         --index=runs/index/synduke --out=runs/ide_eval_index.json
 
 A TFRecord flag takes a shard folder (its manifest's query / gallery shards) or a comma list of files or
-glob patterns. The metric conventions are documented in `bgshift_tf/evaluation/rank.py`, the re-ranking
+glob patterns. The metric conventions are documented in `bgshift_tf/core/rank.py`, the re-ranking
 conventions in `bgshift_tf/evaluation/rerank.py`.
 """
 
 from absl import app, flags
 
-from bgshift_tf import errors, flag_checks
-from bgshift_tf.evaluation.rank import MODES
+from bgshift_tf.core import errors, flag_checks, precision
+from bgshift_tf.core.rank import MODES
 from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.run import evaluate_cuhk03_classic, evaluate_run
-from bgshift_tf.training import precision
+from bgshift_tf.evaluation.search import GalleryIndex
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Re-ID training run folder (config.json + checkpoints/).")
 _QUERY = flags.DEFINE_string("query_tfrecords", None, "Query TFRecords: shard folder, comma list or glob.")
@@ -57,7 +57,7 @@ _RERANK_CONVENTION = flags.DEFINE_enum(
     "rerank_convention", "zhong2017", list(RERANK_CONVENTIONS),
     "zhong2017: as the authors' code (squared distances, strict 2/3 rule); bgshift_v1: this project's first version.",
 )
-_MODE = flags.DEFINE_enum("mode", "standard", list(MODES), "Metric convention (see evaluation/rank.py).")
+_MODE = flags.DEFINE_enum("mode", "standard", list(MODES), "Metric convention (see core/rank.py).")
 _MAX_RANK = flags.DEFINE_integer("max_rank", 50, "Length of the CMC curve written to the JSON.",
                                  lower_bound=1)
 _NUM_REPEATS = flags.DEFINE_integer("num_repeats", 10, "cuhk03_sgs: single-gallery-shot samplings.",
@@ -94,8 +94,6 @@ def _gallery_index():
     if _DISTANCE.present or _RERANK.value or _CUHK03_SPLIT.value:
         raise app.UsageError(f"--index={_INDEX.value} ranks with the index's own distance, without re-ranking or "
                              "--cuhk03_split: drop --distance / --rerank / --cuhk03_split")
-    from bgshift_tf.evaluation.search import GalleryIndex
-
     with errors.user_errors(OSError, ValueError):
         return GalleryIndex.load(_INDEX.value)
 

@@ -17,7 +17,7 @@ seeds). With --part_dir (configs/study.flags: docs/study) each seed's study part
 (`workflow.study_part`); docs/RESULTS.md merges them: python -m bgshift_tf.results.
 """
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.workflow import cli, study_part
 

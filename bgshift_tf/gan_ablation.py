@@ -12,7 +12,7 @@ Takes the main job's flags (world preset, --gan_flagfile, --gan_overrides, --pre
 
 from absl import flags
 
-from bgshift_tf import errors, flag_checks
+from bgshift_tf.core import errors, flag_checks
 from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.workflow import cli, gan_ablation
 

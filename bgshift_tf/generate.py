@@ -15,10 +15,9 @@ complete.
 
 from absl import flags
 
-from bgshift_tf import errors, flag_checks
+from bgshift_tf.core import errors, flag_checks, precision
 from bgshift_tf.data import variants
 from bgshift_tf.generation import translate
-from bgshift_tf.training import precision
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "SBSGAN run directory (config.json + checkpoints/).", required=True)
 _IN_DIR = flags.DEFINE_string("in_dir", None, "Input TFRecord folder (manifest.json + shards).", required=True)

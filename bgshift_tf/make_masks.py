@@ -16,10 +16,11 @@ See bgshift_tf/data/segment.py.
 
 from absl import flags
 
-from bgshift_tf import errors, flag_checks
+from bgshift_tf.core import errors, flag_checks
 from bgshift_tf.data.build import DATASETS
 from bgshift_tf.data.records import SPLITS
 from bgshift_tf.data.segment import DEFAULT_SEGMENTER, PASCAL_VOC_PERSON, make_masks
+from bgshift_tf.report.grids import mask_contact_sheet
 
 _DATASET = flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset layout to read.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset root folder, as for build_tfrecords.")
@@ -82,6 +83,7 @@ def main(argv):
         overwrite=_OVERWRITE.value,
         cuhk03_variant=_CUHK03_VARIANT.value,
         cuhk03_split=_CUHK03_SPLIT.value,
+        contact_sheet=mask_contact_sheet,
         seed=_SEED.value,
     )
     for split in _SPLITS.value:

@@ -11,7 +11,7 @@ See the bgshift_tf/data/synthetic/ package for the world itself.
 
 from absl import flags
 
-from bgshift_tf import errors, flag_checks
+from bgshift_tf.core import errors, flag_checks
 from bgshift_tf.data.synthetic import PRESETS, make_world, resolve_config
 from bgshift_tf.data.synthetic.world import DOMAINS
 

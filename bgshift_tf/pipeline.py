@@ -12,7 +12,7 @@ stages that are complete with the same settings and resumes an interrupted one; 
 bgshift_tf/workflow/stages.py, main_job.py (the stages) and run_layout.py (the run folder).
 """
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.workflow import cli, main_job
 

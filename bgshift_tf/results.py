@@ -16,7 +16,7 @@ import json
 
 from absl import flags
 
-from bgshift_tf import errors, flag_checks
+from bgshift_tf.core import errors, flag_checks
 from bgshift_tf.report import results_md, study_md
 from bgshift_tf.workflow import study_merge
 

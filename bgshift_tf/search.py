@@ -17,9 +17,9 @@ import json
 
 from absl import app, flags
 
-from bgshift_tf import errors, flag_checks
+from bgshift_tf.core import errors, flag_checks
+from bgshift_tf.core.distance import METRICS
 from bgshift_tf.evaluation import gallery
-from bgshift_tf.evaluation.distance import METRICS
 from bgshift_tf.evaluation.search import KINDS, IndexSettings
 
 COMMANDS = ("build", "query")

@@ -13,7 +13,7 @@ Generator signatures write one PNG per image; embed signatures write features.np
 
 from absl import flags
 
-from bgshift_tf import errors, flag_checks
+from bgshift_tf.core import errors, flag_checks
 from bgshift_tf.export import client
 
 _SERVER = flags.DEFINE_string("server", "http://localhost:8501", "REST base URL, or host:port for gRPC.")

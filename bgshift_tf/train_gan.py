@@ -15,7 +15,7 @@ import dataclasses
 
 from absl import flags
 
-from bgshift_tf import errors, flag_checks
+from bgshift_tf.core import errors, flag_checks
 from bgshift_tf.models.layers import UPSAMPLE_MODES
 from bgshift_tf.training import gan_run, interrupts, run_flags
 from bgshift_tf.training.losses import LossWeights

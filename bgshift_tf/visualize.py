@@ -13,10 +13,9 @@ Usage:
 
 from absl import app, flags
 
-from bgshift_tf import errors, flag_checks
+from bgshift_tf.core import errors, flag_checks, precision
 from bgshift_tf.data import variants
 from bgshift_tf.report import domain_analysis
-from bgshift_tf.training import precision
 
 _TFRECORD_DIRS = flags.DEFINE_list("tfrecord_dirs", None, "TFRecord folders, one per domain (index = position).")
 _VARIANTS = flags.DEFINE_list(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.data import feature_shards, schema, shards
 from bgshift_tf.data.input import make_eval_dataset
 from bgshift_tf.evaluation.features import extract_features

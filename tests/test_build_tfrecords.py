@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from data_fixtures import MARKET_NAMES, make_cuhk03_mat, make_cuhk03_np, make_layout
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 from bgshift_tf.data import schema, shards
 from bgshift_tf.data.build import build_dataset_tfrecords
 from bgshift_tf.data.masks import MaskError

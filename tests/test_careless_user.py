@@ -19,7 +19,7 @@ import pytest
 _DRIVER = """
 import contextlib, importlib, io, json, sys, traceback
 from absl import flags
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 name, cases = sys.argv[1], json.loads(sys.argv[2])
 module = importlib.import_module("bgshift_tf." + name)
 if len(sys.argv) > 3:  # "attribute of the entry point module" replaced by a function raising a plain bug
@@ -289,7 +289,7 @@ def test_odd_images_are_stored_faithfully_or_refused_naming_the_file(tmp_path, c
     import numpy as np
     import tensorflow as tf
 
-    from bgshift_tf import errors
+    from bgshift_tf.core import errors
     from bgshift_tf.data import schema
     from bgshift_tf.data.build import build_dataset_tfrecords
 
@@ -315,7 +315,7 @@ def test_odd_images_are_stored_faithfully_or_refused_naming_the_file(tmp_path, c
 # --- item 4: resume train_reid from a run of another image size / width ------------------------------------
 
 def test_reid_resume_from_another_size_names_the_checkpoint_and_the_mismatch(tmp_path):
-    from bgshift_tf import errors
+    from bgshift_tf.core import errors
     from bgshift_tf.training import reid
 
     run_dir = tmp_path / "run"

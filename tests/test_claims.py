@@ -1,9 +1,10 @@
-"""Tests of workflow.claims: the claim list and the verdicts on constructed per-seed numbers."""
+"""Tests of evaluation.claims: the claim list and the verdicts on constructed per-seed numbers."""
 
 import pytest
 
 from bgshift_tf.data import variants
-from bgshift_tf.workflow import claims, model_table
+from bgshift_tf.evaluation import claims
+from bgshift_tf.workflow import model_table
 
 # Rows helper M adds to model_table this round (Soft-mask 2 domains; +SE+ISDC-SE).
 NEW_ROWS = {"ide_softmask_2dom", "da2s_isdcse"}

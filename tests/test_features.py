@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bgshift_tf.evaluation.distance import pairwise_distance
+from bgshift_tf.core.distance import pairwise_distance
 from bgshift_tf.evaluation.features import extract_features, flip_horizontal, with_soft_mask
 
 

@@ -1,4 +1,4 @@
-"""Tests for bgshift_tf.report.figures: pixel conversion, loss curves, TensorBoard reader."""
+"""Tests for bgshift_tf.report.figures (loss curves, TensorBoard reader) and data.images pixel pictures."""
 
 import os
 
@@ -6,22 +6,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bgshift_tf.data import images
 from bgshift_tf.report import figures
 
 
 def test_to_uint8_rgb_maps_float_range_and_grey():
-    out = figures.to_uint8_rgb(np.array([[-1.0, 0.0, 1.0]], dtype=np.float32))
+    out = images.to_uint8_rgb(np.array([[-1.0, 0.0, 1.0]], dtype=np.float32))
     assert out.shape == (1, 3, 3)
     np.testing.assert_array_equal(out[0, :, 0], [0, 128, 255])
-    mask = figures.mask_to_rgb(np.array([[0.0, 1.0]], dtype=np.float32)[..., None])
+    mask = images.mask_to_rgb(np.array([[0.0, 1.0]], dtype=np.float32)[..., None])
     np.testing.assert_array_equal(mask[0, :, 1], [0, 255])
 
 
 def test_to_uint8_rgb_rejects_out_of_range_float():
     with pytest.raises(ValueError, match=r"\[-1, 1\].*2"):
-        figures.to_uint8_rgb(np.full((2, 2, 3), 2.0, dtype=np.float32))
+        images.to_uint8_rgb(np.full((2, 2, 3), 2.0, dtype=np.float32))
     with pytest.raises(ValueError, match="shape"):
-        figures.to_uint8_rgb(np.zeros((2, 2, 5), dtype=np.uint8))
+        images.to_uint8_rgb(np.zeros((2, 2, 5), dtype=np.uint8))
 
 
 def test_plot_loss_curves_accepts_both_forms_and_saves_atomically(tmp_path):

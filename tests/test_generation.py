@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.data import images, schema, shards
 from bgshift_tf.generation import quality, translate
-from bgshift_tf.report import domain_analysis
 from bgshift_tf.models.generator import Generator
+from bgshift_tf.report import domain_analysis
 from bgshift_tf.training import loop
 from bgshift_tf.training.gan import load_generator
 from tiny_records import SPLIT_SIZES, make_domain_records

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bgshift_tf.evaluation import domain_distance
 from bgshift_tf.report import figures, grids, html, html_blocks, html_sections, paper_results, tsne
 
 DOMAINS = {"synmarket": (70, 110, 160), "synduke": (150, 140, 100), "syncuhk": (90, 150, 90)}
@@ -56,7 +57,7 @@ def sample_report_data(tmp_path):
     rng = np.random.default_rng(0)
     features = {v: {"synmarket": rng.normal(0, 1, (25, 6)), "synduke": rng.normal(gap, 1, (25, 6))}
                 for v, gap in [("original", 3.0), ("hard_mask", 0.6), ("soft_mask", 0.8)]}
-    distance = tsne.domain_distance(features, seed=0, max_iter=250)
+    distance = domain_distance.domain_distance(features, seed=0, max_iter=250)
     return {
         "run_name": "demo <synthetic>",
         "created": "2026-11-24 10:00 UTC",
@@ -71,7 +72,7 @@ def sample_report_data(tmp_path):
                                "caption": "Columns: one training image per domain. Rows: image variants."}],
         "loss_curves": [{"title": "SBSGAN losses", "image": figures.plot_loss_curves(curves),
                          "caption": "Raw (faint) and smoothed losses per training step."}],
-        "domain_distance": {"summary": tsne.to_json(distance), "figures": [
+        "domain_distance": {"summary": domain_distance.to_json(distance), "figures": [
             {"title": "t-SNE per image variant", "image": tsne.plot_domain_distance(distance),
              "caption": "Each point is one image; C- marks a domain centre."}]},
         "suppression_quality": {

@@ -21,6 +21,7 @@ from PIL import Image
 from bgshift_tf.data import schema, shards, synthetic
 from bgshift_tf.data.build import build_dataset_tfrecords
 from bgshift_tf.data.segment import CONTACT_SHEET_FILE, SUMMARY_FILE, BadImageError, make_masks
+from bgshift_tf.report import grids
 
 pytestmark = pytest.mark.slow  # each make_masks run loads and traces a segmenter (~5 s, more under load)
 
@@ -74,7 +75,8 @@ def data_dir(world_domain, tmp_path):
 
 
 def _run(data_dir, out_dir, preset_dir, **kwargs):
-    kwargs = {"person_classes": range(NUM_CLASSES), "progress": False, "batch_size": 4, **kwargs}
+    kwargs = {"person_classes": range(NUM_CLASSES), "progress": False, "batch_size": 4,
+              "contact_sheet": grids.mask_contact_sheet, **kwargs}
     return make_masks(data_dir, "market1501", out_dir, segmenter=preset_dir, **kwargs)
 
 

@@ -8,7 +8,8 @@ import re
 import pytest
 from PIL import Image
 
-from bgshift_tf.training import gan_run, precision
+from bgshift_tf.core import precision
+from bgshift_tf.training import gan_run
 from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import experiments, main_job, model_table, report_data
 from bgshift_tf.workflow import stages as stages_lib
@@ -162,19 +163,19 @@ def test_model_table_drives_training_and_evaluation_inputs_and_rejects_unknown_k
     tiny = config_lib.config_from_flagfile(TINY_FLAGS)
     ctx = main_job.layout({**tiny, "runs_root": str(tmp_path)})
     generated = os.path.join(ctx.run_dir, "generated")
-    da2s = main_job.reid_train_config(ctx, "da2s")
+    da2s = model_table.reid_train_config(ctx, "da2s")
     assert da2s["stream1_dir"] == os.path.join(generated, "synmarket_soft_mask")
     assert da2s["stream2_dir"] == os.path.join(generated, "synmarket_style_transfer_to_synduke")
     assert (da2s["use_se"], da2s["use_isdc"], da2s["train_dir"]) == (True, True, "")
-    hard = main_job.reid_train_config(ctx, "ide_hardmask")
+    hard = model_table.reid_train_config(ctx, "ide_hardmask")
     assert hard["hard_mask"] is True and hard["train_dir"] == ctx.tfrecords("synmarket")
-    nosc = main_job.reid_train_config(ctx, "ide_softmask_nosc")
+    nosc = model_table.reid_train_config(ctx, "ide_softmask_nosc")
     assert nosc["train_dir"] == os.path.join(ctx.run_dir, "generated_nosc", "synmarket_soft_mask")
-    assert main_job.eval_inputs(ctx, "da2s", "synduke") == (
+    assert model_table.eval_inputs(ctx, "da2s", "synduke") == (
         ctx.tfrecords("synduke"), os.path.join(generated, "synduke_soft_mask"), False, "")
-    assert main_job.eval_inputs(ctx, "da2s_2soft", "synduke") == (
+    assert model_table.eval_inputs(ctx, "da2s_2soft", "synduke") == (
         os.path.join(generated, "synduke_soft_mask"), None, True, "")
-    folder, _, _, note = main_job.eval_inputs(ctx, "ide_hardmask", "synduke")  # nothing generated yet
+    folder, _, _, note = model_table.eval_inputs(ctx, "ide_hardmask", "synduke")  # nothing generated yet
     assert folder == ctx.tfrecords("synduke") and "no masks on query/gallery" in note
     assert model_table.main_model_keys(["original", "soft_mask"], True) == ["ide_original", "ide_softmask", "da2s"]
     assert experiments.experiment_keys()[:2] == ["ide_original", "ide_hardmask"]
@@ -206,7 +207,7 @@ def test_pipeline_precision_replaces_the_trainer_flagfiles_unless_their_override
     ctx = main_job.layout({**tiny, "runs_root": str(tmp_path), "precision": "mixed_bfloat16",
                            "reid_overrides": ["precision=float32"]})
     assert ctx.gan_config()["precision"] == ctx.gan_config("_nosc", lambda_sc=0)["precision"] == "mixed_bfloat16"
-    assert main_job.reid_train_config(ctx, "da2s")["precision"] == "float32"
+    assert model_table.reid_train_config(ctx, "da2s")["precision"] == "float32"
 
 
 # The stages that run a network, by name: they carry the precision in their config.
@@ -286,7 +287,7 @@ def test_the_two_domain_soft_mask_row_trains_one_sbsgan_and_ide_per_target(tmp_p
         assert ide.deps == [f"generate_2dom_{target}"]
         assert ide.config["train_dir"] == os.path.join(ctx.run_dir, f"generated_2dom_{target}", f"{source}_soft_mask")
         assert ide.config["run_dir"] == os.path.join(ctx.run_dir, "reid", f"ide_softmask_2dom_{target}")
-        assert main_job.eval_inputs(ctx, "ide_softmask_2dom", target)[0] == os.path.join(
+        assert model_table.eval_inputs(ctx, "ide_softmask_2dom", target)[0] == os.path.join(
             ctx.run_dir, f"generated_2dom_{target}", f"{target}_soft_mask")
     assert "train_gan_2dom" not in stages and "train_ide_softmask_2dom" not in stages
     evaluation = stages["eval_ide_softmask_2dom"]
@@ -297,8 +298,8 @@ def test_the_two_domain_soft_mask_row_trains_one_sbsgan_and_ide_per_target(tmp_p
     assert stages["train_gan"].config["domain_dirs"] == [ctx.tfrecords(d) for d in ctx.domains]
     assert model_table.table_keys("table2")[-1] == "ide_softmask_2dom"
     assert model_table.table_keys("table3")[2] == "da2s_isdcse"
-    assert main_job.reid_train_config(ctx, "da2s_isdcse")["isdc_se"] is True
-    assert main_job.reid_train_config(ctx, "da2s")["isdc_se"] is False
+    assert model_table.reid_train_config(ctx, "da2s_isdcse")["isdc_se"] is True
+    assert model_table.reid_train_config(ctx, "da2s")["isdc_se"] is False
 
 
 def test_cuhk03_classic_domains_are_scored_single_gallery_shot(tmp_path):
@@ -307,7 +308,7 @@ def test_cuhk03_classic_domains_are_scored_single_gallery_shot(tmp_path):
             "domain_data_dirs": ["/m", "/d", "/c.mat"], "domain_mask_dirs": ["", "", ""], "source": "m",
             "targets": ["d", "c"]}
     ctx = main_job.layout(real)
-    assert [main_job.eval_mode(ctx, d) for d in ("m", "d", "c")] == ["standard", "standard", "cuhk03_sgs"]
+    assert [model_table.eval_mode(ctx, d) for d in ("m", "d", "c")] == ["standard", "standard", "cuhk03_sgs"]
 
 
 def test_experiment_tables_cover_every_target(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Tests for bgshift_tf.training.precision and mixed precision in the SBSGAN and re-ID builders.
+"""Tests for bgshift_tf.core.precision and mixed precision in the SBSGAN and re-ID builders.
 
 Stated tolerances: bf16 keeps 8 mantissa bits (~3 significant digits), so one D and one G step from the
 same weights give losses within 2% (relative, 2e-2 absolute for terms near zero) of float32; 1 vs 2
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bgshift_tf.training import gan_run, precision
+from bgshift_tf.core import precision
+from bgshift_tf.training import gan_run
 from bgshift_tf.training import reid as reid_training
 from bgshift_tf.training.gan import add_gan_targets, checkpoint_trackables, load_generator
 

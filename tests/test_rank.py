@@ -5,8 +5,8 @@ import pytest
 
 from bgshift_tf.benchmarks import rank as rank_benchmark
 from bgshift_tf.benchmarks.rank import reference_evaluate_rank
-from bgshift_tf.evaluation import evaluate_rank
-from bgshift_tf.evaluation import rank as rank_module
+from bgshift_tf.core import rank as rank_module
+from bgshift_tf.core.rank import evaluate_rank
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,5 @@
-"""bgshift_tf.errors: how entry points end on user errors, bugs and Ctrl-C (subprocesses: exit status and
-stderr of a real program are the behaviour; the scripts import only absl, so each starts in well under a second)."""
+"""bgshift_tf.core.errors: how entry points end on user errors, bugs and Ctrl-C (subprocesses: exit status
+and stderr of a real program are the behaviour; the scripts import only absl, so each starts in well under a second)."""
 
 import os
 import subprocess
@@ -8,12 +8,12 @@ import textwrap
 
 import pytest
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 
 _SCRIPT = """
 import sys
 from absl import flags
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 if "--int_verbose" in sys.argv:
     sys.argv.remove("--int_verbose")
     flags.DEFINE_integer("verbose", 1, "progress level, as train_gan has")

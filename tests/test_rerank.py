@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from bgshift_tf.benchmarks.rank import transcribed_rerank
-from bgshift_tf.evaluation import evaluate_rank
-from bgshift_tf.evaluation.distance import pairwise_distance
+from bgshift_tf.core.distance import pairwise_distance
+from bgshift_tf.core.rank import evaluate_rank
 from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
 
 

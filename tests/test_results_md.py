@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from bgshift_tf.evaluation import stats
+from bgshift_tf.evaluation import claims, stats
 from bgshift_tf.report import results_md
-from bgshift_tf.workflow import claims
 
 SEEDS = (0, 1, 2)
 

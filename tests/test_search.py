@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from bgshift_tf.evaluation.distance import pairwise_distance
+from bgshift_tf.core.distance import pairwise_distance
+from bgshift_tf.core.rank import top_k_matches
 from bgshift_tf.evaluation.features import FeatureSet
 from bgshift_tf.evaluation.gallery import index_top_k
-from bgshift_tf.evaluation.rank import top_k_matches
 from bgshift_tf.evaluation.run import evaluate_features
 from bgshift_tf.evaluation.search import GalleryIndex, IndexSettings
 from bgshift_tf.evaluation.search_eval import evaluate_on_index
@@ -151,8 +151,8 @@ def test_bad_inputs_name_the_culprit(tmp_path):
 
 
 def test_search_entry_point_builds_and_queries_feature_shards(tmp_path):
+    from bgshift_tf.core import atomic_io
     from bgshift_tf.data import schema, shards
-    from bgshift_tf import atomic_io
 
     query, gallery = split(clustered(12, 4, 8, seed=5))
     folder = tmp_path / "features"

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 from bgshift_tf.workflow import stages as stages_lib
 
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from bgshift_tf import atomic_io, errors
+from bgshift_tf.core import atomic_io, errors
 from bgshift_tf.evaluation import stats
 from bgshift_tf.report import results_md, study_md
 from bgshift_tf.workflow import study_merge, study_part

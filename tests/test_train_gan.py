@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 from bgshift_tf.training import gan_run, loop
 from bgshift_tf.training.gan import add_gan_targets, load_generator
 from bgshift_tf.training.losses import LossWeights

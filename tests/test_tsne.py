@@ -1,10 +1,11 @@
-"""Tests for bgshift_tf.report.tsne: domain distances on synthetic clusters."""
+"""Tests for bgshift_tf.evaluation.domain_distance and report.tsne: domain distances on synthetic clusters."""
 
 import json
 
 import numpy as np
 import pytest
 
+from bgshift_tf.evaluation import domain_distance
 from bgshift_tf.report import tsne
 
 
@@ -18,13 +19,13 @@ def _clusters(gap, n=20, dims=8, seed=0):
 
 @pytest.fixture(scope="module")
 def result():
-    return tsne.domain_distance(
+    return domain_distance.domain_distance(
         {"separated": _clusters(6.0), "overlapping": _clusters(0.0, seed=1)}, seed=0, max_iter=250
     )
 
 
 def test_separated_clusters_are_farther_apart_than_overlapping(result):
-    key = tsne.pair_name("a", "b")
+    key = domain_distance.pair_name("a", "b")
     separated, overlapping = result["variants"]["separated"], result["variants"]["overlapping"]
     assert separated["l1_2d"][key] > 2 * overlapping["l1_2d"][key]
     # Feature space: centre gap per dimension ~6 vs ~0; separation ratio large vs small.
@@ -37,21 +38,21 @@ def test_separated_clusters_are_farther_apart_than_overlapping(result):
 
 def test_feature_distance_matches_hand_computation():
     features = {"v": {"a": np.array([[0.0, 0.0], [2.0, 0.0]]), "b": np.array([[1.0, 4.0], [1.0, 2.0]])}}
-    out = tsne.domain_distance(features, seed=0, max_iter=250)["variants"]["v"]
+    out = domain_distance.domain_distance(features, seed=0, max_iter=250)["variants"]["v"]
     # Centres (1, 0) and (1, 3): L1 = 3, per dimension 1.5; spreads 1 and 1 -> separation 3.
     assert out["l1_feature"]["a vs b"] == pytest.approx(1.5)
     assert out["separation"]["a vs b"] == pytest.approx(3.0)
 
 
 def test_seeded_reproducible(result):
-    again = tsne.domain_distance({"separated": _clusters(6.0)}, seed=0, max_iter=250)
+    again = domain_distance.domain_distance({"separated": _clusters(6.0)}, seed=0, max_iter=250)
     np.testing.assert_array_equal(
         again["variants"]["separated"]["embedding"]["a"], result["variants"]["separated"]["embedding"]["a"]
     )
 
 
 def test_to_json_and_plot(result, tmp_path):
-    text = json.dumps(tsne.to_json(result))
+    text = json.dumps(domain_distance.to_json(result))
     assert "embedding" not in text and "separation" in text
     fig = tsne.plot_domain_distance(result)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
@@ -61,15 +62,15 @@ def test_to_json_and_plot(result, tmp_path):
 
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match=r"features\['v'\]\['b'\].*\(3,\)"):
-        tsne.domain_distance({"v": {"a": np.zeros((4, 3)), "b": np.zeros(3)}})
+        domain_distance.domain_distance({"v": {"a": np.zeros((4, 3)), "b": np.zeros(3)}})
     with pytest.raises(ValueError, match="at least 2 domains"):
-        tsne.domain_distance({"v": {"a": np.zeros((4, 3))}})
+        domain_distance.domain_distance({"v": {"a": np.zeros((4, 3))}})
 
 
 def test_image_features_downsample_to_range():
     images = np.zeros((2, 8, 4, 3), dtype=np.uint8)
     images[1] = 255
-    features = tsne.image_features(images, size=(4, 2))
+    features = domain_distance.image_features(images, size=(4, 2))
     assert features.shape == (2, 24)
     np.testing.assert_allclose(features[0], -1.0)
     np.testing.assert_allclose(features[1], 1.0)
@@ -134,10 +135,10 @@ def test_domain_analysis_errors_name_the_problem(tmp_path):
     from bgshift_tf.report import domain_analysis
 
     with pytest.raises(ValueError, match="gan_run_dir"):
-        domain_analysis.variant_images({"image": np.zeros((1, 4, 2, 3))}, "soft_mask", domain=0,
+        domain_distance.variant_images({"image": np.zeros((1, 4, 2, 3))}, "soft_mask", domain=0,
                                        domain_name="a")
     with pytest.raises(ValueError, match="'a'.*mask_dir"):
-        domain_analysis.variant_images(
+        domain_distance.variant_images(
             {"image": np.zeros((2, 4, 2, 3)), "mask": np.zeros((2, 4, 2, 1)), "has_mask": np.array([1, 0])},
             "hard_mask", domain=0, domain_name="a",
         )
@@ -156,15 +157,13 @@ class _FakeGenerator:
 
 
 def test_variant_images_generator_variants_and_style_target():
-    from bgshift_tf.report import domain_analysis
-
     sample = {"image": np.zeros((3, 4, 2, 3), np.float32)}
-    soft = domain_analysis.variant_images(sample, "soft_mask", domain=0, domain_name="a",
+    soft = domain_distance.variant_images(sample, "soft_mask", domain=0, domain_name="a",
                                           generator=_FakeGenerator())
     np.testing.assert_array_equal(soft, -0.5)
-    moved = domain_analysis.variant_images(sample, "style_transfer", domain=0, domain_name="a",
+    moved = domain_distance.variant_images(sample, "style_transfer", domain=0, domain_name="a",
                                            generator=_FakeGenerator(), style_target=2)
     np.testing.assert_allclose(moved, 0.2)
-    kept = domain_analysis.variant_images(sample, "style_transfer", domain=2, domain_name="c",
+    kept = domain_distance.variant_images(sample, "style_transfer", domain=2, domain_name="c",
                                           generator=_FakeGenerator(), style_target=2)
     np.testing.assert_array_equal(kept, sample["image"])  # the target domain stays original

@@ -33,6 +33,8 @@ from bgshift_tf.export import job
 from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export import tflite
 from bgshift_tf.export.runtime import RuntimeOptions, configure_tensorflow
+from bgshift_tf.models.generator import Generator
+from bgshift_tf.models.reid import DA2S
 
 SIZES = {"demo": (128, 64), "paper": (256, 128)}
 MODEL_SETTINGS = {
@@ -78,9 +80,6 @@ def interleaved_rates(calls, batch_sizes, repeats, min_seconds=0.0):
 
 
 def _build(kind, size, settings):
-    from bgshift_tf.models.generator import Generator
-    from bgshift_tf.models.reid import DA2S
-
     generator = Generator(num_domains=3, image_size=size, base_filters=settings["base_filters"],
                           num_res_blocks=settings["num_res_blocks"])
     if kind == "generator":

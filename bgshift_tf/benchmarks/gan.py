@@ -13,7 +13,7 @@ base_filters 32) and "paper" (256x128, batch 4 to keep it short, base_filters
   * dg_step (TF only): `discriminator_generator_step`, the D and G updates of one batch with the fakes made
     once, which training runs when n_critic = 1; "dg_vs_separate" is its rate over that of d_step then
     g_step (the pair training ran before it), and PyTorch's equivalent is its d_step then g_step.
-in four modes: TF "float32" and "mixed_bfloat16" (`training.precision` policies, tf.function graphs; XLA
+in four modes: TF "float32" and "mixed_bfloat16" (`core.precision` policies, tf.function graphs; XLA
 re-measured for inference in both and for the bf16 training steps, kept only where it is faster), PyTorch
 "float32" and "bf16_autocast" (`torch.autocast("cpu", dtype=torch.bfloat16)`).
 The PyTorch twin (`_torch_networks`, `_torch_steps`) mirrors layer for layer and loss for loss what
@@ -31,10 +31,10 @@ import numpy as np
 import tensorflow as tf
 
 from bgshift_tf.benchmarks.measure import best_of, fraction_of_peaks, graph_flops, peaks, rounded, seconds_per_call
+from bgshift_tf.core.precision import policy_scope
 from bgshift_tf.models.discriminator import Discriminator
 from bgshift_tf.models.generator import Generator
 from bgshift_tf.training.gan import SBSGAN
-from bgshift_tf.training.precision import policy_scope
 
 TF_MODES = ("float32", "mixed_bfloat16")
 TORCH_MODES = ("float32", "bf16_autocast")

@@ -22,8 +22,8 @@ import time
 import tensorflow as tf
 from absl import app, flags
 
-from bgshift_tf import atomic_io
 from bgshift_tf.benchmarks import gan as gan_bench
+from bgshift_tf.core import atomic_io
 from bgshift_tf.workflow import provenance
 
 _SETTING = flags.DEFINE_enum("profile_setting", "demo64", list(gan_bench.SETTINGS), "Benchmark setting (sizes, widths).")

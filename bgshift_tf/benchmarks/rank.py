@@ -21,8 +21,8 @@ import warnings
 
 import numpy as np
 
-from bgshift_tf.evaluation.distance import pairwise_distance
-from bgshift_tf.evaluation.rank import evaluate_rank
+from bgshift_tf.core.distance import pairwise_distance
+from bgshift_tf.core.rank import evaluate_rank
 from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
 
 

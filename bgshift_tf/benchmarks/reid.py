@@ -140,7 +140,7 @@ def run(quick=False, train_steps=None):
     conv_bfloat16}. "tf_vs_torch" is TF's best mode / PyTorch's best mode (>= 1: TF at least as fast).
     `train_steps` (bench.py --train_steps) replaces each setting's number of timed steps.
     """
-    try:
+    try:  # PyTorch is optional (the [bench] extra): without it its columns are skipped
         import torch
 
         from bgshift_tf.benchmarks import torch_reid

@@ -87,6 +87,7 @@ def _cached_run_features(runs_root):
 
 
 def _render_split(rng, num_ids, images_per_id, cameras, config):
+    # Imported here: the synthetic world (TensorFlow) only when features are trained here.
     from bgshift_tf.data.synthetic.people import sample_identity
     from bgshift_tf.data.synthetic.render import render_image
 
@@ -105,6 +106,7 @@ def _render_split(rng, num_ids, images_per_id, cameras, config):
 
 def trained_features(train_steps, seed=0):
     """(features [N, D] of unseen identities, pids [N], facts) from a DA-2S trained `train_steps` steps here."""
+    # Imported here (as in `_render_split`): TensorFlow and the synthetic world only without cached features.
     import tensorflow as tf
 
     from bgshift_tf.data.synthetic.scenes import make_camera

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 from bgshift_tf.data import masks, schema, shards
 from bgshift_tf.data.datasets import cuhk03, dukemtmc, market1501
 from bgshift_tf.data.records import SPLITS, DatasetSplits, ImageRecord, encode_jpeg, relabel

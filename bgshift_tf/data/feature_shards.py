@@ -10,7 +10,7 @@ Written by the batch feature job (`export.beam_jobs`); read here for the gallery
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 from bgshift_tf.data import schema, shards
 
 

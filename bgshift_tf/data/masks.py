@@ -20,7 +20,7 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 
 
 class MaskError(errors.DataError):

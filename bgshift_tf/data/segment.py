@@ -23,7 +23,8 @@ Beside the masks:
     <out_dir>/make_masks.json    settings, then per split: masks written / kept, mean coverage (fraction of
                                  the image marked body) and the images below `min_coverage` (person
                                  missed?) or above `max_coverage` (background taken for body?), by file
-    <out_dir>/contact_sheet.png  image | mask for a few random images of each split
+    <out_dir>/contact_sheet.png  image | mask for a few random images of each split, drawn by the caller's
+                                 `contact_sheet` (`report.grids.mask_contact_sheet`)
 """
 
 import io
@@ -36,11 +37,10 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.data import masks
 from bgshift_tf.data.build import load_dataset
 from bgshift_tf.data.records import SPLITS
-from bgshift_tf.report import figures, grids
 
 DEFAULT_SEGMENTER = "deeplab_v3_plus_resnet50_pascalvoc"
 # Kaggle Models handle of DEFAULT_SEGMENTER in keras-hub 0.32 (what `from_preset` downloads).
@@ -231,12 +231,13 @@ def coverage_summary(coverages: dict, min_coverage: float, max_coverage: float) 
     }
 
 
-def _contact_sheet(samples, path) -> str:
-    """Writes image | mask rows for `samples` = [(split, record, coverage)]; returns `path`."""
-    rows = [[read_rgb(record), figures.mask_to_rgb(_read_mask(record.mask_path))] for _, record, _ in samples]
+def _contact_sheet(samples, path, draw) -> str:
+    """Draws image | mask rows for `samples` = [(split, record, coverage)] with `draw` (the `contact_sheet`
+    argument of `make_masks`); returns `path`."""
+    images = [read_rgb(record) for _, record, _ in samples]
+    body_masks = [_read_mask(record.mask_path) for _, record, _ in samples]
     labels = [f"{split}  {record.filename}\n{value:.0%} body" for split, record, value in samples]
-    grid = grids.image_grid(rows, row_labels=labels, col_labels=["image", "mask"], cell_size=CONTACT_SHEET_CELL)
-    return figures.save_png(grid, path)
+    return draw(images, body_masks, labels, path, cell_size=CONTACT_SHEET_CELL)
 
 
 def _settings_in(summary_path, settings, overwrite) -> dict | None:
@@ -305,6 +306,7 @@ def make_masks(
     cuhk03_split=0,
     seed=0,
     progress=True,
+    contact_sheet=None,
 ) -> dict:
     """Writes body masks for `splits` of a dataset into `out_dir`, the folder `build_tfrecords --mask_dir`
     reads, and returns the summary also written to `<out_dir>/make_masks.json`.
@@ -323,6 +325,9 @@ def make_masks(
         skip_bad_names, cuhk03_variant, cuhk03_split: passed to the dataset loader.
         overwrite: remake masks already on disk (also the only way to change the settings of a folder).
         progress: show a progress bar (images/s) per split.
+        contact_sheet: draws `<out_dir>/contact_sheet.png`: `report.grids.mask_contact_sheet` or any
+            function of (images, masks, labels, path, cell_size) returning the path; None = no sheet
+            (the data layer does not draw: the caller passes the report's drawing).
     Returns:
         {"settings": {segmenter, person_classes, image_size}, "dataset", "data_dir", "min_coverage",
          "max_coverage", "splits": {split: {"images", "written", "kept", "bad_images": [paths],
@@ -374,7 +379,9 @@ def make_masks(
         skipped[f"{split}_bad_image"] = len(summary_splits[split]["bad_images"])
         samples += [(split, r, coverages[r.path]) for r in rng.sample(with_mask, min(num_samples, len(with_mask)))]
 
-    sheet = _contact_sheet(samples, os.path.join(out_dir, CONTACT_SHEET_FILE)) if samples else None
+    sheet = None
+    if samples and contact_sheet is not None:
+        sheet = _contact_sheet(samples, os.path.join(out_dir, CONTACT_SHEET_FILE), contact_sheet)
     summary = {
         "settings": settings,
         "dataset": dataset,

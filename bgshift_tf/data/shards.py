@@ -26,7 +26,7 @@ import re
 
 import tensorflow as tf
 
-from bgshift_tf import atomic_io, errors
+from bgshift_tf.core import atomic_io, errors
 from bgshift_tf.data import schema
 
 MANIFEST_NAME = "manifest.json"

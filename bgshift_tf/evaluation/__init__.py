@@ -1,5 +1,2 @@
-"""bgshift_tf.evaluation: ranking metrics, re-ranking, distances, feature extraction, run evaluation."""
-
-from bgshift_tf.evaluation.rank import evaluate_rank
-
-__all__ = ["evaluate_rank"]
+"""bgshift_tf.evaluation: feature extraction, re-ranking, gallery search, run evaluation, statistics, the
+study's claims and the domain-distance analysis (the metric itself, CMC / mAP, is `core.rank`)."""

@@ -4,7 +4,7 @@
 job) and saves it with the embedder's facts from the folder's manifest; `query_index` ranks every query of a
 feature folder and returns JSON-able ranked lists (gallery pid, camera, path, distance per entry);
 `index_top_k` ranks in-memory query features against an exact index of gallery features (the report's
-ranked lists), as `evaluation.rank.top_k_matches` does from a dense distance matrix.
+ranked lists), as `core.rank.top_k_matches` does from a dense distance matrix.
 """
 
 import os
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.data.feature_shards import read_feature_shards
 from bgshift_tf.evaluation.search import GalleryIndex, IndexSettings
 

@@ -14,7 +14,7 @@ reports the mean and spread over the splits.
 Sampling error of one evaluation: the metrics carry `bootstrap_ci` (`evaluation.stats.bootstrap_ci`: 95%
 percentile interval of rank-1 and mAP over query identities, fractions), and the per-query results it is
 computed from are saved beside the metrics JSON as `per_query_<json stem>.npz` (arrays "pid", "ap",
-"first_match_rank", "rank1", "valid"; see `evaluation.rank`). CUHK03 classic: each split's interval
+"first_match_rank", "rank1", "valid"; see `core.rank`). CUHK03 classic: each split's interval
 resamples that split's test identities, each query carrying its rank-1 hit averaged over the
 single-gallery-shot repeats (the gallery draws are averaged out, not resampled); the variation between
 the 20 splits stays in the summary's spread.
@@ -38,19 +38,20 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
+from bgshift_tf.core.distance import pairwise_distance
+from bgshift_tf.core.rank import evaluate_rank
 from bgshift_tf.data.datasets import cuhk03
 from bgshift_tf.data.input import make_eval_dataset
 from bgshift_tf.data.shards import read_manifest, shard_files, verify_shards
-from bgshift_tf.evaluation.distance import pairwise_distance
 from bgshift_tf.evaluation.features import SOFT_MASK_KEY, FeatureSet, extract_features, with_soft_mask
-from bgshift_tf.evaluation.rank import evaluate_rank
 from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
 from bgshift_tf.evaluation.search_eval import evaluate_on_index
 from bgshift_tf.evaluation.stats import bootstrap_ci
 from bgshift_tf.models.reid import DA2S
 from bgshift_tf.training import loop
+from bgshift_tf.training.reid import load_reid_model
 
 REPORTED_RANKS = (1, 5, 10, 20)
 CUHK03_SUMMARY_METRICS = ("rank1", "rank5", "rank10", "mAP")
@@ -137,9 +138,6 @@ def _model_embed_fn(model):
 def _load_run_model(run_dir, precision):
     if run_dir is None:
         raise ValueError("evaluate_run needs `run_dir`, `model` or `embed_fn`; all are None.")
-    # Imported here: training.reid is the heaviest module and only needed for a run folder.
-    from bgshift_tf.training.reid import load_reid_model
-
     return load_reid_model(run_dir, precision)
 
 
@@ -208,16 +206,6 @@ def per_query_path(metrics_path):
     return os.path.join(folder, f"per_query_{os.path.splitext(name)[0]}.npz")
 
 
-def save_per_query(path, per_query):
-    """Writes the per-query arrays of `evaluate_rank` as an .npz (atomically). Returns the path."""
-
-    def write(tmp_path):
-        with open(tmp_path, "wb") as f:
-            np.savez(f, **per_query)
-
-    return atomic_io.atomic_write(path, write)
-
-
 def evaluate_features(
     query, gallery, *, distance="euclidean", rerank=False, mode="standard", max_rank=50, num_repeats=10, seed=0,
     rerank_convention="zhong2017", per_query_out=None,
@@ -251,7 +239,7 @@ def evaluate_features(
     )
     metrics = {f"rank{k}": float(result["cmc"][k - 1]) for k in REPORTED_RANKS if k <= max_rank}
     if per_query_out:
-        save_per_query(per_query_out, result["per_query"])
+        atomic_io.write_npz(per_query_out, result["per_query"])
     metrics.update(
         mAP=result["mAP"], mINP=result["mINP"], bootstrap_ci=bootstrap_ci(result["per_query"]),
         cmc=[float(v) for v in result["cmc"]],
@@ -290,7 +278,7 @@ def evaluate_run(
       embed_fn: batch dict -> [B, D] features, instead of a model.
       progress: progress bars and the printed table.
       rerank_convention: "zhong2017" (the authors' code, default) | "bgshift_v1" (see evaluation/rerank.py).
-      precision: compute precision of the model loaded from `run_dir` (a `training.precision` setting).
+      precision: compute precision of the model loaded from `run_dir` (a `core.precision` setting).
       gallery_index, shortlist: a `search.GalleryIndex` replacing the gallery TFRecords (which are then not
         read) and its distance `distance`, scored by `search_eval.evaluate_on_index` (no re-ranking);
         `shortlist` candidates per query if it is approximate.

@@ -1,6 +1,6 @@
 """Gallery index and search with FAISS: an exact index for small galleries, an approximate one for large.
 
-The distance is the evaluation's (`evaluation.distance`): "cosine" (1 - cosine similarity; the features are
+The distance is the evaluation's (`core.distance`): "cosine" (1 - cosine similarity; the features are
 L2-normalised and searched by inner product, the default for search) or "euclidean" (plain L2 on the raw
 features, the paper's test metric; FAISS searches squared L2, which ranks the same).
 
@@ -29,9 +29,9 @@ import tempfile
 import faiss
 import numpy as np
 
-from bgshift_tf import atomic_io
-from bgshift_tf.evaluation.distance import METRICS
-from bgshift_tf.evaluation.rank import is_junk
+from bgshift_tf.core import atomic_io
+from bgshift_tf.core.distance import METRICS
+from bgshift_tf.core.rank import is_junk
 
 KINDS = ("flat", "hnsw", "ivfpq")
 INDEX_FILE, GALLERY_FILE, METADATA_FILE = "index.faiss", "gallery.npz", "metadata.json"

@@ -1,4 +1,4 @@
-"""Scoring a query set against a gallery index (`evaluate --index`): the metrics of `evaluation.rank`.
+"""Scoring a query set against a gallery index (`evaluate --index`): the metrics of `core.rank`.
 
 Queries are ranked in chunks of rows, so the dense [queries, gallery] matrix never exists whole: each chunk's
 distances go to `rank.evaluate_rank` and the per-query results are joined (every aggregate is a mean over
@@ -16,9 +16,10 @@ import logging
 
 import numpy as np
 
-from bgshift_tf.evaluation.distance import pairwise_distance
+from bgshift_tf.core import atomic_io
+from bgshift_tf.core.distance import pairwise_distance
+from bgshift_tf.core.rank import evaluate_rank
 from bgshift_tf.evaluation.features import FeatureSet
-from bgshift_tf.evaluation.rank import evaluate_rank
 from bgshift_tf.evaluation.search import candidate_distances, prepare
 from bgshift_tf.evaluation.stats import bootstrap_ci
 
@@ -107,9 +108,7 @@ def evaluate_on_index(query, gallery_index, *, mode="standard", max_rank=50, sho
     hits = np.bincount(np.minimum(first, max_rank + 1) - 1, minlength=max_rank + 1)
     cmc = np.cumsum(hits[:max_rank]) / len(per_query["pid"])
     if per_query_out:
-        from bgshift_tf.evaluation.run import save_per_query  # run.py imports this module
-
-        save_per_query(per_query_out, per_query)
+        atomic_io.write_npz(per_query_out, per_query)
     note = ("exact index: equals the dense evaluation" if gallery_index.exact else
             f"approximate index ({gallery_index.kind}): each query ranks its {shortlist} shortlisted candidates; "
             "true matches outside the shortlist rank after them, so rank-k and mAP are lower bounds of the exact")

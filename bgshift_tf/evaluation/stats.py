@@ -1,11 +1,11 @@
 """The statistics of the experiments: t intervals over seeds, bootstrap intervals over query identities,
 and the verdict of a paired comparison. Pure numpy (scipy for the t quantile); the one owner of this
-arithmetic (`workflow.claims` and the experiments tables call it).
+arithmetic (`evaluation.claims` and the experiments tables call it).
 
 - `t_interval`: Student t confidence interval of a mean over independent repeats (seeds), with the
   sample standard deviation (ddof=1): mean +- t_{(1+c)/2, n-1} * std / sqrt(n).
 - `bootstrap_ci`: percentile interval of rank-1 and mAP of ONE evaluation, from the per-query results
-  of `evaluation.rank.evaluate_rank`. The resampled unit is the query identity: identities are drawn with
+  of `core.rank.evaluate_rank`. The resampled unit is the query identity: identities are drawn with
   replacement and every query of a drawn identity comes along (the queries of one person are not
   independent; resampling them one by one would make the interval too narrow). A resample's rank-1 is
   the mean `rank1` of its queries, its mAP the mean `ap` of its valid queries (the conventions of

@@ -22,9 +22,8 @@ import json
 
 from absl import flags
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors, precision
 from bgshift_tf.export import job, runtime
-from bgshift_tf.training import precision
 
 FLAGS = flags.FLAGS
 _GAN_RUN_DIR = flags.DEFINE_string("gan_run_dir", None, "SBSGAN run folder (config.json + checkpoints/).")

@@ -39,7 +39,7 @@ import tensorflow as tf
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from bgshift_tf import atomic_io, errors
+from bgshift_tf.core import atomic_io, errors
 from bgshift_tf.data import schema, shards
 from bgshift_tf.data.input import decode_record, decode_uint8_image
 from bgshift_tf.export.saved_model import INFO_FILE

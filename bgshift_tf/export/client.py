@@ -30,7 +30,7 @@ import urllib.request
 
 import numpy as np
 
-from bgshift_tf import atomic_io, errors
+from bgshift_tf.core import atomic_io, errors
 
 GENERATOR_OUTPUT = "images_uint8"
 EMBEDDER_OUTPUT = "features"

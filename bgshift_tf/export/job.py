@@ -20,7 +20,7 @@ Parity is measured on `num_parity_images` uint8 images at each model's trained s
 --representative_tfrecords when given, else seeded random pixels): float outputs (images_float in [-1, 1],
 features) as max and mean abs difference, uint8 images as max level difference.
 
-Compute precision (`--precision`, `training.precision`): the exported models may compute in bf16/fp16;
+Compute precision (`--precision`, `core.precision`): the exported models may compute in bf16/fp16;
 the signatures keep their interfaces (uint8 / string / int32 in, uint8 / float32 out) whatever it is. A
 low-precision export is also compared with the float32 Keras model of the same weights
 ("saved_model_vs_float32"), against `LOW_PRECISION_TOLERANCE`: bf16 keeps 8 mantissa bits (relative
@@ -33,15 +33,20 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
+from bgshift_tf.core import precision as precision_lib
 from bgshift_tf.data.images import resize, to_model_range, to_uint8
+from bgshift_tf.data.input import make_eval_dataset
+from bgshift_tf.data.shards import shard_files
 from bgshift_tf.export import onnx as onnx_lib
 from bgshift_tf.export import ranking as ranking_lib
 from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export import tflite as tflite_lib
 from bgshift_tf.export.runtime import RuntimeOptions
 from bgshift_tf.export.serving_inputs import signature_inputs
-from bgshift_tf.training import precision as precision_lib
+from bgshift_tf.models.reid import DA2S
+from bgshift_tf.training.gan import load_generator
+from bgshift_tf.training.reid import load_reid_model
 
 _RANKING_BATCH = 64
 # A low-precision export vs the float32 Keras model, relative to the reference's max |value| (images in
@@ -203,9 +208,6 @@ def load_representative_images(source, image_size, count=32):
         image_size: (h, w) to resize to.
         count: images to take (in stored order).
     """
-    from bgshift_tf.data.input import make_eval_dataset
-    from bgshift_tf.data.shards import shard_files
-
     if os.path.isdir(source):
         files = shard_files(source, "train")
     else:
@@ -301,8 +303,6 @@ def export_models(export_dir, generator=None, reid_model=None, *, version=None, 
         {"generator": summary, "embedder": summary, "models_config": path} (present keys only); each
         summary names the exported model's compute `precision` (its Keras dtype policy).
     """
-    from bgshift_tf.models.reid import DA2S
-
     variants = {name: tuple(wanted) for name, wanted in (variants or {}).items() if wanted}
     check_variants(variants)
     if generator is None and reid_model is None:
@@ -364,16 +364,13 @@ def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *
             embedder's variants are ranked on it against the Keras model (rank-1 / mAP changes).
         tf_trt: also write a TF-TRT SavedModel (`<export_dir>/tf_trt/<model>/<version>`; GPU + TensorRT only,
             checked before anything is exported).
-        precision: compute precision of the exported models (a `training.precision` setting); other than
+        precision: compute precision of the exported models (a `core.precision` setting); other than
             float32, the runs are also loaded in float32 and the parity report compares with those.
         Others: see `export_models`.
     """
     if tf_trt and onnx_lib.tensorrt_unavailable_reason() is not None:
         raise RuntimeError(f"--tf_trt needs an NVIDIA GPU and TensorRT: {onnx_lib.tensorrt_unavailable_reason()}. "
                            "Drop --tf_trt and build an engine from the ONNX model with trtexec on a GPU host.")
-    from bgshift_tf.training.gan import load_generator
-    from bgshift_tf.training.reid import load_reid_model
-
     def load(policy):
         return (load_generator(gan_run_dir, policy) if gan_run_dir else None,
                 load_reid_model(reid_run_dir, policy) if reid_run_dir else None)

@@ -2,23 +2,22 @@
 
 A faster variant (int8, float16) that ranks differently must say so (issue 16): the export job embeds a
 labelled query / gallery set with the Keras model and with every converted embedder, ranks each with
-`evaluation.rank.evaluate_rank` (euclidean distance, standard convention), and reports each variant's
+`core.rank.evaluate_rank` (euclidean distance, standard convention), and reports each variant's
 rank-1 and mAP next to their change from Keras and the share of queries whose top-1 gallery match
 stays the same.
 """
 
 import numpy as np
 
-from bgshift_tf.evaluation.distance import pairwise_distance
-from bgshift_tf.evaluation.rank import evaluate_rank
+from bgshift_tf.core.distance import pairwise_distance
+from bgshift_tf.core.rank import evaluate_rank
+from bgshift_tf.data.images import to_uint8
+from bgshift_tf.data.input import make_eval_dataset
+from bgshift_tf.data.shards import shard_files
 
 
 def load_labelled_images(files, image_size, split):
     """uint8 [N, h, w, 3] images with int pids [N] and camera ids [N] of one split of a TFRecord folder."""
-    from bgshift_tf.data.images import to_uint8
-    from bgshift_tf.data.input import make_eval_dataset
-    from bgshift_tf.data.shards import shard_files
-
     images, pids, camids = [], [], []
     for batch in make_eval_dataset(shard_files(files, split), image_size=tuple(image_size), batch_size=64):
         images.append(to_uint8(batch["image"]).numpy())

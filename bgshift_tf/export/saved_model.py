@@ -22,6 +22,7 @@ bilinear half-pixel sampling, scale to [-1, 1]), so clients send images as they 
 image G(x, 1/K) and stream 2 the original image x (the test-time rule, SPEC §3).
 
 Input checks and preprocessing live in `export/serving_inputs.py`.
+`signatures` reads an export's signatures back, dtypes and shapes (what the main job's manifest records).
 """
 
 import json
@@ -33,8 +34,9 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.data.images import to_model_range, to_uint8
+from bgshift_tf.export.runtime import configure_tensorflow
 from bgshift_tf.export.serving_inputs import (check_domains, check_images, decode_image_bytes, resize_pixels,
                                              signature_inputs)
 
@@ -283,6 +285,24 @@ def image_signatures(version_dir):
     return [name for name in read_export_info(version_dir)["signatures"] if name in IMAGE_SIGNATURES]
 
 
+def signatures(version_dir):
+    """{signature: {"inputs": {name: "dtype [shape]"}, "outputs": {...}}} of an exported SavedModel."""
+    loaded = tf.saved_model.load(version_dir)
+
+    def spec(value):
+        if value.shape.rank is None:
+            return f"{value.dtype.name} [unknown rank]"
+        shape = ",".join("-1" if d is None else str(d) for d in value.shape.as_list())
+        return f"{value.dtype.name} [{shape}]"
+
+    result = {}
+    for name, function in loaded.signatures.items():
+        _, inputs = function.structured_input_signature
+        result[name] = {"inputs": {k: spec(v) for k, v in inputs.items()},
+                        "outputs": {k: spec(v) for k, v in function.structured_outputs.items()}}
+    return result
+
+
 def calibration_inputs(version_dir, signature_name, images):
     """Batch-1 input dicts for int8 calibration from uint8 images [M, h, w, 3] (domains cycling 0..K-1)."""
     inputs = signature_inputs(signature_name, images, read_export_info(version_dir).get("num_domains"))
@@ -300,8 +320,6 @@ class SavedModelRunner:
     """
 
     def __init__(self, version_dir, signature_name, runtime):
-        from bgshift_tf.export.runtime import configure_tensorflow
-
         configure_tensorflow(runtime)
         self.loaded = tf.saved_model.load(version_dir)
         self.function = self.loaded.signatures[signature_name]

@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<verb>:predict)?$")
 
@@ -353,7 +353,8 @@ class StandInServer:
                  max_image_pixels=MAX_IMAGE_PIXELS, request_timeout=REQUEST_TIMEOUT, indexes=None, embedder=None):
         store, search = ModelStore(model_base_paths), None
         if indexes:
-            from bgshift_tf.export.search_endpoint import SearchStore  # faiss only when searching
+            # Imported here: faiss only when searching, and search_endpoint imports this module.
+            from bgshift_tf.export.search_endpoint import SearchStore
 
             search = SearchStore(indexes, store, embedder)
         handler = type("Handler", (_Handler,), {

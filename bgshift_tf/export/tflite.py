@@ -35,7 +35,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.export import saved_model as saved_model_lib
 
 NAME = "tflite"

@@ -140,7 +140,7 @@ def translate_dataset(run_dir, in_dir, out_root, *, variants=image_variants.GENE
         batch_size: images per generator call.
         jpeg_dirs: also write JPEG files in the Market-1501 layout.
         overwrite: redo splits that are already complete.
-        precision: the generator's compute precision (a `training.precision` setting); the images leave it
+        precision: the generator's compute precision (a `core.precision` setting); the images leave it
             in float32 whatever it is.
 
     Returns:

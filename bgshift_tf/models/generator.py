@@ -11,7 +11,7 @@ each deconv by a nearest / bilinear resize + 3x3 conv (against checkerboard arte
 concatenates the encoder's down1 output (2F) after its first upsampling and the stem's output (F) after its
 second, so the body's detail need not pass the 4x-downsampled trunk.
 Instance norm everywhere except the output conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-1, 1]. Under a mixed
-precision policy (`training.precision`) the layers compute in bf16/fp16, instance-norm statistics and the
+precision policy (`core.precision`) the layers compute in bf16/fp16, instance-norm statistics and the
 final tanh in float32.
 """
 

@@ -21,7 +21,7 @@ set for the small DenseNet.
 
 Inputs are float32 images in [-1, 1], [B, H, W, 3]; the models convert them to the ImageNet
 mean/std standardisation the Keras DenseNet weights expect. Under a mixed precision policy
-(`training.precision`) the trunks compute in bf16/fp16; batch-norm statistics, the GAP feature and the
+(`core.precision`) the trunks compute in bf16/fp16; batch-norm statistics, the GAP feature and the
 logits stay float32.
 """
 

@@ -1,14 +1,15 @@
-"""Figures for the run report: pixel conversion, atomic PNG writers and GAN loss curves (the image
-grids, contact sheets and ranked lists live in `report.grids`).
+"""Figures for the run report: atomic PNG writers and GAN loss curves (the image grids, contact sheets
+and ranked lists live in `report.grids`; pixel conversion in `data.images`).
 
 Everything here takes plain inputs (numpy arrays, dicts, paths) so it works without trained models.
 
-Image convention accepted by every function (see `to_uint8_rgb`):
+Image convention accepted by every function (see `data.images.to_uint8_rgb`):
 - uint8 `[H, W, 3]` in [0, 255] (as decoded from disk), or
 - float `[H, W, 3]` in [-1, 1] (the package's pixel convention, e.g. generator outputs),
 - `[H, W]` / `[H, W, 1]` grey images of either kind are repeated to 3 channels.
-Masks (float in {0, 1}, uint8 0/255, or bool; `[H, W]` or `[H, W, 1]`) must go through `mask_to_rgb`
-first: a float mask passed as an image would be read in [-1, 1] and come out grey instead of black.
+Masks (float in {0, 1}, uint8 0/255, or bool; `[H, W]` or `[H, W, 1]`) must go through
+`data.images.mask_to_rgb` first: a float mask passed as an image would be read in [-1, 1] and come out
+grey instead of black.
 
 Plots come back as matplotlib `Figure`s, pictures as uint8 `[H, W, 3]` arrays;
 `save_png` / `save_figure` write them atomically (temp file in the same folder, then `os.replace`).
@@ -25,73 +26,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bgshift_tf import atomic_io  # noqa: E402
-from bgshift_tf.data.images import to_uint8  # noqa: E402
+from bgshift_tf.core import atomic_io  # noqa: E402
+from bgshift_tf.data import images  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------
-# Pixels and files
+# Files
 # ----------------------------------------------------------------------------------------------------
-
-
-def to_uint8_rgb(image, name: str = "image") -> np.ndarray:
-    """Converts one image to uint8 `[H, W, 3]`.
-
-    Args:
-      image: uint8 `[H, W(, 1|3)]` in [0, 255] or float `[H, W(, 1|3)]` in [-1, 1].
-      name: what to call the image in error messages.
-    Returns:
-      uint8 `[H, W, 3]`.
-    Raises:
-      ValueError: wrong rank/channels, or a float image outside [-1, 1].
-    """
-    array = np.asarray(image)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim != 3 or array.shape[-1] != 3:
-        raise ValueError(f"`{name}` must be [H, W], [H, W, 1] or [H, W, 3]. Received shape: {array.shape}")
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"`{name}` must be uint8 or float in [-1, 1]. Received dtype: {array.dtype}")
-    low, high = float(np.min(array)), float(np.max(array))
-    if low < -1.001 or high > 1.001:
-        raise ValueError(
-            f"float `{name}` must lie in [-1, 1] (the package's pixel convention). "
-            f"Received range: [{low:.4g}, {high:.4g}]"
-        )
-    return np.asarray(to_uint8(array))
-
-
-def mask_to_rgb(mask, name: str = "mask") -> np.ndarray:
-    """Body mask -> uint8 `[H, W, 3]` picture: background black, body white.
-
-    Args:
-      mask: float in [0, 1], bool, or uint8 0/255; shape `[H, W]` or `[H, W, 1]`.
-    """
-    array = np.asarray(mask)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 2:
-        raise ValueError(f"`{name}` must be [H, W] or [H, W, 1]. Received shape: {np.asarray(mask).shape}")
-    if array.dtype == np.uint8:
-        grey = array
-    else:
-        array = array.astype(np.float32)
-        if float(array.min()) < 0.0 or float(array.max()) > 1.0:
-            raise ValueError(
-                f"float `{name}` must lie in [0, 1]. Received range: [{array.min():.4g}, {array.max():.4g}]"
-            )
-        grey = np.rint(array * 255.0).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
 
 
 def save_png(image, path) -> str:
     """Writes an image (any accepted convention) as PNG, atomically. Returns the path."""
-    rgb = to_uint8_rgb(image)
+    rgb = images.to_uint8_rgb(image)
     return atomic_io.atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
 
 

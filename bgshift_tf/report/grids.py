@@ -1,8 +1,8 @@
 """Labelled image grids for the run report: variant grids (paper Fig. 1 / 4 / 5 analogues), plain
 image grids and ranked lists.
 
-Images follow `figures.to_uint8_rgb`'s convention (uint8 in [0, 255] or float in [-1, 1]); masks go
-through `figures.mask_to_rgb`. Every function returns uint8 `[H, W, 3]`; `figures.save_png` writes it.
+Images follow `data.images.to_uint8_rgb`'s convention (uint8 in [0, 255] or float in [-1, 1]); masks go
+through `data.images.mask_to_rgb`. Every function returns uint8 `[H, W, 3]`; `figures.save_png` writes it.
 """
 
 import dataclasses
@@ -13,7 +13,8 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from bgshift_tf.report.figures import mask_to_rgb, to_uint8_rgb
+from bgshift_tf.data.images import mask_to_rgb, to_uint8_rgb
+from bgshift_tf.report.figures import save_png
 
 WHITE = (255, 255, 255)
 TEXT = (33, 37, 41)
@@ -294,3 +295,11 @@ def _legend(width: int, pad: int, font_size: int = 13) -> np.ndarray:
         draw.rectangle([x, y + pad, x + font_size - 1, y + pad + font_size - 1], fill=colour)
         draw.text((x + font_size + pad, y + pad + font_size / 2), text, font=font, fill=TEXT, anchor="lm")
     return np.asarray(canvas)
+
+
+def mask_contact_sheet(images, masks, labels, path, cell_size=(128, 64)) -> str:
+    """Writes an image | mask contact sheet (one row per image, `labels` on the left) as PNG; returns `path`.
+    What `data.segment.make_masks` draws beside its masks (its `contact_sheet` argument)."""
+    rows = [[image, mask_to_rgb(mask)] for image, mask in zip(images, masks)]
+    grid = image_grid(rows, row_labels=labels, col_labels=["image", "mask"], cell_size=cell_size)
+    return save_png(grid, path)

@@ -19,7 +19,7 @@ optional.
       "loss_curves": [FIGURE, ...],               # GAN losses (figures.plot_loss_curves)
       "domain_distance": {                        # paper Fig. 6 analogue
           "figures": [FIGURE, ...],               # tsne.plot_domain_distance
-          "summary": {...},                       # tsne.to_json(result) / domain_distance.json
+          "summary": {...},                       # domain_distance.to_json(result) / domain_distance.json
       },
       "suppression_quality": [TABLE, ...],        # SBSGAN image quality (suppression, style transfer)
       "reid": {
@@ -51,14 +51,14 @@ existed); `experiments` holds means and CIs over seeds, in percent.
 Our single-run re-ID metrics are fractions in [0, 1] (what `evaluation.evaluate_rank` returns) and are shown in
 percent beside the paper's published percentages (`paper_results`), which are real-data numbers.
 Relative image paths are resolved against `base_dir` (default: the folder of the report).
-Image arrays: uint8 `[H, W, 3]` or float `[H, W, 3]` in [-1, 1] (see `figures.to_uint8_rgb`).
+Image arrays: uint8 `[H, W, 3]` or float `[H, W, 3]` in [-1, 1] (see `data.images.to_uint8_rgb`).
 """
 
 import datetime
 import os
 from collections.abc import Mapping
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.report import html_blocks as blocks
 from bgshift_tf.report import html_sections as sections
 from bgshift_tf.report.html_blocks import esc

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from bgshift_tf.report import figures
+from bgshift_tf.data import images
 
 
 def esc(value) -> str:
@@ -25,7 +25,7 @@ def image_bytes(image, base_dir: str) -> tuple[bytes, str] | str:
         return buffer.getvalue(), "image/png"
     if isinstance(image, np.ndarray):
         buffer = io.BytesIO()
-        Image.fromarray(figures.to_uint8_rgb(image)).save(buffer, format="PNG")
+        Image.fromarray(images.to_uint8_rgb(image)).save(buffer, format="PNG")
         return buffer.getvalue(), "image/png"
     if isinstance(image, (bytes, bytearray)):
         data, label = bytes(image), "image bytes"

@@ -11,10 +11,10 @@ discussion of the numbers), so the tables can be regenerated without losing the 
 import os
 from collections.abc import Mapping
 
-from bgshift_tf import atomic_io
-from bgshift_tf.report.html_experiments import TABLES
+from bgshift_tf.core import atomic_io
+from bgshift_tf.evaluation import claims as claims_lib
 from bgshift_tf.report.html_blocks import seconds_text
-from bgshift_tf.workflow import claims as claims_lib
+from bgshift_tf.report.html_experiments import TABLES
 
 HAND_WRITTEN_MARKER = "<!-- Everything above is generated (python -m bgshift_tf.results); below is written by hand. -->"
 VERDICT_ORDER = ("holds", "reversed", "inconclusive", claims_lib.NOT_RUN)

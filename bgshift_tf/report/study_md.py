@@ -10,10 +10,10 @@ distances, one re-ID early-stopping curve, each part's duration and the time per
 
 from collections.abc import Mapping
 
+from bgshift_tf.evaluation import claims as claims_lib
 from bgshift_tf.report import results_md
 from bgshift_tf.report.html_blocks import seconds_text
 from bgshift_tf.report.html_experiments import TABLES
-from bgshift_tf.workflow import claims as claims_lib
 
 PLANNED_SEEDS = 3
 # Rank-1 differences whose paired 95% CI half-width exceeds this many points get their terms explained.

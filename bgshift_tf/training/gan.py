@@ -30,9 +30,9 @@ import os
 import keras
 import tensorflow as tf
 
+from bgshift_tf.core.precision import policy_scope
 from bgshift_tf.models.generator import Generator, onehot_indicator, uniform_indicator
 from bgshift_tf.training import losses
-from bgshift_tf.training.precision import policy_scope
 
 
 def add_gan_targets(dataset, num_domains, num_soft_mask, seed=0):
@@ -401,7 +401,7 @@ def load_generator(run_dir, precision="float32", average=True):
         run_dir: a run directory with `config.json` (key "generator": Generator.get_config(), or its
             keras serialisation) and `checkpoints/` (tf.train.Checkpoint with attribute `generator`, and
             `generator_ema` when the run kept a weight average).
-        precision: the compute precision to rebuild it in (a `training.precision` setting), whatever
+        precision: the compute precision to rebuild it in (a `core.precision` setting), whatever
             the run trained in (checkpoints hold float32 variables); its output stays float32.
         average: restore the weight average where the run kept one (config.json "sbsgan" g_ema_decay
             > 0); False = the raw trained weights.

@@ -30,12 +30,12 @@ import os
 import keras
 import tensorflow as tf
 
-from bgshift_tf import atomic_io, errors
+from bgshift_tf.core import atomic_io, errors, precision
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import shards
 from bgshift_tf.models.discriminator import Discriminator
 from bgshift_tf.models.generator import Generator
-from bgshift_tf.training import loop, precision
+from bgshift_tf.training import loop
 from bgshift_tf.training.gan import SBSGAN, add_gan_targets, checkpoint_trackables
 from bgshift_tf.training.losses import LossWeights
 from bgshift_tf.training.strategy import make_strategy
@@ -64,7 +64,7 @@ DEFAULT_CONFIG = {
     "lr_decay_start": 1.0,  # fraction of training after which both rates decay linearly to 0 (1 = constant)
     "steps_per_call": 1,  # loop iterations per tf.function call (training.loop)
     "shuffle_buffer": 2048,
-    "precision": "float32",  # auto | float32 | mixed_bfloat16 | mixed_float16 (training.precision)
+    "precision": "float32",  # auto | float32 | mixed_bfloat16 | mixed_float16 (core.precision)
     "strategy": "default",
     "cpu_replicas": 0,
     "run_dir": "runs/sbsgan",

@@ -44,7 +44,7 @@ API
     resume points there.
   * Multi-worker: only the chief writes the real checkpoints, config.json and summaries; the other
     workers save into temporary directories (saving has collective ops) that are deleted afterwards.
-- `checkpoint_dir(run_dir)`, `logs_dir(run_dir)`: run-directory helpers (JSON via `bgshift_tf.atomic_io`).
+- `checkpoint_dir(run_dir)`, `logs_dir(run_dir)`: run-directory helpers (JSON via `bgshift_tf.core.atomic_io`).
 """
 
 import dataclasses
@@ -61,7 +61,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.training import interrupts, summaries
 from bgshift_tf.training.strategy import is_chief, is_multi_worker
 

@@ -4,7 +4,7 @@ Callers weight, sum and divide by a GLOBAL constant (the global batch size, or t
 a term applies to), so the update does not depend on how many replicas share the batch (SPEC §5).
 Images are float32 NHWC in [-1, 1]; masks float32 [B,H,W,1] in {0, 1}; critic outputs are PatchGAN maps
 [B,h,w,1]; domain logits [B,K]. Every loss is computed and returned in float32 whatever its inputs' dtype
-(bf16/fp16 under a mixed precision policy, see `training.precision`).
+(bf16/fp16 under a mixed precision policy, see `core.precision`).
 
 `LossWeights` is the one definition of the loss weights (names, paper values, help texts): the SBSGAN
 model, its trainer config, the `train_gan` flags and the "differs from the paper" note all read it.

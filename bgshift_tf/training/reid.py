@@ -28,12 +28,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
+from bgshift_tf.core.precision import policy_scope, wrap_optimizer
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import images, shards
 from bgshift_tf.models.reid import DA2S, IDE
 from bgshift_tf.training import loop, reid_holdout
-from bgshift_tf.training.precision import policy_scope, wrap_optimizer
 from bgshift_tf.training.strategy import make_strategy
 
 MODEL_CLASSES = {"ide": IDE, "da2s": DA2S}
@@ -64,7 +64,7 @@ DEFAULT_CONFIG = {
     "shuffle_buffer": 2048,
     "seed": 0,
     "run_dir": "",  # "" -> runs/reid_<model>
-    "precision": "float32",  # auto | float32 | mixed_bfloat16 | mixed_float16 (training.precision)
+    "precision": "float32",  # auto | float32 | mixed_bfloat16 | mixed_float16 (core.precision)
     "strategy": "default",  # "default" | "mirrored" | "multi_worker"
     "cpu_replicas": 0,
     "checkpoint_every": 500,
@@ -316,7 +316,7 @@ def train_reid(config):
 
 def load_reid_model(run_dir, precision="float32"):
     """Rebuilds the IDE or DA2S of a training run from `<run_dir>/config.json` under `precision` (any
-    setting of `training.precision`, whatever the run trained in: checkpoints hold float32 variables) and
+    setting of `core.precision`, whatever the run trained in: checkpoints hold float32 variables) and
     restores its best checkpoint (`<run_dir>/best/`, early stopping) or else its latest one
     (`<run_dir>/checkpoints/`), attribute `model`."""
     config_path = os.path.join(run_dir, "config.json")

@@ -3,7 +3,7 @@
 With `holdout_ids` = H > 0 (`training.reid`), H training identities (drawn with the run's seed) leave
 training: the classifier learns the other N - H (labels renumbered 0..N-H-1) and the held-out images
 are a small retrieval test, each identity's first image the query and its other images the gallery
-(`evaluation.rank.evaluate_rank`, standard mode: same-camera matches excluded). After every epoch
+(`core.rank.evaluate_rank`, standard mode: same-camera matches excluded). After every epoch
 `EarlyStopping` measures rank-1 there; an improvement saves the model to `<run_dir>/best/` (what
 `load_reid_model` restores), and training stops after `patience` epochs without one or at `epochs`.
 The curve is kept in `<run_dir>/early_stopping.json` (atomically), so a resumed run continues it.
@@ -15,11 +15,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
+from bgshift_tf.core.distance import pairwise_distance
+from bgshift_tf.core.rank import evaluate_rank
 from bgshift_tf.data import images
 from bgshift_tf.data import input as data_input
-from bgshift_tf.evaluation.distance import pairwise_distance
-from bgshift_tf.evaluation.rank import evaluate_rank
 
 STATE_FILE = "early_stopping.json"
 BEST_FOLDER = "best"

@@ -3,7 +3,7 @@ checkpoint and summary cadence, progress. Defaults come from the trainer's own D
 
 from absl import flags
 
-from bgshift_tf.training import precision
+from bgshift_tf.core import precision
 from bgshift_tf.training.strategy import STRATEGIES
 
 

@@ -2,18 +2,17 @@
 
 One flag per key of `config.DEFAULT_CONFIG` (same name, type and default; help in `config.HELP`), plus
 `--force_stage`. Their ranges, choices and paths are checked when the command line is parsed
-(`bgshift_tf.flag_checks`), so a bad value ends the command before the first stage.
+(`bgshift_tf.core.flag_checks`), so a bad value ends the command before the first stage.
 """
 
 from absl import flags
 
-from bgshift_tf import flag_checks
+from bgshift_tf.core import flag_checks, precision
+from bgshift_tf.core.distance import METRICS
 from bgshift_tf.data import variants
 from bgshift_tf.data.build import DATASETS
 from bgshift_tf.data.synthetic import PRESETS
-from bgshift_tf.evaluation.distance import METRICS
 from bgshift_tf.export.tflite import VARIANTS as TFLITE_VARIANTS
-from bgshift_tf.training import precision
 from bgshift_tf.workflow import config
 
 _AT_LEAST = {"num_shards": 1, "eval_batch_size": 1, "tsne_num_per_domain": 1, "num_grid_samples": 1,

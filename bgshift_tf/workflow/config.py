@@ -7,7 +7,7 @@ parsed by an `absl.flags.FlagValues` holding one flag per key of the trainer's D
 (`gan_run.DEFAULT_CONFIG`, `training.reid.DEFAULT_CONFIG`), so nested `--flagfile=` lines, `--name` /
 `--noname` booleans and list values mean exactly what they mean on a trainer's command line.
 
-`precision` (a `training.precision` setting) is the compute precision of every stage that runs a network
+`precision` (a `core.precision` setting) is the compute precision of every stage that runs a network
 (training, generation, evaluation, domain analysis, export, figures). It is the trainers' `precision` too,
 over whatever their flagfiles say, unless `gan_overrides` / `reid_overrides` set `precision=` themselves.
 """
@@ -16,9 +16,9 @@ import os
 
 from absl import flags
 
-from bgshift_tf import flag_checks
+from bgshift_tf.core import flag_checks
+from bgshift_tf.core import precision as precision_lib
 from bgshift_tf.data import segment, variants
-from bgshift_tf.training import precision as precision_lib
 
 DEFAULT_CONFIG = {
     "name": "demo",  # run folder name under runs_root
@@ -38,7 +38,7 @@ DEFAULT_CONFIG = {
     "source": "synmarket",  # training domain of the re-ID models
     "targets": [],  # test domains; empty = every other domain. The first is the style target of DA-2S
     "num_shards": 4,
-    "precision": "float32",  # training.precision.PRECISIONS; the trainers' too unless *_overrides set it
+    "precision": "float32",  # core.precision.PRECISIONS; the trainers' too unless *_overrides set it
     "gan_flagfile": "bgshift_tf/configs/gan_demo.flags",
     "gan_overrides": [],  # "key=value" items applied over gan_flagfile
     "reid_flagfile": "bgshift_tf/configs/reid_demo.flags",

@@ -48,10 +48,11 @@ import os
 
 import keras
 
-from bgshift_tf import atomic_io
-from bgshift_tf.evaluation import stats
-from bgshift_tf.report import html, paper_results, tsne
-from bgshift_tf.workflow import claims, main_job, model_table, provenance, report_data, run_layout
+from bgshift_tf.core import atomic_io
+from bgshift_tf.evaluation import claims, stats
+from bgshift_tf.evaluation.domain_distance import pair_name
+from bgshift_tf.report import html, paper_results
+from bgshift_tf.workflow import main_job, model_table, provenance, report_data, run_layout
 from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import stages as stages_lib
 
@@ -226,7 +227,7 @@ def domain_distances(ctx) -> dict:
     """{target: {variant: feature-space separation of source vs target}} (t-SNE's 2-D L1 is within-run only)."""
     with open(ctx.path("domain_distance", "domain_distance.json")) as f:
         summary = json.load(f)
-    return {target: {variant: entry["separation"][tsne.pair_name(ctx.source, target)]
+    return {target: {variant: entry["separation"][pair_name(ctx.source, target)]
                      for variant, entry in summary["variants"].items()} for target in ctx.targets}
 
 

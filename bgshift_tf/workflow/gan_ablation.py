@@ -25,7 +25,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import shards
 from bgshift_tf.generation import quality

@@ -17,7 +17,7 @@ Stages (in order; each skips itself when complete with the same config):
                      per-target model on its own target only
     quality          SBSGAN image quality against the exact masks (synthetic world only): soft-/hard-mask
                      suppression (`generation.quality`) and the style transfers (`generation.quality_style`;
-                     identity kept by the features of `IDENTITY_MODEL` when the run trains it)
+                     identity kept by the features of `model_table.IDENTITY_MODEL` when the run trains it)
     domain_distance  t-SNE domain distances per image variant (`report.domain_analysis`)
     export           SavedModels + TFLite + ONNX with parity (`export.job.export_all`)
     <extra stages>   e.g. the experiments job's `tables`
@@ -32,18 +32,18 @@ in their stage config, so changing it re-runs them (and what depends on them) an
 import os
 
 import keras
-import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.data import build, images, segment, shards, synthetic
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import variants
 from bgshift_tf.evaluation.run import compiled_embed, evaluate_run
 from bgshift_tf.export.job import export_all
+from bgshift_tf.export.saved_model import signatures as saved_model_signatures
 from bgshift_tf.generation import quality_style
 from bgshift_tf.generation.quality import evaluate_suppression
 from bgshift_tf.generation.translate import translate_dataset
-from bgshift_tf.report import domain_analysis
+from bgshift_tf.report import domain_analysis, grids
 from bgshift_tf.report.html import write_report
 from bgshift_tf.training.gan_run import train_sbsgan
 from bgshift_tf.training.reid import load_reid_model, train_reid
@@ -51,14 +51,6 @@ from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import model_table, report_data, report_figures
 from bgshift_tf.workflow import stages as stages_lib
 from bgshift_tf.workflow.run_layout import AUTO_MASKS, RunLayout
-
-# The re-ID model whose features judge "identity kept" by the style transfers: the IDE trained on the source's
-# original images, which has seen neither the generator's images nor the target domains.
-IDENTITY_MODEL = "ide_original"
-
-EVAL_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "bootstrap_ci", "num_valid_queries",
-                "num_queries", "convention")
-
 
 def _stage(name, fn, *, config, deps=(), clean=(), budget=60.0):
     def run():
@@ -120,7 +112,8 @@ def masks_stage(ctx):
             index = ctx.domains.index(domain)
             summaries[domain] = segment.make_masks(
                 config["domain_data_dirs"][index], config["domain_datasets"][index], ctx.masks(domain),
-                segmenter=config["mask_segmenter"], person_classes=classes, progress=bool(config["verbose"]))
+                segmenter=config["mask_segmenter"], person_classes=classes, progress=bool(config["verbose"]),
+                contact_sheet=grids.mask_contact_sheet)
         return {"dirs": {d: ctx.masks(d) for d in summaries}, "summaries": summaries}
 
     settings = {"domains": ctx.auto_mask_domains(), "segmenter": config["mask_segmenter"], "person_classes": classes}
@@ -195,37 +188,7 @@ def generate_stage(ctx, sbsgan=model_table.PAPER_SBSGAN):
                   deps=[f"train_gan{sbsgan.suffix}"], clean=[ctx.generated_root(sbsgan.suffix)], budget=90)
 
 
-def hardmask_available(ctx, domain):
-    """True when the hard-mask folder of `domain` holds query and gallery (every record had a mask)."""
-    try:
-        splits = shards.read_manifest(ctx.images(domain, variants.HARD_MASK))["splits"]
-    except FileNotFoundError:
-        return False
-    return all(split in splits for split in ("query", "gallery"))
-
-
 # === Re-ID models ===
-
-
-def train_targets(ctx, key):
-    """The targets model `key` is trained for: [None] (one model for all), or each target (per-target model)."""
-    return list(ctx.targets) if model_table.model(key).per_target() else [None]
-
-
-def reid_train_config(ctx, key, target=None):
-    """The `train_reid` config of model `key` (`model_table`; `target` for a per-target model): its network
-    and training folders."""
-    spec = model_table.model(key)
-    suffix = spec.sbsgan.on(target).suffix
-    folders = [ctx.tfrecords(ctx.source) if v == variants.HARD_MASK else ctx.images(ctx.source, v, suffix)
-               for v in spec.train_variants]
-    config = {**ctx.reid, "model": spec.network, "run_dir": ctx.reid_dir(key, target),
-              "verbose": ctx.config["verbose"]}
-    if spec.network == "ide":
-        return {**config, "train_dir": folders[0], "hard_mask": spec.train_variants[0] == variants.HARD_MASK,
-                "stream1_dir": "", "stream2_dir": ""}
-    return {**config, "stream1_dir": folders[0], "stream2_dir": folders[1], "train_dir": "", "hard_mask": False,
-            "use_se": spec.use_se, "use_isdc": spec.use_isdc, "isdc_se": bool(spec.isdc_se)}
 
 
 def train_stage_name(key, target=None):
@@ -236,7 +199,7 @@ def train_stage_name(key, target=None):
 def reid_stage(ctx, key, target=None):
     """`train_<key>[_<target>]`: one re-ID model on the source domain's (generated) images."""
     spec = model_table.model(key)
-    reid_config = reid_train_config(ctx, key, target)
+    reid_config = model_table.reid_train_config(ctx, key, target)
 
     def fn():
         summary = train_reid(reid_config)
@@ -248,33 +211,11 @@ def reid_stage(ctx, key, target=None):
                   deps=deps, clean=[reid_config["run_dir"]], budget=200 if spec.network == "da2s" else 140)
 
 
-def eval_inputs(ctx, key, domain):
-    """(stream-1 folder, stream-2 folder or None, both-streams-same-input flag, note) of model `key` on
-    `domain`, from its `eval_variants`."""
-    spec = model_table.model(key)
-    folders, notes = [], []
-    for variant in spec.eval_variants:
-        if variant == variants.HARD_MASK and not hardmask_available(ctx, domain):
-            folders.append(ctx.tfrecords(domain))
-            notes.append(f"{domain}: no masks on query/gallery, tested on original images")
-        else:
-            folders.append(ctx.images(domain, variant, spec.sbsgan.on(domain).suffix))
-    same_input = len(folders) == 2 and folders[0] == folders[1]
-    second = folders[1] if len(folders) == 2 and not same_input else None
-    return folders[0], second, same_input, "; ".join(notes)
-
-
-def eval_mode(ctx, domain):
-    """`evaluate_rank`'s mode on `domain`: single-gallery-shot CMC on CUHK03 classic (query = gallery, the
-    paper's protocol; split 0 as built by the tfrecords stage), else the standard one."""
-    return "cuhk03_sgs" if ctx.dataset(domain) == "cuhk03_classic" else "standard"
-
-
 def _evaluate(ctx, key, model, domain, run_dir):
     """(metrics of `key` on `domain`, note): writes `eval/<key>/<domain>.json` and its feature cache (keyed by
     the checkpoint of `run_dir`, the training run of `model`)."""
     config = ctx.config
-    folder, second, same_input, note = eval_inputs(ctx, key, domain)
+    folder, second, same_input, note = model_table.eval_inputs(ctx, key, domain)
     embed_fn = None
     if same_input:  # Table 3's one-input variants: the same image in both streams at test time
         embed = compiled_embed(model, two_inputs=True)
@@ -284,12 +225,12 @@ def _evaluate(ctx, key, model, domain, run_dir):
     metrics = evaluate_run(
         run_dir, query_tfrecords=folder, gallery_tfrecords=folder, soft_mask_query_tfrecords=second,
         soft_mask_gallery_tfrecords=second, model=model, embed_fn=embed_fn,
-        image_size=tuple(model.image_shape[:2]), distance=config["eval_distance"], mode=eval_mode(ctx, domain),
-        flip_average=config["eval_flip_average"], batch_size=config["eval_batch_size"],
+        image_size=tuple(model.image_shape[:2]), distance=config["eval_distance"],
+        mode=model_table.eval_mode(ctx, domain), flip_average=config["eval_flip_average"], batch_size=config["eval_batch_size"],
         out_path=os.path.join(ctx.eval_dir(key), f"{domain}.json"),
         features_cache_dir=os.path.join(ctx.eval_dir(key), f"{domain}_features"),
         progress=bool(config["verbose"]))
-    return {**{k: metrics[k] for k in EVAL_METRICS if k in metrics}, "query_folder": folder}, note
+    return {**{k: metrics[k] for k in model_table.EVAL_METRICS if k in metrics}, "query_folder": folder}, note
 
 
 def eval_stage(ctx, key):
@@ -313,7 +254,7 @@ def eval_stage(ctx, key):
                 "flip_average": config["eval_flip_average"], "batch_size": config["eval_batch_size"],
                 "precision": ctx.precision}
     suffixes = [spec.sbsgan.on(domain).suffix for domain in domains]
-    deps = [train_stage_name(key, target) for target in train_targets(ctx, key)] + ["generate"]
+    deps = [train_stage_name(key, target) for target in model_table.train_targets(ctx, key)] + ["generate"]
     deps += [f"generate{suffix}" for suffix in dict.fromkeys(suffixes) if suffix]
     return _stage(f"eval_{key}", fn, config=settings, deps=deps, clean=[ctx.eval_dir(key)], budget=40)
 
@@ -352,18 +293,19 @@ def _style_quality(ctx, identity_key, max_images):
 
 def quality_stage(ctx, model_keys=()):
     """`quality`: soft-/hard-mask images vs the exact masks per domain, and the source's style transfers to
-    each target (target share, identity kept by `IDENTITY_MODEL` when among `model_keys`, checkerboard), into
+    each target (target share, identity kept by `model_table.IDENTITY_MODEL` when among `model_keys`,
+    checkerboard), into
     quality.json: {domain: {"split", "metrics": {variant: metrics}, "domain_classifier": {...},
     "style_transfer": {...} (targets only)}}."""
     max_images = ctx.config["quality_max_images"]
-    identity_key = IDENTITY_MODEL if IDENTITY_MODEL in model_keys else None
+    identity_key = model_table.identity_model_key(model_keys)
 
     def fn():
         results = {}
         for domain in ctx.domains:
             split = "train" if domain == ctx.source else "query"
             generated = {variants.SOFT_MASK: ctx.images(domain, variants.SOFT_MASK)}
-            if hardmask_available(ctx, domain) or domain == ctx.source:
+            if model_table.hardmask_available(ctx, domain) or domain == ctx.source:
                 generated[variants.HARD_MASK] = ctx.images(domain, variants.HARD_MASK)
             results[domain] = {"split": split, "metrics": evaluate_suppression(
                 ctx.world_dir, ctx.tfrecords(domain), generated, split=split,
@@ -397,32 +339,9 @@ def domain_distance_stage(ctx):
                   deps=["train_gan"], clean=[ctx.path("domain_distance")], budget=60)
 
 
-def export_model_key(model_keys):
-    """The re-ID model exported for serving: DA-2S when trained, else the soft-mask IDE, else the first."""
-    return next((key for key in ("da2s", "ide_softmask") if key in model_keys), model_keys[0])
-
-
-def _signatures(version_dir):
-    """{signature: {"inputs": {name: "dtype [shape]"}, "outputs": {...}}} of an exported SavedModel."""
-    loaded = tf.saved_model.load(version_dir)
-
-    def spec(value):
-        if value.shape.rank is None:
-            return f"{value.dtype.name} [unknown rank]"
-        shape = ",".join("-1" if d is None else str(d) for d in value.shape.as_list())
-        return f"{value.dtype.name} [{shape}]"
-
-    result = {}
-    for name, function in loaded.signatures.items():
-        _, inputs = function.structured_input_signature
-        result[name] = {"inputs": {k: spec(v) for k, v in inputs.items()},
-                        "outputs": {k: spec(v) for k, v in function.structured_outputs.items()}}
-    return result
-
-
 def export_stage(ctx, model_keys):
     config = ctx.config
-    key = export_model_key(model_keys)
+    key = model_table.export_model_key(model_keys)
     export_dir = ctx.path("saved_models")
     settings = {"tflite": config["export_tflite"], "onnx": config["export_onnx"], "model": key,
                 "precision": ctx.precision}
@@ -434,8 +353,8 @@ def export_stage(ctx, model_keys):
                              representative_tfrecords=ctx.tfrecords(ctx.source), num_representative=8,
                              precision=ctx.precision)
         # Recorded here so that the report reads them from the manifest instead of loading the models.
-        signatures = {kind: _signatures(results[kind]["saved_model"]) for kind in ("generator", "embedder")
-                      if results.get(kind)}
+        signatures = {kind: saved_model_signatures(results[kind]["saved_model"])
+                      for kind in ("generator", "embedder") if results.get(kind)}
         return {"export_dir": export_dir, "results": results, "signatures": signatures}
 
     return _stage("export", fn, config=settings, deps=["train_gan", f"train_{key}"], clean=[export_dir],
@@ -449,7 +368,7 @@ def figures_stage(ctx, model_keys):
     """`figures`: the report's images made with the trained models, as PNGs + `figures/figures.json`."""
     ablations = [s for s in model_table.sbsgans(model_keys, ctx.targets) if s.label]
     extra_generators = {s.label: ctx.gan_dir(s.suffix) for s in ablations}
-    ranked_key = "da2s" if "da2s" in model_keys else model_keys[0]
+    ranked_key = model_table.ranked_lists_model_key(model_keys)
     settings = {"extra_generators": extra_generators, "ranked_key": ranked_key,
                 "num_ranked_queries": ctx.config["num_ranked_queries"],
                 "num_grid_samples": ctx.config["num_grid_samples"], "precision": ctx.precision}
@@ -486,7 +405,7 @@ def main_job_stages(ctx, extra_models=(), extra_stages=()):
     stages = [world_stage(ctx)] + ([masks_stage(ctx)] if ctx.auto_mask_domains() else []) + [tfrecords_stage(ctx)]
     for sbsgan in model_table.sbsgans(keys, ctx.targets):
         stages += [gan_stage(ctx, sbsgan), generate_stage(ctx, sbsgan)]
-    stages += [reid_stage(ctx, key, target) for key in keys for target in train_targets(ctx, key)]
+    stages += [reid_stage(ctx, key, target) for key in keys for target in model_table.train_targets(ctx, key)]
     stages += [eval_stage(ctx, key) for key in keys]
     if ctx.config["data"] == "synthetic":
         stages.append(quality_stage(ctx, keys))

@@ -1,8 +1,12 @@
-"""Every re-ID model the workflow can train, and the SBSGANs they need: one frozen record each.
+"""Every re-ID model the workflow can train, and the SBSGANs they need: one frozen record each, and the
+policies that turn a record into runs: its `train_reid` config (`reid_train_config`, `train_targets`), its
+evaluation inputs with the hard-mask fallback and the evaluation protocol (`eval_inputs`, `eval_mode`,
+`EVAL_METRICS`), and the rules for which model a run shows: exported (`export_model_key`), in the ranked
+lists (`ranked_lists_model_key`), judging identity kept (`IDENTITY_MODEL`).
 
 The stage builders (`workflow.main_job`), the evaluation inputs and the report tables all read these
 records; a key that is not here fails loudly (`model`). Adding a model is one `ReidModel` line (plus,
-for a new paper row, its entry in `report.paper_results`).
+for a new paper row, its entry in `report.paper_results`). `ctx` below is the run's `RunLayout`.
 
 Image inputs use the vocabulary of `data.variants`. Training inputs: IDE one variant, DA-2S one per
 stream (`hard_mask` training masks the original records on the fly with their parser masks).
@@ -13,6 +17,7 @@ images (with a note) on a domain whose query/gallery records have no masks.
 
 import dataclasses
 
+from bgshift_tf.data import shards
 from bgshift_tf.data.variants import HARD_MASK, ORIGINAL, SOFT_MASK, STYLE_TRANSFER
 
 
@@ -157,3 +162,80 @@ def sbsgans(keys, targets) -> list:
     paper's first."""
     needed = [PAPER_SBSGAN] + [model(key).sbsgan for key in keys]
     return [trained for sbsgan in dict.fromkeys(needed) for trained in sbsgan.per_target(targets)]
+
+
+# === From a record to its runs ===
+
+# The re-ID model whose features judge "identity kept" by the style transfers: the IDE trained on the source's
+# original images, which has seen neither the generator's images nor the target domains.
+IDENTITY_MODEL = "ide_original"
+
+EVAL_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "bootstrap_ci", "num_valid_queries",
+                "num_queries", "convention")
+
+
+def hardmask_available(ctx, domain):
+    """True when the hard-mask folder of `domain` holds query and gallery (every record had a mask)."""
+    try:
+        splits = shards.read_manifest(ctx.images(domain, HARD_MASK))["splits"]
+    except FileNotFoundError:
+        return False
+    return all(split in splits for split in ("query", "gallery"))
+
+
+def train_targets(ctx, key):
+    """The targets model `key` is trained for: [None] (one model for all), or each target (per-target model)."""
+    return list(ctx.targets) if model(key).per_target() else [None]
+
+
+def reid_train_config(ctx, key, target=None):
+    """The `train_reid` config of model `key` (its record; `target` for a per-target model): its network
+    and training folders."""
+    spec = model(key)
+    suffix = spec.sbsgan.on(target).suffix
+    folders = [ctx.tfrecords(ctx.source) if v == HARD_MASK else ctx.images(ctx.source, v, suffix)
+               for v in spec.train_variants]
+    config = {**ctx.reid, "model": spec.network, "run_dir": ctx.reid_dir(key, target),
+              "verbose": ctx.config["verbose"]}
+    if spec.network == "ide":
+        return {**config, "train_dir": folders[0], "hard_mask": spec.train_variants[0] == HARD_MASK,
+                "stream1_dir": "", "stream2_dir": ""}
+    return {**config, "stream1_dir": folders[0], "stream2_dir": folders[1], "train_dir": "", "hard_mask": False,
+            "use_se": spec.use_se, "use_isdc": spec.use_isdc, "isdc_se": bool(spec.isdc_se)}
+
+
+def eval_inputs(ctx, key, domain):
+    """(stream-1 folder, stream-2 folder or None, both-streams-same-input flag, note) of model `key` on
+    `domain`, from its `eval_variants`."""
+    spec = model(key)
+    folders, notes = [], []
+    for variant in spec.eval_variants:
+        if variant == HARD_MASK and not hardmask_available(ctx, domain):
+            folders.append(ctx.tfrecords(domain))
+            notes.append(f"{domain}: no masks on query/gallery, tested on original images")
+        else:
+            folders.append(ctx.images(domain, variant, spec.sbsgan.on(domain).suffix))
+    same_input = len(folders) == 2 and folders[0] == folders[1]
+    second = folders[1] if len(folders) == 2 and not same_input else None
+    return folders[0], second, same_input, "; ".join(notes)
+
+
+def eval_mode(ctx, domain):
+    """`evaluate_rank`'s mode on `domain`: single-gallery-shot CMC on CUHK03 classic (query = gallery, the
+    paper's protocol; split 0 as built by the tfrecords stage), else the standard one."""
+    return "cuhk03_sgs" if ctx.dataset(domain) == "cuhk03_classic" else "standard"
+
+
+def export_model_key(model_keys):
+    """The re-ID model exported for serving: DA-2S when trained, else the soft-mask IDE, else the first."""
+    return next((key for key in ("da2s", "ide_softmask") if key in model_keys), model_keys[0])
+
+
+def ranked_lists_model_key(model_keys):
+    """The re-ID model of the report's ranked lists: DA-2S when trained, else the first."""
+    return "da2s" if "da2s" in model_keys else model_keys[0]
+
+
+def identity_model_key(model_keys):
+    """`IDENTITY_MODEL` when among `model_keys`, else None (identity kept is then not measured)."""
+    return IDENTITY_MODEL if IDENTITY_MODEL in model_keys else None

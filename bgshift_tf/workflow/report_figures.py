@@ -16,13 +16,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf import atomic_io
+from bgshift_tf.core import atomic_io
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import shards
 from bgshift_tf.data.images import hard_mask
 from bgshift_tf.evaluation import gallery as gallery_lib
+from bgshift_tf.evaluation.domain_distance import sample_domain
 from bgshift_tf.report import figures, grids
-from bgshift_tf.report.domain_analysis import sample_domain
 from bgshift_tf.training.gan import load_generator
 
 GRID_FILE = "sbsgan_outputs.png"

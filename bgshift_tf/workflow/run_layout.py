@@ -19,9 +19,10 @@ models in `<runs_root>/<name>/seed_<k>/` (its `run_dir`), with the trainers' `se
 
 import os
 
+from bgshift_tf.core import precision
 from bgshift_tf.data import synthetic
 from bgshift_tf.data import variants
-from bgshift_tf.training import gan_run, precision, reid
+from bgshift_tf.training import gan_run, reid
 from bgshift_tf.workflow import config as config_lib
 
 

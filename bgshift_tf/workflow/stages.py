@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
-from bgshift_tf import atomic_io, errors
+from bgshift_tf.core import atomic_io, errors
 
 STAGES_FOLDER = "stages"
 TIMINGS_FILE = "timings.json"

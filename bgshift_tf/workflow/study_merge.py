@@ -26,9 +26,9 @@ import os
 
 import numpy as np
 
-from bgshift_tf import atomic_io, errors
-from bgshift_tf.evaluation import stats
-from bgshift_tf.workflow import claims, experiments, provenance, study_part
+from bgshift_tf.core import atomic_io, errors
+from bgshift_tf.evaluation import claims, stats
+from bgshift_tf.workflow import experiments, provenance, study_part
 
 DEMO_REFERENCE = "demo_quality.json"
 # The soft-mask figures the demo and the study are compared on, and which way is better.

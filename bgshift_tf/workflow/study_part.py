@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from bgshift_tf import atomic_io, errors
+from bgshift_tf.core import atomic_io, errors
 from bgshift_tf.evaluation.run import per_query_path
 from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import experiments, provenance, report_data, run_layout

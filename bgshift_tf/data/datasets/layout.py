@@ -16,7 +16,7 @@ Each dataset module supplies only its file-name pattern. Rules applied to every 
 import os
 import re
 
-from bgshift_tf import errors
+from bgshift_tf.core import errors
 from bgshift_tf.data.images import SPLIT_FOLDERS
 from bgshift_tf.data.records import DatasetSplits, ImageRecord, relabel
 

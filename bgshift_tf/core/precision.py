@@ -134,7 +134,7 @@ def pick_auto(facts):
     found = [flag for flag in CPU_BF16_FLAGS if flag in facts.cpu_flags]
     if found and not facts.cpu_bf16_sound:
         return "float32", (f"no GPU; CPU has {', '.join(found)} but its bf16 kernels failed the self-check "
-                           f"(non-finite or wrong results, see training.precision)")
+                           f"(non-finite or wrong results, see core.precision)")
     if found:
         return "mixed_bfloat16", f"no GPU; CPU has {', '.join(found)}: bf16 matmul/conv units"
     return "float32", f"no GPU; CPU has none of {', '.join(CPU_BF16_FLAGS)}"

@@ -6,7 +6,7 @@ command fixes, so its message names the culprit (file, flag, folder) and the fix
 
     build_tfrecords: error: image '/data/q/0001_c1s1_000001_00.jpg' cannot be decoded: ... (fix or remove it)
 
-on stderr with exit status 2. A flag that does not parse or fails its check (`bgshift_tf.flag_checks`:
+on stderr with exit status 2. A flag that does not parse or fails its check (`bgshift_tf.core.flag_checks`:
 ranges, choices, input paths that must exist, output paths that must be creatable), a `--flagfile` that is
 missing or includes itself, and an `app.UsageError` end the same way, before `main` does any work. Any
 other exception is a bug and keeps its traceback. `--verbose` shows the traceback of a `UserError` too: `run` defines it as a
@@ -23,7 +23,7 @@ import sys
 
 from absl import app, flags
 
-from bgshift_tf import flag_checks
+from bgshift_tf.core import flag_checks
 
 USER_ERROR_EXIT_STATUS = 2
 

@@ -51,6 +51,16 @@ def write_text(path, text: str) -> str:
     return atomic_write(path, write)
 
 
+def write_npz(path, arrays) -> str:
+    """Writes a dict of numpy arrays as an uncompressed .npz (`np.savez`). Returns the path."""
+
+    def write(tmp_path):
+        with open(tmp_path, "wb") as f:
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
+
+
 def json_default(value):
     """JSON encoding of the non-JSON values configs and results carry (numpy values, tuples, paths)."""
     if isinstance(value, (np.generic, np.ndarray)):
