@@ -18,7 +18,7 @@ from absl import flags
 from bgshift_tf import errors, flag_checks
 from bgshift_tf.data import variants
 from bgshift_tf.generation import translate
-from bgshift_tf.training import precision
+from bgshift_tf.training import interrupts, precision
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "SBSGAN run directory (config.json + checkpoints/).", required=True)
 _IN_DIR = flags.DEFINE_string("in_dir", None, "Input TFRecord folder (manifest.json + shards).", required=True)
@@ -37,6 +37,7 @@ flag_checks.input_path("run_dir", "in_dir", kind="dir")
 flag_checks.output_dir("out_root")
 
 
+@interrupts.stops_cleanly("generate")
 def main(argv):
     del argv
     result = translate.translate_dataset(
