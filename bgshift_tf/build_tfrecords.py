@@ -19,6 +19,7 @@ from absl import flags
 
 from bgshift_tf.core import errors, flag_checks
 from bgshift_tf.data.build import DATASETS, build_dataset_tfrecords
+from bgshift_tf.training import interrupts
 
 _DATASET = flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset layout to read.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset root folder (cuhk03_np: the folder holding detected/ "
@@ -48,6 +49,7 @@ flag_checks.input_path("mask_dir", kind="dir")
 flag_checks.output_dir("out_dir")
 
 
+@interrupts.stops_cleanly("build_tfrecords")
 def main(argv):
     del argv
     manifest = build_dataset_tfrecords(

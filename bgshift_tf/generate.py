@@ -18,6 +18,7 @@ from absl import flags
 from bgshift_tf.core import errors, flag_checks, precision
 from bgshift_tf.data import variants
 from bgshift_tf.generation import translate
+from bgshift_tf.training import interrupts
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "SBSGAN run directory (config.json + checkpoints/).", required=True)
 _IN_DIR = flags.DEFINE_string("in_dir", None, "Input TFRecord folder (manifest.json + shards).", required=True)
@@ -36,6 +37,7 @@ flag_checks.input_path("run_dir", "in_dir", kind="dir")
 flag_checks.output_dir("out_root")
 
 
+@interrupts.stops_cleanly("generate")
 def main(argv):
     del argv
     result = translate.translate_dataset(

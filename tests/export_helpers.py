@@ -1,10 +1,13 @@
 """Tiny, freshly initialised models and exports shared by the deployment tests (test_export, test_tflite,
-test_onnx, test_serving_client)."""
+test_onnx, test_serving_client, test_search_endpoint), and the JSON POST the server tests send."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import urllib.error
+import urllib.request
 
 import numpy as np
 
@@ -46,3 +49,13 @@ def run_fresh_python(script, timeout=240, pythonpath=""):
                             timeout=timeout, env=env, cwd="/")
     assert result.returncode == 0, f"fresh process failed:\n{result.stderr[-4000:]}"
     return result.stdout
+
+
+def post_json(url, body, timeout=60):
+    """POSTs `body` as JSON to `url`; returns (HTTP status, parsed JSON answer), error statuses included."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

@@ -17,7 +17,7 @@ import textwrap
 import pytest
 
 _DRIVER = """
-import contextlib, importlib, io, json, sys, traceback
+import contextlib, importlib, io, json, os, sys, traceback
 from absl import flags
 from bgshift_tf.core import errors
 name, cases = sys.argv[1], json.loads(sys.argv[2])
@@ -26,6 +26,7 @@ if len(sys.argv) > 3:  # "attribute of the entry point module" replaced by a fun
     def _bug(*args, **kwargs):
         raise RuntimeError("a bug in our code")
     setattr(module, sys.argv[3], _bug)
+exec(os.environ.get("CARELESS_PRELUDE", ""))  # test set-up run with `module` imported (see run_cases)
 results = []
 for argv in cases:
     flags.FLAGS.unparse_flags()
@@ -46,10 +47,11 @@ print("RESULTS " + json.dumps(results))
 """
 
 
-def run_cases(name, cases, timeout=300, bug_in=None):
+def run_cases(name, cases, timeout=300, bug_in=None, prelude=""):
     """[{argv, code, stderr}] of `cases` (argv lists) run through entry point `name` in one subprocess;
-    `bug_in`: name of a function the entry point calls, replaced by one raising RuntimeError."""
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    `bug_in`: name of a function the entry point calls, replaced by one raising RuntimeError; `prelude`:
+    Python code run once the entry point is imported as `module` (e.g. to inject a stand-in model)."""
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "TF_CPP_MIN_LOG_LEVEL": "3", "CARELESS_PRELUDE": prelude}
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(_DRIVER), name, json.dumps(cases),
                            *([bug_in] if bug_in else [])],
                           capture_output=True, text=True, timeout=timeout, env=env)

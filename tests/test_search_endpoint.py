@@ -17,7 +17,7 @@ from bgshift_tf.export import client
 from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export.search_endpoint import MAX_K
 from bgshift_tf.export.standin_server import StandInServer
-from export_helpers import GENERATOR_SIZE, random_images, tiny_ide
+from export_helpers import GENERATOR_SIZE, post_json, random_images, tiny_ide
 
 DIM = 128  # tiny_ide's feature size
 
@@ -54,15 +54,6 @@ def served(tmp_path_factory):
         yield {"url": server.url, "indexes": indexes, "features": features, "embedder": embedder}
 
 
-def _post(url, body):
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def _queries(served, count=4):
     return served["features"][:count] + 0.05 * np.random.default_rng(1).normal(size=(count, DIM)).astype(np.float32)
 
@@ -71,10 +62,10 @@ def _queries(served, count=4):
 def test_feature_query_equals_the_index_search(served, kind):
     queries = _queries(served)
     expected = ranked_lists(served["indexes"][kind], *served["indexes"][kind].search(queries, 7))
-    status, answer = _post(f"{served['url']}/v1/search/{kind}", {"features": queries.tolist(), "k": 7})
+    status, answer = post_json(f"{served['url']}/v1/search/{kind}", {"features": queries.tolist(), "k": 7})
     assert status == 200 and answer["kind"] == kind and answer["k"] == 7
     assert answer["results"] == expected  # same entries, same float64 distances
-    status, single = _post(f"{served['url']}/v1/search/{kind}", {"feature": queries[0].tolist()})
+    status, single = post_json(f"{served['url']}/v1/search/{kind}", {"feature": queries[0].tolist()})
     assert status == 200 and len(single["results"]) == 1 and len(single["results"][0]) == 10  # default k
     assert single["results"][0][:7] == expected[0]
     assert client.RestClient(served["url"], "ide").search(kind, queries, k=7) == expected
@@ -92,15 +83,15 @@ def test_image_query_equals_embedding_then_feature_query(served):
         assert [[e["path"] for e in q] for q in got] == [[e["path"] for e in q] for q in expected]
         np.testing.assert_allclose([[e["distance"] for e in q] for q in got],
                                    [[e["distance"] for e in q] for q in expected], atol=1e-5)
-    status, answer = _post(f"{served['url']}/v1/search/images",
+    status, answer = post_json(f"{served['url']}/v1/search/images",
                            {"image_b64": base64.b64encode(jpegs[0]).decode(), "k": 5})
     assert status == 200 and answer["results"][0] == by_image[0]
     pixels = random_images(GENERATOR_SIZE, 1, seed=9)
-    status, answer = _post(f"{served['url']}/v1/search/images", {"images": pixels.tolist(), "k": 3})
+    status, answer = post_json(f"{served['url']}/v1/search/images", {"images": pixels.tolist(), "k": 3})
     local = served["embedder"].signatures["embed"](images=tf.constant(pixels))["features"].numpy()
     assert status == 200 and [e["path"] for e in answer["results"][0]] == \
         [e["path"] for e in ranked_lists(index, *index.search(local, 3))[0]]
-    status, answer = _post(f"{served['url']}/v1/search/images", {"image_b64": base64.b64encode(b"not an image").decode()})
+    status, answer = post_json(f"{served['url']}/v1/search/images", {"image_b64": base64.b64encode(b"not an image").decode()})
     assert status == 400 and "not an encoded JPEG or PNG" in answer["error"]
 
 
@@ -117,7 +108,7 @@ def test_image_query_equals_embedding_then_feature_query(served):
     ([1, 2], 400, "JSON object"),
 ])
 def test_bad_queries_get_400_naming_the_fault(served, body, status, message):
-    got_status, answer = _post(f"{served['url']}/v1/search/flat", body)
+    got_status, answer = post_json(f"{served['url']}/v1/search/flat", body)
     assert got_status == status and message in answer["error"]
     with pytest.raises(client.ServingHTTPError, match="HTTP 400"):
         client.RestClient(served["url"], "ide").search("flat", [0.5] * (DIM - 1))
@@ -129,11 +120,11 @@ def test_non_finite_unknown_and_empty_indexes(served):
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=30)
     assert caught.value.code == 400 and "NaN/Infinity" in json.loads(caught.value.read())["error"]
-    status, answer = _post(f"{served['url']}/v1/search/flat", {"feature": [1e39] + [0.5] * (DIM - 1)})
+    status, answer = post_json(f"{served['url']}/v1/search/flat", {"feature": [1e39] + [0.5] * (DIM - 1)})
     assert status == 400 and "beyond float32" in answer["error"]
-    status, answer = _post(f"{served['url']}/v1/search/nowhere", {"feature": [0.5] * DIM})
+    status, answer = post_json(f"{served['url']}/v1/search/nowhere", {"feature": [0.5] * DIM})
     assert status == 404 and "'nowhere'" in answer["error"] and "flat" in answer["error"]
-    status, answer = _post(f"{served['url']}/v1/search/empty", {"feature": [0.5] * DIM})
+    status, answer = post_json(f"{served['url']}/v1/search/empty", {"feature": [0.5] * DIM})
     assert status == 400 and "is empty (0 items)" in answer["error"]
     with urllib.request.urlopen(f"{served['url']}/v1/search/hnsw", timeout=30) as response:
         meta = json.loads(response.read())
@@ -144,10 +135,10 @@ def test_server_without_indexes_or_embedder(served, tmp_path):
     index = served["indexes"]["flat"]
     folder = index.save(tmp_path / "flat")
     with StandInServer({}, indexes={"flat": folder}) as server:  # no embedder: feature queries only
-        status, answer = _post(f"{server.url}/v1/search/flat", {"images_b64": ["AAAA"]})
+        status, answer = post_json(f"{server.url}/v1/search/flat", {"images_b64": ["AAAA"]})
         assert status == 400 and "needs an embedder model" in answer["error"]
-        status, answer = _post(f"{server.url}/v1/search/flat", {"feature": served["features"][0].tolist(), "k": 3})
+        status, answer = post_json(f"{server.url}/v1/search/flat", {"feature": served["features"][0].tolist(), "k": 3})
         assert status == 200 and answer["results"][0][0]["path"] == "g/0000.jpg"
     with StandInServer({}) as server:
-        status, answer = _post(f"{server.url}/v1/search/flat", {"feature": [0.5] * DIM})
+        status, answer = post_json(f"{server.url}/v1/search/flat", {"feature": [0.5] * DIM})
         assert status == 404 and "no gallery index" in answer["error"]

@@ -21,7 +21,7 @@ from PIL import Image
 from bgshift_tf.export import client
 from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export.standin_server import StandInServer
-from export_helpers import GENERATOR_SIZE, REID_SIZE, random_images, tiny_generator, tiny_ide
+from export_helpers import GENERATOR_SIZE, REID_SIZE, post_json, random_images, tiny_generator, tiny_ide
 
 
 @pytest.fixture(scope="module")
@@ -68,27 +68,18 @@ def test_base64_jpeg_round_trip(served):
     assert features.shape == (2, 128)
 
 
-def _post(url, body):
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def test_rest_protocol_shapes(served):
     url = f"{served['url']}/v1/models/sbsgan_generator/versions/1:predict"
     image = random_images(GENERATOR_SIZE, 1)[0].tolist()
-    status, rows = _post(url, {"signature_name": "style_transfer",
+    status, rows = post_json(url, {"signature_name": "style_transfer",
                                "instances": [{"images": image, "target_domain": 1}]})
     assert status == 200 and sorted(rows["predictions"][0]) == ["images_float", "images_uint8"]
-    status, columns = _post(url, {"signature_name": "style_transfer", "inputs": {"images": [image], "target_domain": [1]}})
+    status, columns = post_json(url, {"signature_name": "style_transfer", "inputs": {"images": [image], "target_domain": [1]}})
     assert status == 200 and np.array(columns["outputs"]["images_uint8"]).shape == (1, *GENERATOR_SIZE, 3)
     assert columns["outputs"]["images_uint8"] == [rows["predictions"][0]["images_uint8"]]
-    status, default = _post(url.replace("/versions/1", ""), {"instances": [image]})  # serving_default = soft_mask
+    status, default = post_json(url.replace("/versions/1", ""), {"instances": [image]})  # serving_default = soft_mask
     assert status == 200 and len(default["predictions"]) == 1
-    status, single = _post(f"{served['url']}/v1/models/ide_embedder:predict",
+    status, single = post_json(f"{served['url']}/v1/models/ide_embedder:predict",
                            {"signature_name": "embed", "instances": [random_images(REID_SIZE, 1)[0].tolist()]})
     assert status == 200 and np.array(single["predictions"]).shape == (1, 128)  # one output: bare values
     with urllib.request.urlopen(f"{served['url']}/v1/models/ide_embedder", timeout=30) as response:
@@ -110,7 +101,7 @@ _BAD_BODIES = [
 
 def test_server_answers_400_with_error_body(served):
     for body, message in _BAD_BODIES:
-        status, answer = _post(f"{served['url']}/v1/models/sbsgan_generator:predict", body)
+        status, answer = post_json(f"{served['url']}/v1/models/sbsgan_generator:predict", body)
         assert status == 400 and message in answer["error"], (body, answer)
 
 

@@ -50,6 +50,15 @@ CONVENTIONS = {
     "all queries; gallery pid -1 = junk",
 }
 
+
+
+class NoValidQueryError(ValueError):
+    """No query has a true match left in the gallery after the junk rule: there is nothing to score.
+
+    Callers that know where the query and gallery came from (`run.evaluate_run`) re-raise it naming them.
+    """
+
+
 # A query's same-pid gallery items are located by counting, one pass over the row per item; beyond this
 # many items one stable argsort of the row is cheaper (a sort of ~16k floats costs ~150 such passes).
 _SORT_THRESHOLD = 128
@@ -221,7 +230,8 @@ def evaluate_rank(
       counts (module docstring).
 
     Raises:
-      ValueError: bad shapes, NaN/Inf distances, max_rank < 1, unknown mode, or no valid query.
+      ValueError: bad shapes, NaN/Inf distances, max_rank < 1 or unknown mode; NoValidQueryError (a
+        ValueError) when no query is valid (also for 0 queries or an empty gallery).
     """
     distmat, q_pids, g_pids, q_camids, g_camids = _check_inputs(
         distmat, q_pids, g_pids, q_camids, g_camids, max_rank, mode, num_repeats
@@ -236,7 +246,7 @@ def evaluate_rank(
     ranks = [r for r in ranks if len(r)]
     num_q = distmat.shape[0]
     if not ranks:
-        raise ValueError(
+        raise NoValidQueryError(
             f"No valid query: none of the {num_q} queries has a gallery item with its pid from another "
             f"camera (`q_pids`/`g_pids`/`q_camids`/`g_camids` do not overlap as expected)."
         )

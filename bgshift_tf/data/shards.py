@@ -8,7 +8,10 @@ Shards: `<out_dir>/<dataset>-<split>-00000-of-00008.tfrecord`; manifest: `<out_d
  ... plus whatever the builder adds (counts, ids, cameras, build arguments)}
 ```
 Each shard is written to `<name>.tmp-<pid>` and renamed with `os.replace` once complete, then marked
-complete in the manifest (itself replaced atomically). A re-run skips shards already complete with the
+complete in the manifest (itself replaced atomically); a shard not yet written is listed with
+`"complete": false`, which readers (`shard_files`) refuse. Ctrl-C or SIGTERM (`build_tfrecords`, `generate`:
+`training.interrupts.stops_cleanly`) removes the temporary file being written; the temporary files of a
+process that died without cleaning up (SIGKILL) are removed by the next run. A re-run skips shards already complete with the
 same planned size unless `overwrite=True`; a crash leaves no partial shard under its final name.
 
 Every reader goes through `read_manifest`, which checks the manifest against itself (each split lists
@@ -31,6 +34,7 @@ from bgshift_tf.data import schema
 
 MANIFEST_NAME = "manifest.json"
 _SHARD_FILE = re.compile(r"(?P<prefix>.+)-\d{5}-of-(?P<count>\d{5})\.tfrecord")
+_SHARD_TEMPORARY = re.compile(r"(?P<shard>.+\.tfrecord)\.tmp-(?P<pid>\d+)")
 
 
 class CorruptShardError(errors.DataError, RuntimeError):
@@ -148,6 +152,25 @@ def shard_files(out_dir, split: str) -> list:
     return files
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_dead_temporaries(out_dir, dataset: str, split: str) -> None:
+    """Removes `<shard>.tmp-<pid>` files of the split left by writer processes that no longer run."""
+    for name in os.listdir(out_dir):
+        match = _SHARD_TEMPORARY.fullmatch(name)
+        if match and match["shard"].startswith(f"{dataset}-{split}-") and not _process_alive(int(match["pid"])):
+            logging.warning("removing %s, left by an interrupted writer (process %s)", name, match["pid"])
+            os.remove(os.path.join(out_dir, name))
+
+
 def _shard_bounds(num_examples, num_shards):
     return [(i * num_examples // num_shards, (i + 1) * num_examples // num_shards) for i in range(num_shards)]
 
@@ -176,6 +199,7 @@ def write_shards(
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     manifest_path = os.path.join(out_dir, MANIFEST_NAME)
+    _remove_dead_temporaries(out_dir, dataset, split)
     manifest = _read_or_new_manifest(out_dir, overwrite=overwrite)
     previous = manifest["splits"].get(split, {})
     done = {

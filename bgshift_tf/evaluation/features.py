@@ -7,11 +7,14 @@ through `embed_fn(batch) -> [B, D]`: `model.embed(batch["image"])` for IDE, and 
 """
 
 import itertools
+import logging
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
+
+from bgshift_tf.core.rank import NoValidQueryError
 
 SOFT_MASK_KEY = "soft_mask_image"
 
@@ -23,6 +26,22 @@ class FeatureSet(NamedTuple):
     pids: np.ndarray  # int64 [N]
     camids: np.ndarray  # int64 [N]
     filenames: np.ndarray  # str [N]
+
+
+def without_distractors(query):
+    """(`query` without its pid 0 (distractor) / -1 (junk) rows, how many were dropped), with a logged count.
+
+    Raises NoValidQueryError when every query is one of them (or there is none): nothing to score.
+    """
+    distractor = query.pids <= 0
+    if distractor.all():
+        raise NoValidQueryError(f"No valid query: all {len(distractor)} queries have pid 0 (distractor) or -1 "
+                                "(junk), none is an identity")
+    if distractor.any():
+        logging.warning("skipping %d of %d queries with pid 0 (distractor) or -1 (junk): not identities",
+                        int(distractor.sum()), len(distractor))
+        query = FeatureSet(*(field[~distractor] for field in query))
+    return query, int(distractor.sum())
 
 
 def flip_horizontal(batch, image_keys=("image",)):

@@ -32,19 +32,20 @@ gallery), are skipped with a logged count, and the metrics carry `num_skipped_di
 
 import glob
 import json
-import logging
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf.core import atomic_io
+from bgshift_tf.core import atomic_io, errors
 from bgshift_tf.core.distance import pairwise_distance
-from bgshift_tf.core.rank import evaluate_rank
+from bgshift_tf.core.rank import NoValidQueryError, evaluate_rank
 from bgshift_tf.data.datasets import cuhk03
 from bgshift_tf.data.input import make_eval_dataset
 from bgshift_tf.data.shards import read_manifest, shard_files, verify_shards
-from bgshift_tf.evaluation.features import SOFT_MASK_KEY, FeatureSet, extract_features, with_soft_mask
+from bgshift_tf.evaluation.features import (
+    SOFT_MASK_KEY, FeatureSet, extract_features, with_soft_mask, without_distractors,
+)
 from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
 from bgshift_tf.evaluation.search_eval import evaluate_on_index
@@ -156,16 +157,22 @@ def _split_features(split, tfrecords, soft_mask_tfrecords, *, embed_fn, uses_sof
     files = resolve_tfrecords(tfrecords, split, f"{split}_tfrecords")
     soft_files = resolve_tfrecords(soft_mask_tfrecords, split, f"soft_mask_{split}_tfrecords") if uses_soft_mask else []
 
-    def eval_batches(paths):
-        """(batches, number of batches): the shards are checked once here, which also counts them."""
+    def eval_batches(paths, flag, spec):
+        """(batches, number of batches): the shards are checked once here, which also counts them; a
+        DataError naming the flag and shards when they hold no record."""
         num_records = verify_shards(paths)["num_records"]
+        if num_records == 0:
+            raise errors.DataError(
+                f"the {split} split is empty: {flag}={spec!r} names {len(paths)} shard(s) holding 0 records "
+                f"({', '.join(paths)}); build it from a folder with {split} images")
         batches = make_eval_dataset(paths, image_size=image_size, batch_size=batch_size, verify=False)
         return batches, -(-num_records // batch_size)
 
     def extract():
-        batches, num_batches = eval_batches(files)
+        batches, num_batches = eval_batches(files, f"{split}_tfrecords", tfrecords)
         if uses_soft_mask:
-            batches = with_soft_mask(batches, eval_batches(soft_files)[0])
+            soft_batches = eval_batches(soft_files, f"soft_mask_{split}_tfrecords", soft_mask_tfrecords)[0]
+            batches = with_soft_mask(batches, soft_batches)
         return extract_features(
             batches, embed_fn, flip_average=flip_average, num_batches=num_batches, progress=progress,
             description=f"{split} features", image_keys=("image", SOFT_MASK_KEY) if uses_soft_mask else ("image",),
@@ -220,11 +227,7 @@ def evaluate_features(
       pid 0 or -1: skipped, see the module doc), num_gallery, feature_dim, convention, mode, distance,
       rerank, rerank_convention (the re-ranking's convention string, None without re-ranking).
     """
-    distractor = query.pids <= 0
-    if distractor.any():
-        logging.warning("skipping %d of %d queries with pid 0 (distractor) or -1 (junk): not identities",
-                        int(distractor.sum()), len(distractor))
-        query = FeatureSet(*(field[~distractor] for field in query))
+    query, num_distractors = without_distractors(query)
     distmat = pairwise_distance(query.features, gallery.features, metric=distance)
     if rerank:
         distmat = k_reciprocal_rerank(
@@ -244,7 +247,7 @@ def evaluate_features(
         mAP=result["mAP"], mINP=result["mINP"], bootstrap_ci=bootstrap_ci(result["per_query"]),
         cmc=[float(v) for v in result["cmc"]],
         num_valid_queries=result["num_valid_queries"], num_queries=result["num_queries"],
-        num_skipped_distractor_queries=int(distractor.sum()),
+        num_skipped_distractor_queries=num_distractors,
         num_gallery=int(distmat.shape[1]), feature_dim=int(query.features.shape[1]),
         convention=result["convention"], mode=mode, distance=distance, rerank=bool(rerank),
         rerank_convention=RERANK_CONVENTIONS[rerank_convention] if rerank else None,
@@ -313,15 +316,23 @@ def evaluate_run(
     # 3. Metrics and the per-query results, then the JSON (atomically) and the table.
     out_path = out_path or (os.path.join(run_dir, "metrics.json") if run_dir else None)
     per_query_out = per_query_path(out_path) if out_path else None
-    if gallery_index is not None:
-        metrics, gallery_files = evaluate_on_index(query, gallery_index, mode=mode, max_rank=max_rank,
-                                                   shortlist=shortlist, per_query_out=per_query_out), None
-    else:
+    gallery_files = None
+    if gallery_index is None:
         gallery, gallery_files = _split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords, **extraction)
-        metrics = evaluate_features(
-            query, gallery, distance=distance, rerank=rerank, mode=mode, max_rank=max_rank,
-            num_repeats=num_repeats, seed=seed, rerank_convention=rerank_convention, per_query_out=per_query_out,
-        )
+    try:
+        if gallery_index is not None:
+            metrics = evaluate_on_index(query, gallery_index, mode=mode, max_rank=max_rank, shortlist=shortlist,
+                                        per_query_out=per_query_out)
+        else:
+            metrics = evaluate_features(
+                query, gallery, distance=distance, rerank=rerank, mode=mode, max_rank=max_rank,
+                num_repeats=num_repeats, seed=seed, rerank_convention=rerank_convention, per_query_out=per_query_out,
+            )
+    except NoValidQueryError as error:
+        against = f"gallery index of {gallery_index.size}" if gallery_index is not None else (
+            f"gallery_tfrecords={gallery_tfrecords!r} ({len(gallery.pids)} images)")
+        raise errors.DataError(f"nothing to score: query_tfrecords={query_tfrecords!r} ({len(query.pids)} images) "
+                               f"against {against}: {error}") from error
     metrics.update(
         flip_average=bool(flip_average), model=type(model).__name__ if model is not None else "embed_fn",
         precision=_compute_policy(model), run_dir=run_dir, query_tfrecords=query_files, gallery_tfrecords=gallery_files,

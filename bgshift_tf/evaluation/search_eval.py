@@ -12,14 +12,13 @@ Distractor queries (pid 0 / -1) are skipped as in `run.evaluate_features`. The "
 gallery per query over the whole matrix and is not offered here.
 """
 
-import logging
 
 import numpy as np
 
 from bgshift_tf.core import atomic_io
 from bgshift_tf.core.distance import pairwise_distance
-from bgshift_tf.core.rank import evaluate_rank
-from bgshift_tf.evaluation.features import FeatureSet
+from bgshift_tf.core.rank import NoValidQueryError, evaluate_rank
+from bgshift_tf.evaluation.features import FeatureSet, without_distractors
 from bgshift_tf.evaluation.search import candidate_distances, prepare
 from bgshift_tf.evaluation.stats import bootstrap_ci
 
@@ -91,14 +90,10 @@ def evaluate_on_index(query, gallery_index, *, mode="standard", max_rank=50, sho
     if query.features.shape[1] != gallery_index.dim:
         raise ValueError(f"query features have dimension {query.features.shape[1]} but the index holds "
                          f"{gallery_index.dim}-d features (built from another model?)")
-    distractor = query.pids <= 0
-    if distractor.any():
-        logging.warning("skipping %d of %d queries with pid 0 (distractor) or -1 (junk): not identities",
-                        int(distractor.sum()), len(distractor))
-        query = FeatureSet(*(field[~distractor] for field in query))
+    query, num_distractors = without_distractors(query)
     valid = _valid_queries(query, gallery_index)
     if not valid.any():
-        raise ValueError(f"No valid query: none of the {len(valid)} queries has a gallery item of its pid from "
+        raise NoValidQueryError(f"No valid query: none of the {len(valid)} queries has a gallery item of its pid from "
                          "another camera in the index.")
     shortlist = max(int(shortlist), max_rank)
     per_query, inp_sum, convention = _ranked_chunks(query, valid, gallery_index, mode=mode, max_rank=max_rank,
@@ -116,7 +111,7 @@ def evaluate_on_index(query, gallery_index, *, mode="standard", max_rank=50, sho
     metrics.update(
         mAP=float(np.mean(per_query["ap"][counted_valid])), mINP=inp_sum / int(valid.sum()),
         bootstrap_ci=bootstrap_ci(per_query), cmc=[float(v) for v in cmc], num_valid_queries=int(valid.sum()),
-        num_queries=len(valid), num_skipped_distractor_queries=int(distractor.sum()), num_gallery=gallery_index.size,
+        num_queries=len(valid), num_skipped_distractor_queries=num_distractors, num_gallery=gallery_index.size,
         feature_dim=gallery_index.dim, convention=convention, mode=mode, distance=gallery_index.distance,
         rerank=False, rerank_convention=None,
         index={"kind": gallery_index.kind, "exact": gallery_index.exact, "size": gallery_index.size,

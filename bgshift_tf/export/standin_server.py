@@ -17,9 +17,9 @@ bytes for string inputs. Every request gets an HTTP answer with {"error": "<mess
     404  unknown model, version or path          408  the body did not arrive within `request_timeout`
     411  no Content-Length                       413  body over `max_body_bytes`, or an image whose
     500  anything else (a bug; the message says what)     header says more than `max_image_pixels` pixels
-It serves one thread per request on 127.0.0.1 and an ephemeral port by default. Production serving is
-`tensorflow/serving` (see BUILD_NOTES.md, Deployment): it does batching, versions policies, gRPC,
-monitoring, none of which is here.
+It serves one thread per request (a backlog of `LISTEN_BACKLOG` waiting connections for bursts) on 127.0.0.1
+and an ephemeral port by default. Production serving is `tensorflow/serving` (see BUILD_NOTES.md,
+Deployment): it does batching, versions policies, gRPC, monitoring, none of which is here.
 
 Usage (a local demo server; limits as flags; --indexes and --embedder add the gallery search endpoint):
     python -m bgshift_tf.export.standin_server --port=8501 --max_body_bytes=33554432 \
@@ -63,6 +63,7 @@ class HTTPFailure(Exception):
 MAX_BODY_BYTES = 32 * 2**20  # a batch of 32 [256, 128, 3] images as JSON numbers is ~15 MB
 MAX_IMAGE_PIXELS = 4096 * 4096  # per encoded image; a decoded image of this size is 48 MB of uint8 RGB
 REQUEST_TIMEOUT = 30.0  # seconds to wait for a body that is slow to arrive
+LISTEN_BACKLOG = 128  # connections waiting to be accepted
 
 
 class ModelStore:
@@ -334,6 +335,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._handle(work)
 
 
+class _ThreadingServer(http.server.ThreadingHTTPServer):
+    """One daemon thread per request; a listen backlog for bursts (socketserver's default of 5 pending
+    connections resets the rest of 50 clients connecting at once)."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+
 class StandInServer:
     """The stand-in REST server in a background thread (NOT TF Serving; see the module docstring).
 
@@ -361,8 +370,7 @@ class StandInServer:
             "store": store, "max_body_bytes": int(max_body_bytes), "max_pixels": int(max_image_pixels),
             "timeout": float(request_timeout), "search": search,
         })
-        self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _ThreadingServer((host, port), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="standin-serving", daemon=True)
 
     @property
