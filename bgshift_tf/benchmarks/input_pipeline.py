@@ -36,7 +36,8 @@ def _picture(rng, height, width):
     return image, mask
 
 
-def _write(out_dir, num_images, size, with_masks, seed=0):
+def write_records(out_dir, num_images, size, with_masks, seed=0):
+    """`num_images` noise-and-shapes records (split train, 4 shards) in `out_dir`; returns the shard files."""
     rng = np.random.default_rng(seed)
     examples = []
     for i in range(num_images):
@@ -68,9 +69,9 @@ def run(quick: bool = False) -> dict:
     num_images, batch_size, warmup, batches = (16, 8, 1, 1) if quick else (1024, 64, 5, 40)
     results = {"batch_size": batch_size, "image_size": list(IMAGE_SIZE), "cpus": os.cpu_count(), "quick": quick}
     with tempfile.TemporaryDirectory(prefix="bench_input_") as tmp:
-        plain = _write(os.path.join(tmp, "plain"), num_images, IMAGE_SIZE, with_masks=False)
-        small = _write(os.path.join(tmp, "small"), num_images, (128, 64), with_masks=False)
-        masked = _write(os.path.join(tmp, "masked"), num_images, IMAGE_SIZE, with_masks=True)
+        plain = write_records(os.path.join(tmp, "plain"), num_images, IMAGE_SIZE, with_masks=False)
+        small = write_records(os.path.join(tmp, "small"), num_images, (128, 64), with_masks=False)
+        masked = write_records(os.path.join(tmp, "masked"), num_images, IMAGE_SIZE, with_masks=True)
         train = {"image_size": IMAGE_SIZE, "batch_size": batch_size, "shuffle_buffer": 256}
         cases = {
             "train_256x128": make_train_dataset(plain, **train),
