@@ -30,7 +30,7 @@ from bgshift_tf.data import input as data_input
 from bgshift_tf.data import shards
 from bgshift_tf.generation import quality
 from bgshift_tf.generation.translate import encode_image
-from bgshift_tf.training.gan import load_generator
+from bgshift_tf.training.gan_checkpoint import load_generator
 from bgshift_tf.training.gan_run import DEFAULT_CONFIG as GAN_DEFAULTS
 from bgshift_tf.training.gan_run import train_sbsgan
 from bgshift_tf.workflow import main_job, provenance, stages
