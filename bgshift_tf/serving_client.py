@@ -14,7 +14,7 @@ Generator signatures write one PNG per image; embed signatures write features.np
 from absl import flags
 
 from bgshift_tf.core import errors, flag_checks
-from bgshift_tf.export import client
+from bgshift_tf.export import client, client_job
 
 _SERVER = flags.DEFINE_string("server", "http://localhost:8501", "REST base URL, or host:port for gRPC.")
 _PROTOCOL = flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "TF Serving API to use.")
@@ -37,7 +37,7 @@ flags.register_validator("image_size", lambda values: values is None or (
 
 def main(argv):
     del argv
-    paths = client.run_client(
+    paths = client_job.run_client(
         _SERVER.value, _MODEL.value, _SIGNATURE.value, _IMAGES.value, _OUT_DIR.value,
         protocol=_PROTOCOL.value, version=_VERSION.value, target_domain=_TARGET_DOMAIN.value,
         timeout=_TIMEOUT.value, image_size=tuple(int(v) for v in _IMAGE_SIZE.value) if _IMAGE_SIZE.value else None,

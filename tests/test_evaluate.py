@@ -13,8 +13,9 @@ from bgshift_tf.data import schema, shards
 from bgshift_tf.data.build import build_dataset_tfrecords
 from bgshift_tf.data.records import encode_jpeg
 from bgshift_tf.evaluation.features import FeatureSet
+from bgshift_tf.evaluation.feature_cache import checkpoint_identity, resolve_tfrecords
 from bgshift_tf.evaluation.run import (
-    CUHK03_SUMMARY_METRICS, checkpoint_identity, evaluate_cuhk03_classic, evaluate_features, evaluate_run, format_table, resolve_tfrecords,
+    CUHK03_SUMMARY_METRICS, evaluate_cuhk03_classic, evaluate_features, evaluate_run, format_table,
 )
 
 # Flat grey images; the injected embedding is the mean pixel, so distances are grey-level differences.

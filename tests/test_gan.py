@@ -10,7 +10,8 @@ import tensorflow as tf
 from bgshift_tf.models.discriminator import Discriminator
 from bgshift_tf.models.generator import Generator
 from bgshift_tf.training import gan_run, losses, loop
-from bgshift_tf.training.gan import D_TERMS, G_TERMS, SBSGAN, add_gan_targets, checkpoint_trackables, load_generator
+from bgshift_tf.training.gan import D_TERMS, G_TERMS, SBSGAN, add_gan_targets
+from bgshift_tf.training.gan_checkpoint import checkpoint_trackables, load_generator
 
 K = 3
 SIZE = (32, 16)

@@ -13,7 +13,7 @@ from bgshift_tf.generation import quality, translate
 from bgshift_tf.models.generator import Generator
 from bgshift_tf.report import domain_analysis
 from bgshift_tf.training import loop
-from bgshift_tf.training.gan import load_generator
+from bgshift_tf.training.gan_checkpoint import load_generator
 from tiny_records import SPLIT_SIZES, make_domain_records
 
 GEN_SIZE = (16, 8)  # the generator's size; the records are 32x16, so generation also resizes

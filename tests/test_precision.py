@@ -17,7 +17,8 @@ import tensorflow as tf
 from bgshift_tf.core import precision
 from bgshift_tf.training import gan_run
 from bgshift_tf.training import reid as reid_training
-from bgshift_tf.training.gan import add_gan_targets, checkpoint_trackables, load_generator
+from bgshift_tf.training.gan import add_gan_targets
+from bgshift_tf.training.gan_checkpoint import checkpoint_trackables, load_generator
 
 K = 3
 BATCH = 8

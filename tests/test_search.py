@@ -201,11 +201,11 @@ def test_evaluate_run_on_an_index_equals_evaluate_run_on_the_gallery_tfrecords(t
     embed = lambda batch: np.concatenate([_mean_pixel(batch).numpy(), np.ones((len(batch["pid"]), 1))], axis=1)
     common = dict(query_tfrecords=str(records), embed_fn=embed, image_size=(32, 16), batch_size=4, progress=False)
     dense = evaluate_run(gallery_tfrecords=str(records), out_path=str(tmp_path / "dense.json"), **common)
-    from bgshift_tf.evaluation.run import _split_features  # the gallery features, as evaluate_run extracts them
+    from bgshift_tf.evaluation.feature_cache import split_features  # the gallery features as evaluate_run has them
 
-    gallery, _ = _split_features("gallery", str(records), None, embed_fn=embed, uses_soft_mask=False,
-                                 image_size=(32, 16), batch_size=4, flip_average=False, progress=False,
-                                 cache_dir=None, cache_id=[])
+    gallery, _ = split_features("gallery", str(records), None, embed_fn=embed, uses_soft_mask=False,
+                                image_size=(32, 16), batch_size=4, flip_average=False, progress=False,
+                                cache_dir=None, cache_id=[])
     index = GalleryIndex.build(gallery.features, gallery.pids, gallery.camids, gallery.filenames,
                                distance="euclidean")
     indexed = evaluate_run(gallery_index=index, out_path=str(tmp_path / "index.json"), **common)

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from bgshift_tf.export import client
+from bgshift_tf.export import client, client_job
 from bgshift_tf.export import saved_model as saved_model_lib
 from bgshift_tf.export.standin_server import StandInServer
 from export_helpers import GENERATOR_SIZE, REID_SIZE, post_json, random_images, tiny_generator, tiny_ide
@@ -310,9 +310,9 @@ def test_command_line_client_writes_pngs_and_features(served, tmp_path):
 def test_load_images_requires_equal_sizes_or_a_resize(tmp_path):
     for name, size in (("a.png", (10, 6)), ("b.png", (12, 6))):
         Image.fromarray(random_images(size, 1)[0]).save(tmp_path / name)
-    paths = client.expand_image_paths(f"{tmp_path}/*.png")
+    paths = client_job.expand_image_paths(f"{tmp_path}/*.png")
     with pytest.raises(ValueError, match="differ in size"):
-        client.load_images(paths)
-    assert client.load_images(paths, size=(8, 4)).shape == (2, 8, 4, 3)
+        client_job.load_images(paths)
+    assert client_job.load_images(paths, size=(8, 4)).shape == (2, 8, 4, 3)
     with pytest.raises(ValueError, match="No image files"):
-        client.expand_image_paths(f"{tmp_path}/*.jpg")
+        client_job.expand_image_paths(f"{tmp_path}/*.jpg")

@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from bgshift_tf.core import errors
 from bgshift_tf.training import gan_run, loop
-from bgshift_tf.training.gan import add_gan_targets, load_generator
+from bgshift_tf.training.gan import add_gan_targets
+from bgshift_tf.training.gan_checkpoint import load_generator
 from bgshift_tf.training.losses import LossWeights
 from bgshift_tf.training.strategy import make_strategy
 from tiny_records import make_domain_records

@@ -43,7 +43,7 @@ from bgshift_tf.data import shards
 from bgshift_tf.data import variants as image_variants
 from bgshift_tf.data.images import hard_mask, to_model_range, to_uint8_rgb
 from bgshift_tf.models.reid import DA2S
-from bgshift_tf.training.gan import load_generator
+from bgshift_tf.training.gan_checkpoint import load_generator
 from bgshift_tf.training.reid import load_reid_model
 
 

@@ -23,15 +23,13 @@ Query/gallery features can be cached (`features_cache_dir`): extraction is the l
 run (another distance, re-ranking, another convention) or a resumed one reuses them when the inputs
 match: the key holds the content's identity (each TFRecord file's size and mtime_ns, a shard folder's
 manifest, the checkpoint files' sizes and mtimes), so a rebuilt folder or a newer checkpoint is extracted
-again.
+again (`evaluation.feature_cache`).
 
 Queries with pid 0 (distractors) or -1 (junk), the Market-1501 layout's non-identities
 (`data/datasets/layout.py`), are never scored: they appear when the query files are gallery files (query =
 gallery), are skipped with a logged count, and the metrics carry `num_skipped_distractor_queries`.
 """
 
-import glob
-import json
 import os
 
 import numpy as np
@@ -41,11 +39,8 @@ from bgshift_tf.core import atomic_io, errors
 from bgshift_tf.core.distance import pairwise_distance
 from bgshift_tf.core.rank import NoValidQueryError, evaluate_rank
 from bgshift_tf.data.datasets import cuhk03
-from bgshift_tf.data.input import make_eval_dataset
-from bgshift_tf.data.shards import read_manifest, shard_files, verify_shards
-from bgshift_tf.evaluation.features import (
-    SOFT_MASK_KEY, FeatureSet, extract_features, with_soft_mask, without_distractors,
-)
+from bgshift_tf.evaluation.feature_cache import checkpoint_identity, split_features
+from bgshift_tf.evaluation.features import SOFT_MASK_KEY, without_distractors
 from bgshift_tf.evaluation.rerank import CONVENTIONS as RERANK_CONVENTIONS
 from bgshift_tf.evaluation.rerank import k_reciprocal_rerank
 from bgshift_tf.evaluation.search_eval import evaluate_on_index
@@ -56,67 +51,6 @@ from bgshift_tf.training.reid import load_reid_model
 
 REPORTED_RANKS = (1, 5, 10, 20)
 CUHK03_SUMMARY_METRICS = ("rank1", "rank5", "rank10", "mAP")
-
-
-def resolve_tfrecords(spec, split, flag_name):
-    """TFRecord paths from a flag value: a shard folder (its manifest's `split` shards) or a comma list
-    of files / glob patterns (each pattern expanded in sorted order)."""
-    if isinstance(spec, (list, tuple)):
-        entries = [os.fspath(entry) for entry in spec]
-    else:
-        entries = [entry.strip() for entry in str(spec).split(",") if entry.strip()]
-    if len(entries) == 1 and os.path.isdir(entries[0]):
-        return shard_files(entries[0], split)
-    files = []
-    for entry in entries:
-        matches = sorted(glob.glob(entry)) if glob.has_magic(entry) else [entry]
-        missing = [path for path in matches if not os.path.isfile(path)]
-        if not matches or missing:
-            raise ValueError(f"`{flag_name}`: no TFRecord file at {entry!r}. Received: {flag_name}={spec!r}")
-        files.extend(matches)
-    if not files:
-        raise ValueError(f"`{flag_name}` names no TFRecord file. Received: {flag_name}={spec!r}")
-    return files
-
-
-def file_identity(paths):
-    """[[absolute path, size, mtime_ns], ...] of `paths`: changes when a file is rewritten in place."""
-    identity = []
-    for path in paths:
-        stat = os.stat(path)
-        identity.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
-    return identity
-
-
-def _tfrecords_identity(spec, split, files):
-    """The cache identity of a split's TFRecords: its files' identities, plus the split's manifest entry
-    when `spec` is a shard folder (counts and shard list, which a rebuild may change)."""
-    if not (isinstance(spec, (str, os.PathLike)) and os.path.isdir(spec)):
-        return file_identity(files)
-    return [read_manifest(spec)["splits"].get(split), *file_identity(files)]
-
-
-def checkpoint_identity(checkpoint):
-    """The cache identity of a checkpoint prefix: the prefix and its files' sizes and mtimes (None: no
-    checkpoint)."""
-    if checkpoint is None:
-        return None
-    return [checkpoint, *file_identity(sorted(glob.glob(f"{glob.escape(checkpoint)}.*")))]
-
-
-def _cached_features(cache_path, key, extract):
-    """Loads the FeatureSet cached at `cache_path` when its key matches, else extracts and caches it."""
-    if cache_path and os.path.isfile(cache_path):
-        with np.load(cache_path, allow_pickle=False) as cached:
-            if str(cached["key"]) == key:
-                return FeatureSet(*(cached[name] for name in FeatureSet._fields))
-    features = extract()
-    if cache_path:
-        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-        tmp_path = f"{cache_path}.tmp-{os.getpid()}.npz"
-        np.savez(tmp_path, key=key, **features._asdict())
-        os.replace(tmp_path, cache_path)
-    return features
 
 
 def compiled_embed(model, *, two_inputs):
@@ -145,44 +79,6 @@ def _load_run_model(run_dir, precision):
 def _compute_policy(model):
     """The dtype policy the model computes in (features differ between precisions), None without a model."""
     return model.dtype_policy.name if model is not None else None
-
-
-def _split_features(split, tfrecords, soft_mask_tfrecords, *, embed_fn, uses_soft_mask, image_size, batch_size,
-                    flip_average, progress, cache_dir, cache_id):
-    """(FeatureSet, its TFRecord files) of one split, from the cache in `cache_dir` when the inputs match.
-
-    `cache_id` names the weights (run folder, checkpoint identity); the cache key adds the files' identities
-    (`_tfrecords_identity`) and the settings.
-    """
-    files = resolve_tfrecords(tfrecords, split, f"{split}_tfrecords")
-    soft_files = resolve_tfrecords(soft_mask_tfrecords, split, f"soft_mask_{split}_tfrecords") if uses_soft_mask else []
-
-    def eval_batches(paths, flag, spec):
-        """(batches, number of batches): the shards are checked once here, which also counts them; a
-        DataError naming the flag and shards when they hold no record."""
-        num_records = verify_shards(paths)["num_records"]
-        if num_records == 0:
-            raise errors.DataError(
-                f"the {split} split is empty: {flag}={spec!r} names {len(paths)} shard(s) holding 0 records "
-                f"({', '.join(paths)}); build it from a folder with {split} images")
-        batches = make_eval_dataset(paths, image_size=image_size, batch_size=batch_size, verify=False)
-        return batches, -(-num_records // batch_size)
-
-    def extract():
-        batches, num_batches = eval_batches(files, f"{split}_tfrecords", tfrecords)
-        if uses_soft_mask:
-            soft_batches = eval_batches(soft_files, f"soft_mask_{split}_tfrecords", soft_mask_tfrecords)[0]
-            batches = with_soft_mask(batches, soft_batches)
-        return extract_features(
-            batches, embed_fn, flip_average=flip_average, num_batches=num_batches, progress=progress,
-            description=f"{split} features", image_keys=("image", SOFT_MASK_KEY) if uses_soft_mask else ("image",),
-        )
-
-    key = json.dumps([*cache_id, _tfrecords_identity(tfrecords, split, files),
-                      _tfrecords_identity(soft_mask_tfrecords, split, soft_files), flip_average, list(image_size)],
-                     default=atomic_io.json_default)
-    cache_path = os.path.join(cache_dir, f"{split}_features.npz") if cache_dir else None
-    return _cached_features(cache_path, key, extract), files
 
 
 def format_table(metrics):
@@ -266,7 +162,8 @@ def evaluate_run(
 
     Args:
       run_dir: re-ID training run (`config.json` + `checkpoints/`); loaded unless `model`/`embed_fn` given.
-      query_tfrecords, gallery_tfrecords: shard folder, comma list or glob (see `resolve_tfrecords`).
+      query_tfrecords, gallery_tfrecords: shard folder, comma list or glob (see
+        `feature_cache.resolve_tfrecords`).
       soft_mask_query_tfrecords, soft_mask_gallery_tfrecords: SBSGAN soft-mask images of the same files
         (DA-2S stream 1; required for DA-2S, and needed by an injected `embed_fn` reading them).
       distance: "euclidean" (plain L2) | "cosine".
@@ -312,13 +209,13 @@ def evaluate_run(
         cache_id=[os.path.abspath(run_dir) if run_dir else None, checkpoint_identity(checkpoint),
                   _compute_policy(model)],
     )
-    query, query_files = _split_features("query", query_tfrecords, soft_mask_query_tfrecords, **extraction)
+    query, query_files = split_features("query", query_tfrecords, soft_mask_query_tfrecords, **extraction)
     # 3. Metrics and the per-query results, then the JSON (atomically) and the table.
     out_path = out_path or (os.path.join(run_dir, "metrics.json") if run_dir else None)
     per_query_out = per_query_path(out_path) if out_path else None
     gallery_files = None
     if gallery_index is None:
-        gallery, gallery_files = _split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords, **extraction)
+        gallery, gallery_files = split_features("gallery", gallery_tfrecords, soft_mask_gallery_tfrecords, **extraction)
     try:
         if gallery_index is not None:
             metrics = evaluate_on_index(query, gallery_index, mode=mode, max_rank=max_rank, shortlist=shortlist,

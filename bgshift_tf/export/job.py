@@ -45,7 +45,7 @@ from bgshift_tf.export import tflite as tflite_lib
 from bgshift_tf.export.runtime import RuntimeOptions
 from bgshift_tf.export.serving_inputs import signature_inputs
 from bgshift_tf.models.reid import DA2S
-from bgshift_tf.training.gan import load_generator
+from bgshift_tf.training.gan_checkpoint import load_generator
 from bgshift_tf.training.reid import load_reid_model
 
 _RANKING_BATCH = 64
@@ -356,7 +356,7 @@ def export_all(gan_run_dir=None, reid_run_dir=None, export_dir="saved_models", *
     """`python -m bgshift_tf.export`: loads the trained runs and exports them (see `export_models`).
 
     Args:
-        gan_run_dir: SBSGAN run folder (`training.gan.load_generator`), or None.
+        gan_run_dir: SBSGAN run folder (`training.gan_checkpoint.load_generator`), or None.
         reid_run_dir: re-ID run folder (`training.reid.load_reid_model`), or None.
         representative_tfrecords: TFRecord folder or files for int8 calibration and parity images.
         num_representative: calibration images.

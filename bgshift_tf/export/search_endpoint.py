@@ -12,7 +12,7 @@ Served by `standin_server.StandInServer(..., indexes={name: index folder}, embed
 The answer is {"index": <name>, "kind": <flat|hnsw|ivfpq>, "k": k, "results": [[{"pid", "camera", "path",
 "distance"}, ...] per query]}, each list sorted by ascending distance (the evaluation's units: the index's
 `distance`, exactly re-ranked) and shorter than k only when the gallery is. Images go through the model
-endpoint's own decoding and limits (`standin_server._parse_request`: JPEG/PNG only, `max_image_pixels`), and
+endpoint's own decoding and limits (`rest_protocol.parse_request`: JPEG/PNG only, `max_image_pixels`), and
 the body through its `max_body_bytes`. Errors have the model endpoint's statuses and an {"error": message}:
     400  not exactly one query form, a feature of the wrong size, non-numbers, NaN/Infinity, an all-zero
          feature under the cosine distance, k not an integer in [1, MAX_K], an image query on a server with
@@ -21,10 +21,11 @@ the body through its `max_body_bytes`. Errors have the model endpoint's statuses
 """
 
 import numpy as np
+import tensorflow as tf
 
 from bgshift_tf.evaluation.gallery import ranked_lists
 from bgshift_tf.evaluation.search import GalleryIndex
-from bgshift_tf.export import standin_server as server
+from bgshift_tf.export import rest_protocol as protocol
 
 ROUTE_PREFIX = "/v1/search/"
 DEFAULT_K = 10
@@ -51,28 +52,28 @@ class SearchStore:
 
     def get(self, name):
         if name not in self.indexes:
-            raise server.NotFound(f"Gallery index not found: {name!r} (serving {sorted(self.indexes)})")
+            raise protocol.NotFound(f"Gallery index not found: {name!r} (serving {sorted(self.indexes)})")
         return self.indexes[name]
 
     def describe(self, name):
         """GET answer: the index's metadata."""
         return {"index": name, **self.get(name).metadata()}
 
-    def search(self, name, body, max_pixels=server.MAX_IMAGE_PIXELS):
+    def search(self, name, body, max_pixels=protocol.MAX_IMAGE_PIXELS):
         """POST answer for one parsed request body (see the module doc); raises BadRequest / NotFound /
         HTTPFailure as the model endpoint does."""
         gallery_index = self.get(name)
         if not isinstance(body, dict):
-            raise server.BadRequest("The search request body must be a JSON object.")
+            raise protocol.BadRequest("The search request body must be a JSON object.")
         k = _check_k(body.get("k", DEFAULT_K))
         forms = sorted(set(body) & {*FEATURE_FORMS, *IMAGE_FORMS})
         unknown = sorted(set(body) - {*FEATURE_FORMS, *IMAGE_FORMS, "k"})
         if len(forms) != 1 or unknown:
-            raise server.BadRequest(f"A search request needs exactly one of {[*FEATURE_FORMS, *IMAGE_FORMS]} and "
-                                    f"optionally 'k'; received keys {sorted(body)}")
+            raise protocol.BadRequest(f"A search request needs exactly one of {[*FEATURE_FORMS, *IMAGE_FORMS]} and "
+                                      f"optionally 'k'; received keys {sorted(body)}")
         if gallery_index.size == 0:
-            raise server.BadRequest(f"Gallery index {name!r} is empty (0 items): nothing to search; rebuild it "
-                                    "from a non-empty gallery (python -m bgshift_tf.search build)")
+            raise protocol.BadRequest(f"Gallery index {name!r} is empty (0 items): nothing to search; rebuild it "
+                                      "from a non-empty gallery (python -m bgshift_tf.search build)")
         form = forms[0]
         if form in FEATURE_FORMS:
             features = _parse_features(form, body[form], gallery_index.dim, single=form == "feature")
@@ -81,7 +82,7 @@ class SearchStore:
         try:
             distances, rows = gallery_index.search(features, k)
         except ValueError as error:  # an all-zero feature under the cosine distance
-            raise server.BadRequest(f"Query {form!r}: {error}") from None
+            raise protocol.BadRequest(f"Query {form!r}: {error}") from None
         return {"index": name, "kind": gallery_index.kind, "k": k,
                 "results": ranked_lists(gallery_index, distances, rows)}
 
@@ -89,33 +90,33 @@ class SearchStore:
         """Image query -> float32 [N, D] features through the embedder's signature (the model endpoint's
         input parsing and limits)."""
         if self.embedder is None:
-            raise server.BadRequest(f"Query {form!r} needs an embedder model, and this server has none "
-                                    "(start it with --embedder=<served model name>); send 'feature(s)' instead.")
+            raise protocol.BadRequest(f"Query {form!r} needs an embedder model, and this server has none "
+                                      "(start it with --embedder=<served model name>); send 'feature(s)' instead.")
         signature_name = IMAGE_FORMS[form]
         if form == "image_b64":
             value = [value]
         if not isinstance(value, list) or not value:
-            raise server.BadRequest(f"Query {form!r} must be a non-empty list (one entry per image).")
+            raise protocol.BadRequest(f"Query {form!r} must be a non-empty list (one entry per image).")
         if signature_name == "embed_jpeg":
             if not all(isinstance(v, str) for v in value):
-                raise server.BadRequest(f"Query {form!r} must hold base64 strings of JPEG/PNG files.")
+                raise protocol.BadRequest(f"Query {form!r} must hold base64 strings of JPEG/PNG files.")
             value = [{"b64": v} for v in value]
         _, model = self.models.get(self.embedder)
         signature = model.signatures[signature_name]
-        inputs, _ = server._parse_request({"instances": value}, signature, max_pixels)
+        inputs, _ = protocol.parse_request({"instances": value}, signature, max_pixels)
         try:
             features = signature(**inputs)["features"].numpy()
-        except server.tf.errors.InvalidArgumentError as error:
-            raise server.BadRequest(server._assertion_message(error.message)) from None
+        except tf.errors.InvalidArgumentError as error:
+            raise protocol.BadRequest(protocol.assertion_message(error.message)) from None
         if features.shape[1] != gallery_index.dim:
-            raise server.BadRequest(f"The embedder {self.embedder!r} gives {features.shape[1]}-d features; the "
-                                    f"index holds {gallery_index.dim}-d ones (built from another model?)")
+            raise protocol.BadRequest(f"The embedder {self.embedder!r} gives {features.shape[1]}-d features; the "
+                                      f"index holds {gallery_index.dim}-d ones (built from another model?)")
         return features
 
 
 def _check_k(k):
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise server.BadRequest(f"'k' must be an integer in [1, {MAX_K}]. Received: k={k!r}")
+        raise protocol.BadRequest(f"'k' must be an integer in [1, {MAX_K}]. Received: k={k!r}")
     return k
 
 
@@ -124,19 +125,19 @@ def _parse_features(form, value, dim, single):
     rows = [value] if single else value
     expected = f"a list of {dim} numbers" if single else f"a non-empty list of lists of {dim} numbers"
     if not isinstance(rows, list) or not rows or not all(isinstance(row, list) for row in rows):
-        raise server.BadRequest(f"Query {form!r} must be {expected}.")
+        raise protocol.BadRequest(f"Query {form!r} must be {expected}.")
     for number, row in enumerate(rows):
         if len(row) != dim:
             where = "" if single else f" row {number}"
-            raise server.BadRequest(f"Query {form!r}{where} has {len(row)} values; the index holds {dim}-d "
-                                    "features")
+            raise protocol.BadRequest(f"Query {form!r}{where} has {len(row)} values; the index holds {dim}-d "
+                                      "features")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
-            raise server.BadRequest(f"Query {form!r} must hold numbers only; row {number} holds "
-                                    f"{sorted({type(v).__name__ for v in row})}")
+            raise protocol.BadRequest(f"Query {form!r} must hold numbers only; row {number} holds "
+                                      f"{sorted({type(v).__name__ for v in row})}")
     with np.errstate(over="ignore"):
         features = np.asarray(rows, dtype=np.float64).astype(np.float32)
     if not np.isfinite(features).all():
         bad = np.argwhere(~np.isfinite(features))[0]
-        raise server.BadRequest(f"Query {form!r} holds NaN/Infinity or a value beyond float32 (first at row "
-                                f"{bad[0]}, column {bad[1]}).")
+        raise protocol.BadRequest(f"Query {form!r} holds NaN/Infinity or a value beyond float32 (first at row "
+                                  f"{bad[0]}, column {bad[1]}).")
     return features

@@ -29,7 +29,7 @@ from bgshift_tf.data import images, schema, shards
 from bgshift_tf.data import variants as image_variants
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data.records import JPEG_QUALITY
-from bgshift_tf.training.gan import load_generator
+from bgshift_tf.training.gan_checkpoint import load_generator
 
 
 def output_dir(out_root, domain, variant, target=None):

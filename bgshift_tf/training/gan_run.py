@@ -14,7 +14,7 @@
   `LinearDecayAfter`).
 - Run directory: `config.json` = {"flags": config, "generator": Generator config, "discriminator":
   Discriminator config, "sbsgan": loss weights etc., "domains", dataset facts}; `checkpoints/` with
-  `generator`, `discriminator`, `g_optimizer`, `d_optimizer`, `step` (`training.gan.load_generator`
+  `generator`, `discriminator`, `g_optimizer`, `d_optimizer`, `step` (`training.gan_checkpoint.load_generator`
   reads it); `logs/` with `losses/<term>`, `learning_rate/<optimizer>` and image grids `images/input`,
   `images/mask`, `images/soft_mask`, `images/to_<domain>` per domain, `images/reconstruction`
   (soft-mask image back to its source domain), on a fixed preview batch (the first images of each domain).
@@ -36,7 +36,8 @@ from bgshift_tf.data import shards
 from bgshift_tf.models.discriminator import Discriminator
 from bgshift_tf.models.generator import Generator
 from bgshift_tf.training import loop
-from bgshift_tf.training.gan import SBSGAN, add_gan_targets, checkpoint_trackables
+from bgshift_tf.training.gan import SBSGAN, add_gan_targets
+from bgshift_tf.training.gan_checkpoint import checkpoint_trackables
 from bgshift_tf.training.losses import LossWeights
 from bgshift_tf.training.strategy import make_strategy
 

@@ -30,10 +30,10 @@ from bgshift_tf.data import input as data_input
 from bgshift_tf.data import shards
 from bgshift_tf.generation import quality
 from bgshift_tf.generation.translate import encode_image
-from bgshift_tf.training.gan import load_generator
+from bgshift_tf.training.gan_checkpoint import load_generator
 from bgshift_tf.training.gan_run import DEFAULT_CONFIG as GAN_DEFAULTS
 from bgshift_tf.training.gan_run import train_sbsgan
-from bgshift_tf.workflow import main_job, provenance, stages
+from bgshift_tf.workflow import data_stages, provenance, stages
 from bgshift_tf.workflow.config import trainer_config
 from bgshift_tf.workflow.run_layout import RunLayout
 
@@ -85,7 +85,7 @@ def run_ablation(pipeline_config, trials, seeds, out_path, max_images=256, log=p
     """Trains and measures every (trial, seed); see the module docstring. Returns the result dict."""
     # 1. World and TFRecords (the pipeline's stages, reused when complete).
     ctx = RunLayout(pipeline_config)
-    stages.run_stages(ctx.data_dir, [main_job.world_stage(ctx), main_job.tfrecords_stage(ctx)], log=log)
+    stages.run_stages(ctx.data_dir, [data_stages.world_stage(ctx), data_stages.tfrecords_stage(ctx)], log=log)
     base = trainer_config(pipeline_config["gan_flagfile"], pipeline_config["gan_overrides"], GAN_DEFAULTS, "gan",
                           precision=ctx.precision)
     result = _read(out_path) or {"trials": {}}

@@ -1,7 +1,8 @@
 """The main job: from images to a report, as resumable stages (`workflow.stages`) in a run folder
 (`workflow.run_layout`).
 
-Stages (in order; each skips itself when complete with the same config):
+Stages (in order; each skips itself when complete with the same config; the data stages world, masks and
+tfrecords are built in `workflow.data_stages`):
     world            synthetic world (`data.synthetic.make_world`) or a check of the real data folders
     masks            real data only, for domains whose mask folder is "auto": body masks of the train split
                      from a segmenter (`data.segment.make_masks`) into `masks/<domain>`
@@ -31,10 +32,8 @@ in their stage config, so changing it re-runs them (and what depends on them) an
 
 import os
 
-import keras
-
 from bgshift_tf.core import atomic_io
-from bgshift_tf.data import build, images, segment, shards, synthetic
+from bgshift_tf.data import images, shards
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import variants
 from bgshift_tf.evaluation.run import compiled_embed, evaluate_run
@@ -43,97 +42,15 @@ from bgshift_tf.export.saved_model import signatures as saved_model_signatures
 from bgshift_tf.generation import quality_style
 from bgshift_tf.generation.quality import evaluate_suppression
 from bgshift_tf.generation.translate import translate_dataset
-from bgshift_tf.report import domain_analysis, grids
+from bgshift_tf.report import domain_analysis
 from bgshift_tf.report.html import write_report
 from bgshift_tf.training.gan_run import train_sbsgan
 from bgshift_tf.training.reid import load_reid_model, train_reid
 from bgshift_tf.workflow import config as config_lib
 from bgshift_tf.workflow import model_table, report_data, report_figures
-from bgshift_tf.workflow import stages as stages_lib
-from bgshift_tf.workflow.run_layout import AUTO_MASKS, RunLayout
-
-def _stage(name, fn, *, config, deps=(), clean=(), budget=60.0):
-    def run():
-        keras.backend.clear_session()  # frees the previous stage's graphs and models (one process runs all)
-        return fn()
-
-    return stages_lib.Stage(name, run, config=config, deps=list(deps), clean_paths=list(clean), budget=budget)
-
-
-# === Data ===
-
-
-def world_stage(ctx):
-    config = ctx.config
-    if config["data"] == "synthetic":
-        settings = {"preset": config["preset"], "seed": config["world_seed"], **ctx.world_overrides()}
-
-        def fn():
-            world = synthetic.make_world(ctx.world_dir, preset=config["preset"], seed=config["world_seed"],
-                                         verbose=bool(config["verbose"]), **ctx.world_overrides())
-            return {"world_dir": ctx.world_dir, "domains": [d["name"] for d in world["domains"]],
-                    "contact_sheet": os.path.join(ctx.world_dir, "contact_sheet.png")}
-
-        return _stage("world", fn, config=settings, clean=[ctx.world_dir], budget=60)
-    settings = {key: config[key] for key in ("domain_names", "domain_datasets", "domain_data_dirs",
-                                             "domain_mask_dirs")}
-
-    def check_real():
-        missing = [p for p in config["domain_data_dirs"] + [m for m in config["domain_mask_dirs"]
-                                                             if m not in ("", AUTO_MASKS)]
-                   if not os.path.exists(p)]
-        if missing:
-            raise FileNotFoundError(f"real-data folders not found: {missing} (flags --domain_data_dirs / "
-                                    "--domain_mask_dirs in your flagfile)")
-        return {"domains": ctx.domains}
-
-    return _stage("world", check_real, config=settings, budget=1)
-
-
-def _domain_source(ctx, index, domain):
-    """(dataset layout, data folder, mask folder or None) of one domain."""
-    config = ctx.config
-    if config["data"] == "synthetic":
-        paths = synthetic.domain_paths(ctx.world_dir, domain)
-        return ctx.dataset(domain), paths["data_dir"], paths["mask_dir"]
-    mask_dir = config["domain_mask_dirs"][index]
-    return (ctx.dataset(domain), config["domain_data_dirs"][index],
-            ctx.masks(domain) if mask_dir == AUTO_MASKS else mask_dir or None)
-
-
-def masks_stage(ctx):
-    """`masks`: body masks of the train split of every "auto" domain (`data.segment.make_masks`)."""
-    config = ctx.config
-    classes = [int(c) for c in config["mask_person_classes"]]
-
-    def fn():
-        summaries = {}
-        for domain in ctx.auto_mask_domains():
-            index = ctx.domains.index(domain)
-            summaries[domain] = segment.make_masks(
-                config["domain_data_dirs"][index], config["domain_datasets"][index], ctx.masks(domain),
-                segmenter=config["mask_segmenter"], person_classes=classes, progress=bool(config["verbose"]),
-                contact_sheet=grids.mask_contact_sheet)
-        return {"dirs": {d: ctx.masks(d) for d in summaries}, "summaries": summaries}
-
-    settings = {"domains": ctx.auto_mask_domains(), "segmenter": config["mask_segmenter"], "person_classes": classes}
-    return _stage("masks", fn, config=settings, deps=["world"], clean=[ctx.path("masks")], budget=600)
-
-
-def tfrecords_stage(ctx):
-    def fn():
-        counts = {}
-        for index, domain in enumerate(ctx.domains):
-            dataset, data_dir, mask_dir = _domain_source(ctx, index, domain)
-            manifest = build.build_dataset_tfrecords(
-                dataset, data_dir, ctx.tfrecords(domain), mask_dir=mask_dir, num_shards=ctx.config["num_shards"],
-                domain_index=index, domain_name=domain, progress=bool(ctx.config["verbose"]))
-            counts[domain] = {split: entry["num_examples"] for split, entry in manifest["splits"].items()}
-        return {"dirs": {d: ctx.tfrecords(d) for d in ctx.domains}, "counts": counts}
-
-    return _stage("tfrecords", fn, config={"num_shards": ctx.config["num_shards"], "domains": ctx.domains},
-                  deps=["world", "masks"] if ctx.auto_mask_domains() else ["world"], clean=[ctx.path("tfrecords")],
-                  budget=40)
+from bgshift_tf.workflow.data_stages import masks_stage, tfrecords_stage, world_stage
+from bgshift_tf.workflow.run_layout import RunLayout
+from bgshift_tf.workflow.stages import keras_stage, run_stages
 
 
 # === SBSGAN and generated images ===
@@ -150,8 +67,8 @@ def gan_stage(ctx, sbsgan=model_table.PAPER_SBSGAN):
                 "seconds": summary.get("seconds"), "losses": summary.get("losses"), "domains": summary["domains"]}
 
     stage_config = {k: v for k, v in gan_config.items() if k != "verbose"}
-    return _stage(f"train_gan{sbsgan.suffix}", fn, config=stage_config, deps=["tfrecords"],
-                  clean=[gan_config["run_dir"]], budget=420)
+    return keras_stage(f"train_gan{sbsgan.suffix}", fn, config=stage_config, deps=["tfrecords"],
+                       clean=[gan_config["run_dir"]], budget=420)
 
 
 def _translate(ctx, sbsgan, domain, variant_list, **kwargs):
@@ -184,8 +101,8 @@ def generate_stage(ctx, sbsgan=model_table.PAPER_SBSGAN):
 
     settings = {"variants": list(sbsgan.variants), "targets": targets, "precision": ctx.precision,
                 **({"source_splits": source_splits} if source_splits else {})}
-    return _stage(f"generate{sbsgan.suffix}", fn, config=settings,
-                  deps=[f"train_gan{sbsgan.suffix}"], clean=[ctx.generated_root(sbsgan.suffix)], budget=90)
+    return keras_stage(f"generate{sbsgan.suffix}", fn, config=settings,
+                       deps=[f"train_gan{sbsgan.suffix}"], clean=[ctx.generated_root(sbsgan.suffix)], budget=90)
 
 
 # === Re-ID models ===
@@ -207,8 +124,9 @@ def reid_stage(ctx, key, target=None):
                 "num_classes": summary["num_classes"], "losses": summary.get("losses"), "curve": summary.get("curve")}
 
     deps = [f"generate{spec.sbsgan.on(target).suffix}"] if spec.generated_variants() else ["tfrecords"]
-    return _stage(train_stage_name(key, target), fn, config={k: v for k, v in reid_config.items() if k != "verbose"},
-                  deps=deps, clean=[reid_config["run_dir"]], budget=200 if spec.network == "da2s" else 140)
+    return keras_stage(train_stage_name(key, target), fn,
+                       config={k: v for k, v in reid_config.items() if k != "verbose"}, deps=deps,
+                       clean=[reid_config["run_dir"]], budget=200 if spec.network == "da2s" else 140)
 
 
 def _evaluate(ctx, key, model, domain, run_dir):
@@ -256,7 +174,7 @@ def eval_stage(ctx, key):
     suffixes = [spec.sbsgan.on(domain).suffix for domain in domains]
     deps = [train_stage_name(key, target) for target in model_table.train_targets(ctx, key)] + ["generate"]
     deps += [f"generate{suffix}" for suffix in dict.fromkeys(suffixes) if suffix]
-    return _stage(f"eval_{key}", fn, config=settings, deps=deps, clean=[ctx.eval_dir(key)], budget=40)
+    return keras_stage(f"eval_{key}", fn, config=settings, deps=deps, clean=[ctx.eval_dir(key)], budget=40)
 
 
 # === Analyses and export ===
@@ -321,7 +239,7 @@ def quality_stage(ctx, model_keys=()):
     settings = {"max_images": max_images, "identity_model": identity_key, "precision": ctx.precision,
                 "classifier_images": quality_style.CLASSIFIER_IMAGES}
     deps = ["generate"] + ([train_stage_name(identity_key)] if identity_key else [])
-    return _stage("quality", fn, config=settings, deps=deps, clean=[ctx.path("quality.json")], budget=60)
+    return keras_stage("quality", fn, config=settings, deps=deps, clean=[ctx.path("quality.json")], budget=60)
 
 
 def domain_distance_stage(ctx):
@@ -334,9 +252,9 @@ def domain_distance_stage(ctx):
             gan_run_dir=ctx.gan_dir(), style_target=ctx.domains.index(ctx.target), seed=0, precision=ctx.precision)
         return {"summary_json": ctx.path("domain_distance", "domain_distance.json"), "figure": summary["figure"]}
 
-    return _stage("domain_distance", fn, config={"num_per_domain": num, "style_target": ctx.target,
-                                                 "precision": ctx.precision},
-                  deps=["train_gan"], clean=[ctx.path("domain_distance")], budget=60)
+    return keras_stage("domain_distance", fn, config={"num_per_domain": num, "style_target": ctx.target,
+                                                      "precision": ctx.precision},
+                       deps=["train_gan"], clean=[ctx.path("domain_distance")], budget=60)
 
 
 def export_stage(ctx, model_keys):
@@ -357,8 +275,8 @@ def export_stage(ctx, model_keys):
                       for kind in ("generator", "embedder") if results.get(kind)}
         return {"export_dir": export_dir, "results": results, "signatures": signatures}
 
-    return _stage("export", fn, config=settings, deps=["train_gan", f"train_{key}"], clean=[export_dir],
-                  budget=120)
+    return keras_stage("export", fn, config=settings, deps=["train_gan", f"train_{key}"], clean=[export_dir],
+                       budget=120)
 
 
 # === Figures and report ===
@@ -377,8 +295,8 @@ def figures_stage(ctx, model_keys):
         return {"index": report_figures.write_figures(ctx, extra_generators, ranked_key)}
 
     deps = ["tfrecords"] + [f"train_gan{s.suffix}" for s in [model_table.PAPER_SBSGAN] + ablations]
-    return _stage("figures", fn, config=settings, deps=deps + [f"eval_{ranked_key}"], clean=[ctx.figures_dir()],
-                  budget=30)
+    return keras_stage("figures", fn, config=settings, deps=deps + [f"eval_{ranked_key}"], clean=[ctx.figures_dir()],
+                       budget=30)
 
 
 def report_stage(ctx, model_keys, extra_deps=()):
@@ -391,7 +309,7 @@ def report_stage(ctx, model_keys, extra_deps=()):
     def fn():
         return {"report": write_report(ctx.report(), report_data.build_report_data(ctx, model_keys))}
 
-    return _stage("report", fn, config={"models": list(model_keys)}, deps=deps, clean=[ctx.report()], budget=20)
+    return keras_stage("report", fn, config={"models": list(model_keys)}, deps=deps, clean=[ctx.report()], budget=20)
 
 
 # === The job ===
@@ -423,5 +341,5 @@ def run_main_job(config, *, force=(), log=None) -> dict:
     """Runs the main job on `config` (keys of DEFAULT_CONFIG); returns `run_stages`' results + paths."""
     ctx = layout(config)
     atomic_io.write_json(ctx.path("pipeline_config.json"), ctx.config)
-    results = stages_lib.run_stages(ctx.run_dir, main_job_stages(ctx), force=tuple(force), log=log)
+    results = run_stages(ctx.run_dir, main_job_stages(ctx), force=tuple(force), log=log)
     return {"run_dir": ctx.run_dir, "report": ctx.report(), "stages": results}

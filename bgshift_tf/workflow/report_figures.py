@@ -23,7 +23,7 @@ from bgshift_tf.data.images import hard_mask
 from bgshift_tf.evaluation import gallery as gallery_lib
 from bgshift_tf.evaluation.domain_distance import sample_domain
 from bgshift_tf.report import figures, grids
-from bgshift_tf.training.gan import load_generator
+from bgshift_tf.training.gan_checkpoint import load_generator
 
 GRID_FILE = "sbsgan_outputs.png"
 RANKED_FILE = "ranked_lists.png"

@@ -63,6 +63,19 @@ class Stage:
     budget: float = 60.0
 
 
+def keras_stage(name, fn, *, config, deps=(), clean=(), budget=60.0) -> Stage:
+    """A `Stage` whose `fn` runs after `keras.backend.clear_session()`, which frees the previous stage's graphs
+    and models (one process runs every stage of a job); `clean` are its `clean_paths`."""
+
+    def run():
+        import keras  # here: the runner itself needs no Keras
+
+        keras.backend.clear_session()
+        return fn()
+
+    return Stage(name, run, config=config, deps=list(deps), clean_paths=list(clean), budget=budget)
+
+
 def normalize(config):
     """The JSON round trip of `config` (tuples -> lists, numpy -> Python), so comparisons are exact."""
     return json.loads(json.dumps(config, sort_keys=True, default=atomic_io.json_default))
