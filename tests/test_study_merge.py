@@ -222,3 +222,11 @@ def test_the_study_is_compared_with_the_demos_soft_masks(tmp_path):
     assert line.endswith("| 17.000 | **no** |")
     with pytest.raises(errors.MissingInputError, match="--demo_quality=.*nowhere.json"):
         study_merge.save_demo_reference(str(tmp_path / "nowhere.json"), str(tmp_path))
+
+
+def test_the_plain_reading_names_the_row_pair_of_each_verdict():
+    rng = np.random.default_rng(6)
+    parts = [_part(seed, {"ide_original": _hits(0.2, rng), "ide_hardmask": _hits(0.6, rng)}) for seed in (0, 1, 2)]
+    entry = study_merge.merge(parts)
+    (reading,) = [l for l in study_md.reading_lines(entry) if l.startswith("Holds:")]
+    assert f"original < hard mask (ide_original<ide_hardmask, {TARGET})" in reading

@@ -50,7 +50,9 @@ def header_lines(entry: Mapping) -> list:
 def reading_lines(entry: Mapping) -> list:
     """A short plain reading: what held, what reversed, and what this evidence cannot show."""
     results = [r for r in entry.get("claims") or [] if r["measure"] == "R-1" or r["unit"] != "%"]
-    by_verdict = {verdict: sorted({f"{r['name']} ({r['target']})" for r in results if r["verdict"] == verdict})
+    # A claim's name can cover several row pairs ("one image type in both streams < DA-2S"): name the pair.
+    by_verdict = {verdict: sorted({f"{r['name']} ({r['claim'].split(':', 1)[-1]}, {r['target']})" for r in results
+                                   if r["verdict"] == verdict})
                   for verdict in results_md.VERDICT_ORDER}
     lines = ["## Plain reading", "",
              f"On rank-1 and the non-re-ID measures: {len(by_verdict['holds'])} claim(s) hold, "
