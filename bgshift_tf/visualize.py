@@ -34,7 +34,7 @@ _GAN_RUN_DIR = flags.DEFINE_string("gan_run_dir", None, "SBSGAN run (needed for 
 _REID_RUN_DIR = flags.DEFINE_string("reid_run_dir", None, "Re-ID run whose embeddings replace pixel features.")
 _STYLE_TARGET = flags.DEFINE_integer("style_target", 1, "Domain index style_transfer maps the others to.",
                                      lower_bound=0)
-_PRECISION = flags.DEFINE_enum("precision", "float32", list(precision.PRECISIONS), precision.FLAG_HELP)
+_PRECISION = precision.define_flag()
 
 flags.mark_flags_as_required(["tfrecord_dirs", "out_dir"])
 flag_checks.in_range("perplexity", lower=0, lower_open=True)
