@@ -35,3 +35,9 @@ def define_from_config(defaults, helps, lower_bounds=None, choices=None, flag_va
         define = next(definer for kind, definer in _DEFINERS if isinstance(default, kind))
         bounds = {"lower_bound": lower_bounds[name]} if name in lower_bounds else {}
         define(name, default, help_text, flag_values=flag_values, **bounds)
+
+
+def values(names, flag_values=flags.FLAGS):
+    """{name: parsed value} of the flags `names`: the keywords of a call whose parameters are named as the
+    flags (an entry point passing its flags through)."""
+    return {name: flag_values[name].value for name in names}
