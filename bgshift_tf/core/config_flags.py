@@ -4,6 +4,8 @@ config's value and its type the default's (bool, int, float, str, list), or an e
     define_from_config(DEFAULT_CONFIG, {"batch_size": "Global batch size.", ...}, lower_bounds={"batch_size": 1})
 
 Only the keys of `helps` become flags, so the rest of a config (flags declared elsewhere) is left alone.
+`values(names)` reads flags back as keywords; `merge_known` merges a config into its defaults, refusing
+unknown keys.
 """
 
 from absl import flags
@@ -41,3 +43,12 @@ def values(names, flag_values=flags.FLAGS):
     """{name: parsed value} of the flags `names`: the keywords of a call whose parameters are named as the
     flags (an entry point passing its flags through)."""
     return {name: flag_values[name].value for name in names}
+
+
+def merge_known(defaults, config, unknown_keys_error):
+    """`defaults` updated with `config`; raises ValueError("<unknown_keys_error> [keys]; known: [...]") when
+    `config` has keys `defaults` lacks (a trainer's DEFAULT_CONFIG and its caller's config)."""
+    unknown = sorted(set(config) - set(defaults))
+    if unknown:
+        raise ValueError(f"{unknown_keys_error} {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **config}
