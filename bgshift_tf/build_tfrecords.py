@@ -17,32 +17,33 @@ import os
 
 from absl import flags
 
-from bgshift_tf.core import errors, flag_checks
+from bgshift_tf.core import config_flags, errors, flag_checks
 from bgshift_tf.data.build import DATASETS, build_dataset_tfrecords
 from bgshift_tf.training import interrupts
 
-_DATASET = flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset layout to read.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset root folder (cuhk03_np: the folder holding detected/ "
-                                "and labeled/; cuhk03_classic: the cuhk-03.mat file).")
-_MASK_DIR = flags.DEFINE_string("mask_dir", None, "Body-mask folder mirroring --data_dir (optional).")
+flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset layout to read.")
+flags.DEFINE_string("data_dir", None, "Dataset root folder (cuhk03_np: the folder holding detected/ "
+                    "and labeled/; cuhk03_classic: the cuhk-03.mat file).")
+flags.DEFINE_string("mask_dir", None, "Body-mask folder mirroring --data_dir (optional).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output folder for shards and manifest.json.")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 8, "Shards per split (capped by the split size).",
-                                   lower_bound=1)
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rewrite shards already complete.")
-_SKIP_BAD_MASKS = flags.DEFINE_bool("skip_bad_masks", False, "Skip (and count) images whose mask is missing, "
-                                    "unreadable or wrongly sized instead of failing.")
-_SKIP_BAD_NAMES = flags.DEFINE_bool("skip_bad_names", False, "Skip (and count) images whose file name does not "
-                                    "follow the dataset's convention instead of failing.")
-_DOMAIN_INDEX = flags.DEFINE_integer("domain_index", 0, "Domain index stored in every example.",
-                                     lower_bound=0)
-_DOMAIN_NAME = flags.DEFINE_string(
+flags.DEFINE_integer("num_shards", 8, "Shards per split (capped by the split size).", lower_bound=1)
+flags.DEFINE_bool("overwrite", False, "Rewrite shards already complete.")
+flags.DEFINE_bool("skip_bad_masks", False, "Skip (and count) images whose mask is missing, "
+                  "unreadable or wrongly sized instead of failing.")
+flags.DEFINE_bool("skip_bad_names", False, "Skip (and count) images whose file name does not "
+                  "follow the dataset's convention instead of failing.")
+flags.DEFINE_integer("domain_index", 0, "Domain index stored in every example.", lower_bound=0)
+flags.DEFINE_string(
     "domain_name", None, "Domain name (default: the dataset name); also names the shards."
 )
-_CUHK03_VARIANT = flags.DEFINE_enum("cuhk03_variant", "detected", ["detected", "labeled"], "CUHK03 boxes.")
+flags.DEFINE_enum("cuhk03_variant", "detected", ["detected", "labeled"], "CUHK03 boxes.")
 _CUHK03_SPLIT = flags.DEFINE_string(
     "cuhk03_split", "0", "CUHK03 classic split, 0..19, or `all`: the 20 splits (images decoded once) in "
     "<out_dir>/split_00 .. split_19.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the train-split shuffle across shards.")
+flags.DEFINE_integer("seed", 0, "Seed of the train-split shuffle across shards.")
+# Flags passed as they are to build_dataset_tfrecords, whose keywords have their names.
+_PASSED_THROUGH = ("dataset", "data_dir", "out_dir", "mask_dir", "num_shards", "overwrite", "skip_bad_masks",
+                   "skip_bad_names", "domain_index", "domain_name", "cuhk03_variant", "seed")
 flags.mark_flags_as_required(["dataset", "data_dir", "out_dir"])
 flag_checks.input_path("data_dir")
 flag_checks.input_path("mask_dir", kind="dir")
@@ -53,19 +54,8 @@ flag_checks.output_dir("out_dir")
 def main(argv):
     del argv
     manifest = build_dataset_tfrecords(
-        _DATASET.value,
-        _DATA_DIR.value,
-        _OUT_DIR.value,
-        mask_dir=_MASK_DIR.value,
-        num_shards=_NUM_SHARDS.value,
-        overwrite=_OVERWRITE.value,
-        skip_bad_masks=_SKIP_BAD_MASKS.value,
-        skip_bad_names=_SKIP_BAD_NAMES.value,
-        domain_index=_DOMAIN_INDEX.value,
-        domain_name=_DOMAIN_NAME.value,
-        cuhk03_variant=_CUHK03_VARIANT.value,
+        **config_flags.values(_PASSED_THROUGH),
         cuhk03_split=_cuhk03_split(_CUHK03_SPLIT.value),
-        seed=_SEED.value,
     )
     for folder, one in ({_OUT_DIR.value: manifest} if "splits" in manifest else
                         {os.path.join(_OUT_DIR.value, name): m for name, m in manifest.items()}).items():

@@ -69,7 +69,7 @@ _CACHE = flags.DEFINE_string(
     "features_cache_dir", None, "Folder caching query/gallery features, reused when inputs match (resume)."
 )
 
-_PRECISION = flags.DEFINE_enum("precision", "float32", list(precision.PRECISIONS), precision.FLAG_HELP)
+_PRECISION = precision.define_flag()
 
 _CUHK03_SPLIT = flags.DEFINE_enum(
     "cuhk03_split", None, ["all"],

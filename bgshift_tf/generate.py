@@ -31,7 +31,7 @@ _SPLITS = flags.DEFINE_list("splits", None, "Splits to translate (default: all i
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per generator call.", lower_bound=1)
 _JPEG = flags.DEFINE_bool("jpeg_dirs", False, "Also write JPEG folders in the Market-1501 layout.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Redo splits whose output is already complete.")
-_PRECISION = flags.DEFINE_enum("precision", "float32", list(precision.PRECISIONS), precision.FLAG_HELP)
+_PRECISION = precision.define_flag()
 flag_checks.list_choices("variants", variants.GENERATED)
 flag_checks.input_path("run_dir", "in_dir", kind="dir")
 flag_checks.output_dir("out_root")

@@ -16,16 +16,16 @@ See bgshift_tf/data/segment.py.
 
 from absl import flags
 
-from bgshift_tf.core import errors, flag_checks
+from bgshift_tf.core import config_flags, errors, flag_checks
 from bgshift_tf.data.build import DATASETS
 from bgshift_tf.data.records import SPLITS
 from bgshift_tf.data.segment import DEFAULT_SEGMENTER, PASCAL_VOC_PERSON, make_masks
 from bgshift_tf.report.grids import mask_contact_sheet
 
-_DATASET = flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset layout to read.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset root folder, as for build_tfrecords.")
+flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset layout to read.")
+flags.DEFINE_string("data_dir", None, "Dataset root folder, as for build_tfrecords.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Mask folder to write (what build_tfrecords --mask_dir reads).")
-_SEGMENTER = flags.DEFINE_string(
+flags.DEFINE_string(
     "segmenter", DEFAULT_SEGMENTER, "keras-hub ImageSegmenter preset: built-in name, kaggle:// or hf:// handle, "
     "or a local preset folder."
 )
@@ -34,22 +34,24 @@ _PERSON_CLASSES = flags.DEFINE_list(
 )
 _SPLITS = flags.DEFINE_list("splits", ["train"], "Splits to segment (SBSGAN needs train).")
 _IMAGE_SIZE = flags.DEFINE_list("image_size", None, "HEIGHT,WIDTH the segmenter sees (default: the preset's).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per prediction.", lower_bound=1)
-_MIN_COVERAGE = flags.DEFINE_float("min_coverage", 0.1, "Masks with a smaller body fraction are listed.",
-                                    lower_bound=0, upper_bound=1)
-_MAX_COVERAGE = flags.DEFINE_float("max_coverage", 0.9, "Masks with a larger body fraction are listed.",
-                                    lower_bound=0, upper_bound=1)
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 8, "Images per split on the contact sheet.",
-                                    lower_bound=0)
-_SKIP_BAD_IMAGES = flags.DEFINE_bool("skip_bad_images", False, "Skip (and count) images that cannot be decoded "
-                                     "instead of failing.")
-_SKIP_BAD_NAMES = flags.DEFINE_bool("skip_bad_names", False, "Skip (and count) images whose file name does not "
-                                    "follow the dataset's convention instead of failing.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Remake masks already on disk.")
-_CUHK03_VARIANT = flags.DEFINE_enum("cuhk03_variant", "detected", ["detected", "labeled"], "CUHK03 boxes.")
-_CUHK03_SPLIT = flags.DEFINE_integer("cuhk03_split", 0, "CUHK03 classic split, 0..19.", lower_bound=0,
-                                     upper_bound=19)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the contact sheet's choice of images.")
+flags.DEFINE_integer("batch_size", 8, "Images per prediction.", lower_bound=1)
+flags.DEFINE_float("min_coverage", 0.1, "Masks with a smaller body fraction are listed.",
+                   lower_bound=0, upper_bound=1)
+flags.DEFINE_float("max_coverage", 0.9, "Masks with a larger body fraction are listed.",
+                   lower_bound=0, upper_bound=1)
+flags.DEFINE_integer("num_samples", 8, "Images per split on the contact sheet.", lower_bound=0)
+flags.DEFINE_bool("skip_bad_images", False, "Skip (and count) images that cannot be decoded "
+                  "instead of failing.")
+flags.DEFINE_bool("skip_bad_names", False, "Skip (and count) images whose file name does not "
+                  "follow the dataset's convention instead of failing.")
+flags.DEFINE_bool("overwrite", False, "Remake masks already on disk.")
+flags.DEFINE_enum("cuhk03_variant", "detected", ["detected", "labeled"], "CUHK03 boxes.")
+flags.DEFINE_integer("cuhk03_split", 0, "CUHK03 classic split, 0..19.", lower_bound=0, upper_bound=19)
+flags.DEFINE_integer("seed", 0, "Seed of the contact sheet's choice of images.")
+# Flags passed as they are to make_masks, whose keywords have their names.
+_PASSED_THROUGH = ("dataset", "data_dir", "out_dir", "segmenter", "batch_size", "min_coverage", "max_coverage",
+                   "num_samples", "skip_bad_images", "skip_bad_names", "overwrite", "cuhk03_variant",
+                   "cuhk03_split", "seed")
 flags.mark_flags_as_required(["dataset", "data_dir", "out_dir"])
 flag_checks.list_choices("splits", SPLITS)
 flag_checks.input_path("data_dir")
@@ -67,24 +69,11 @@ flags.register_validator("image_size", _integers, "--image_size must be HEIGHT,W
 def main(argv):
     del argv
     summary = make_masks(
-        _DATA_DIR.value,
-        _DATASET.value,
-        _OUT_DIR.value,
-        segmenter=_SEGMENTER.value,
+        **config_flags.values(_PASSED_THROUGH),
         person_classes=[int(v) for v in _PERSON_CLASSES.value],
         splits=_SPLITS.value,
         image_size=None if _IMAGE_SIZE.value is None else [int(v) for v in _IMAGE_SIZE.value],
-        batch_size=_BATCH_SIZE.value,
-        min_coverage=_MIN_COVERAGE.value,
-        max_coverage=_MAX_COVERAGE.value,
-        num_samples=_NUM_SAMPLES.value,
-        skip_bad_images=_SKIP_BAD_IMAGES.value,
-        skip_bad_names=_SKIP_BAD_NAMES.value,
-        overwrite=_OVERWRITE.value,
-        cuhk03_variant=_CUHK03_VARIANT.value,
-        cuhk03_split=_CUHK03_SPLIT.value,
         contact_sheet=mask_contact_sheet,
-        seed=_SEED.value,
     )
     for split in _SPLITS.value:
         info = summary["splits"][split]

@@ -15,59 +15,54 @@ import dataclasses
 
 from absl import flags
 
-from bgshift_tf.core import errors, flag_checks
+from bgshift_tf.core import config_flags, errors, flag_checks
 from bgshift_tf.models.layers import UPSAMPLE_MODES
 from bgshift_tf.training import gan_run, interrupts, run_flags
 from bgshift_tf.training.losses import LossWeights
 
 _D = gan_run.DEFAULT_CONFIG
 
-flags.DEFINE_list("domain_dirs", _D["domain_dirs"], "TFRecord folders, one per domain, in domain-index order.")
-flags.DEFINE_string("split", _D["split"], "Split of the TFRecord folders to train on.")
-flags.DEFINE_integer("image_height", _D["image_height"], "Image height (multiple of 2**d_num_layers).")
-flags.DEFINE_integer("image_width", _D["image_width"], "Image width (multiple of 2**d_num_layers).")
-flags.DEFINE_integer("batch_size", _D["batch_size"], "Global batch size (all replicas together).",
-                     lower_bound=1)
-flags.DEFINE_integer("epochs", _D["epochs"], "Epochs over all domains' images (one D update per batch).",
-                     lower_bound=1)
-flags.DEFINE_integer("max_steps", _D["max_steps"], "If > 0, train this many iterations instead of --epochs.",
-                     lower_bound=0)
-flags.DEFINE_float("learning_rate", _D["learning_rate"], "Adam learning rate of G and D.")
-flags.DEFINE_float("beta1", _D["beta1"], "Adam beta_1.")
-flags.DEFINE_float("beta2", _D["beta2"], "Adam beta_2.")
-for _weight in dataclasses.fields(LossWeights):
-    flags.DEFINE_float(_weight.name, _weight.default, _weight.metadata["help"], lower_bound=0)
-flags.DEFINE_integer("n_critic", _D["n_critic"], "D updates per G update.", lower_bound=1)
-flags.DEFINE_integer("num_soft_mask", _D["num_soft_mask"], "Soft-mask images per global batch (0 = K + 1).",
-                     lower_bound=0)
-flags.DEFINE_integer("base_filters", _D["base_filters"], "Generator width (64 in the paper).",
-                     lower_bound=1)
-flags.DEFINE_integer("num_res_blocks", _D["num_res_blocks"], "Generator residual blocks (6 in the paper).",
-                     lower_bound=0)
-flags.DEFINE_integer("d_base_filters", _D["d_base_filters"], "Discriminator width (64 in the paper).",
-                     lower_bound=1)
-flags.DEFINE_integer("d_num_layers", _D["d_num_layers"], "Discriminator stride-2 convs (6 in the paper).",
-                     lower_bound=1)
-flags.DEFINE_enum("upsample", _D["upsample"], list(UPSAMPLE_MODES),
-                  "Decoder upsampling: transposed (4x4/2 deconv, the paper's), or nearest / bilinear resize + 3x3 conv.")
-flags.DEFINE_boolean("skips", _D["skips"], "U-Net skip connections from G's encoder to its decoders (not the "
-                     "paper's: sharper bodies at short budgets).")
-flags.DEFINE_float("g_ema_decay", _D["g_ema_decay"],
-                   "If > 0 (< 1), keep a moving average of G's weights with this decay for generation and export.")
-flags.DEFINE_float("lr_decay_start", _D["lr_decay_start"], "Fraction of training (0, 1] after which both learning "
-                   "rates decay linearly to 0 (1 = constant, the paper's; StarGAN: 0.5).")
-flags.DEFINE_integer("steps_per_call", _D["steps_per_call"],
-                     "Training iterations per graph call (losses checked and logged once per call).",
-                     lower_bound=1)
-flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Shuffle buffer per domain.",
-                     lower_bound=1)
-flags.DEFINE_string("run_dir", _D["run_dir"], "Run directory (config.json, checkpoints/, logs/).")
-flags.DEFINE_integer("image_every", _D["image_every"], "Write TensorBoard image grids every N iterations (0 = never).",
-                     lower_bound=0)
+# The trainer's own flags: one per key of DEFAULT_CONFIG, its default and type from there. The shared run
+# flags (precision, strategy, cadence, verbose) come from run_flags, the loss weights from LossWeights.
+_HELP = {
+    "domain_dirs": "TFRecord folders, one per domain, in domain-index order.",
+    "split": "Split of the TFRecord folders to train on.",
+    "image_height": "Image height (multiple of 2**d_num_layers).",
+    "image_width": "Image width (multiple of 2**d_num_layers).",
+    "batch_size": "Global batch size (all replicas together).",
+    "epochs": "Epochs over all domains' images (one D update per batch).",
+    "max_steps": "If > 0, train this many iterations instead of --epochs.",
+    "learning_rate": "Adam learning rate of G and D.",
+    "beta1": "Adam beta_1.",
+    "beta2": "Adam beta_2.",
+    "n_critic": "D updates per G update.",
+    "num_soft_mask": "Soft-mask images per global batch (0 = K + 1).",
+    "base_filters": "Generator width (64 in the paper).",
+    "num_res_blocks": "Generator residual blocks (6 in the paper).",
+    "d_base_filters": "Discriminator width (64 in the paper).",
+    "d_num_layers": "Discriminator stride-2 convs (6 in the paper).",
+    "upsample": "Decoder upsampling: transposed (4x4/2 deconv, the paper's), or nearest / bilinear resize + 3x3 conv.",
+    "skips": "U-Net skip connections from G's encoder to its decoders (not the paper's: sharper bodies at short "
+             "budgets).",
+    "g_ema_decay": "If > 0 (< 1), keep a moving average of G's weights with this decay for generation and export.",
+    "lr_decay_start": "Fraction of training (0, 1] after which both learning rates decay linearly to 0 (1 = "
+                      "constant, the paper's; StarGAN: 0.5).",
+    "steps_per_call": "Training iterations per graph call (losses checked and logged once per call).",
+    "shuffle_buffer": "Shuffle buffer per domain.",
+    "run_dir": "Run directory (config.json, checkpoints/, logs/).",
+    "image_every": "Write TensorBoard image grids every N iterations (0 = never).",
+    "num_preview": "Preview images per domain in the image grids.",
+    "seed": "Seed of the data order, targets and gradient-penalty draws.",
+}
+_LOWER_BOUNDS = dict.fromkeys(["batch_size", "epochs", "n_critic", "base_filters", "d_base_filters", "d_num_layers",
+                               "steps_per_call", "shuffle_buffer", "num_preview"], 1)
+_LOWER_BOUNDS.update(dict.fromkeys(["max_steps", "num_soft_mask", "num_res_blocks", "image_every"], 0))
+
+config_flags.define_from_config(_D, _HELP, _LOWER_BOUNDS, choices={"upsample": UPSAMPLE_MODES})
+config_flags.define_from_config(
+    _D, {weight.name: weight.metadata["help"] for weight in dataclasses.fields(LossWeights)},
+    dict.fromkeys(LossWeights.names(), 0))
 run_flags.define_run_flags(_D)
-flags.DEFINE_integer("num_preview", _D["num_preview"], "Preview images per domain in the image grids.",
-                     lower_bound=1)
-flags.DEFINE_integer("seed", _D["seed"], "Seed of the data order, targets and gradient-penalty draws.")
 
 flag_checks.in_range("learning_rate", lower=0, lower_open=True)
 for _rate in ("beta1", "beta2", "g_ema_decay"):

@@ -18,47 +18,50 @@ config.json, checkpoints/ and TensorBoard logs/ (`bgshift_tf.training.reid.load_
 
 from absl import flags
 
-from bgshift_tf.core import errors, flag_checks
+from bgshift_tf.core import config_flags, errors, flag_checks
 from bgshift_tf.training import run_flags
 from bgshift_tf.training.interrupts import exit_on_interrupt
 from bgshift_tf.training.reid import DEFAULT_CONFIG, train_reid
 
 _D = DEFAULT_CONFIG
-flags.DEFINE_enum("model", _D["model"], ["ide", "da2s"], "IDE baseline or the two-stream DA-2S.")
-flags.DEFINE_string("train_dir", _D["train_dir"], "IDE: TFRecord folder of the image variant to train on "
-                    "(original, soft-mask or style-transferred records).")
-flags.DEFINE_bool("hard_mask", _D["hard_mask"], "IDE: train on hard-mask images made from the records' masks.")
-flags.DEFINE_string("stream1_dir", _D["stream1_dir"], "DA-2S: TFRecord folder of soft-mask images.")
-flags.DEFINE_string("stream2_dir", _D["stream2_dir"], "DA-2S: TFRecord folder of style-transferred images "
-                    "(same file names and shard layout as --stream1_dir).")
-flags.DEFINE_string("split", _D["split"], "Split of the TFRecord folders to train on.")
-flags.DEFINE_enum("backbone", _D["backbone"], ["densenet121", "densenet_small"], "Trunk of each stream.")
-flags.DEFINE_string("backbone_weights", _D["backbone_weights"], "imagenet (local Keras cache file, no "
-                    "download) | none | path to a DenseNet-121 notop .h5 file.")
-flags.DEFINE_bool("use_se", _D["use_se"], "DA-2S: SE block on the concatenated final maps (Table 3).")
-flags.DEFINE_bool("use_isdc", _D["use_isdc"], "DA-2S: ISDC modules between the streams (Table 3).")
-flags.DEFINE_bool("isdc_se", _D["isdc_se"], "DA-2S: an SE block on every ISDC output (Table 3 ISDC-SE; "
-                  "needs --use_isdc).")
-flags.DEFINE_integer("image_height", _D["image_height"], "Input height (multiple of 32).")
-flags.DEFINE_integer("image_width", _D["image_width"], "Input width (multiple of 32).")
-flags.DEFINE_integer("batch_size", _D["batch_size"], "Global batch size (split across replicas).",
-                     lower_bound=1)
-flags.DEFINE_integer("epochs", _D["epochs"], "Training epochs.", lower_bound=1)
-flags.DEFINE_integer("max_steps", _D["max_steps"], "If > 0, train this many steps instead of --epochs.",
-                     lower_bound=0)
-flags.DEFINE_integer("holdout_ids", _D["holdout_ids"], "Early stopping: training identities held out as a "
-                     "retrieval test after every epoch (0 = off; needs --patience).", lower_bound=0)
-flags.DEFINE_integer("patience", _D["patience"], "Early stopping: epochs without a better held-out rank-1 "
-                     "before training stops (the best model is kept in <run_dir>/best/).", lower_bound=0)
-flags.DEFINE_float("learning_rate", _D["learning_rate"], "Initial SGD learning rate.")
-flags.DEFINE_float("decayed_learning_rate", _D["decayed_learning_rate"], "Learning rate after --lr_decay_epoch.")
-flags.DEFINE_integer("lr_decay_epoch", _D["lr_decay_epoch"], "Epoch after which the learning rate drops.",
-                     lower_bound=0)
-flags.DEFINE_float("momentum", _D["momentum"], "SGD momentum.")
-flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Records in the shuffle buffer.", lower_bound=1)
-flags.DEFINE_integer("seed", _D["seed"], "Input shuffling/flip seed (offset by the resume step).")
-flags.DEFINE_string("run_dir", _D["run_dir"], "Run directory (config.json, checkpoints/, logs/); resumes. "
-                    "Default: runs/reid_<model>.")
+# The trainer's own flags: one per key of DEFAULT_CONFIG, its default and type from there; the shared run
+# flags (precision, strategy, cadence, verbose) come from run_flags.
+_HELP = {
+    "model": "IDE baseline or the two-stream DA-2S.",
+    "train_dir": "IDE: TFRecord folder of the image variant to train on (original, soft-mask or style-transferred "
+                 "records).",
+    "hard_mask": "IDE: train on hard-mask images made from the records' masks.",
+    "stream1_dir": "DA-2S: TFRecord folder of soft-mask images.",
+    "stream2_dir": "DA-2S: TFRecord folder of style-transferred images (same file names and shard layout as "
+                   "--stream1_dir).",
+    "split": "Split of the TFRecord folders to train on.",
+    "backbone": "Trunk of each stream.",
+    "backbone_weights": "imagenet (local Keras cache file, no download) | none | path to a DenseNet-121 notop .h5 "
+                        "file.",
+    "use_se": "DA-2S: SE block on the concatenated final maps (Table 3).",
+    "use_isdc": "DA-2S: ISDC modules between the streams (Table 3).",
+    "isdc_se": "DA-2S: an SE block on every ISDC output (Table 3 ISDC-SE; needs --use_isdc).",
+    "image_height": "Input height (multiple of 32).",
+    "image_width": "Input width (multiple of 32).",
+    "batch_size": "Global batch size (split across replicas).",
+    "epochs": "Training epochs.",
+    "max_steps": "If > 0, train this many steps instead of --epochs.",
+    "holdout_ids": "Early stopping: training identities held out as a retrieval test after every epoch (0 = off; "
+                   "needs --patience).",
+    "patience": "Early stopping: epochs without a better held-out rank-1 before training stops (the best model is "
+                "kept in <run_dir>/best/).",
+    "learning_rate": "Initial SGD learning rate.",
+    "decayed_learning_rate": "Learning rate after --lr_decay_epoch.",
+    "lr_decay_epoch": "Epoch after which the learning rate drops.",
+    "momentum": "SGD momentum.",
+    "shuffle_buffer": "Records in the shuffle buffer.",
+    "seed": "Input shuffling/flip seed (offset by the resume step).",
+    "run_dir": "Run directory (config.json, checkpoints/, logs/); resumes. Default: runs/reid_<model>.",
+}
+_LOWER_BOUNDS = {**dict.fromkeys(["batch_size", "epochs", "shuffle_buffer"], 1),
+                 **dict.fromkeys(["max_steps", "holdout_ids", "patience", "lr_decay_epoch"], 0)}
+config_flags.define_from_config(_D, _HELP, _LOWER_BOUNDS,
+                                choices={"model": ["ide", "da2s"], "backbone": ["densenet121", "densenet_small"]})
 run_flags.define_run_flags(_D)
 flag_checks.in_range("learning_rate", lower=0, lower_open=True)
 flag_checks.in_range("decayed_learning_rate", lower=0)

@@ -13,29 +13,30 @@ Usage:
 
 from absl import app, flags
 
-from bgshift_tf.core import errors, flag_checks, precision
+from bgshift_tf.core import config_flags, errors, flag_checks, precision
 from bgshift_tf.data import variants
 from bgshift_tf.report import domain_analysis
 
 _TFRECORD_DIRS = flags.DEFINE_list("tfrecord_dirs", None, "TFRecord folders, one per domain (index = position).")
-_VARIANTS = flags.DEFINE_list(
+flags.DEFINE_list(
     "variants", [variants.ORIGINAL, variants.HARD_MASK], f"Image variants to compare: any of {list(variants.ALL)}."
 )
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder for domain_distance.png / .json.")
-_DOMAIN_NAMES = flags.DEFINE_list("domain_names", None, "Display names per folder (default: folder names).")
-_SPLIT = flags.DEFINE_enum("split", "train", ["train", "query", "gallery"], "Split to sample images from.")
-_NUM_PER_DOMAIN = flags.DEFINE_integer("num_per_domain", 200, "Images sampled per domain (paper: 200 shown).",
-                                      lower_bound=1)
+flags.DEFINE_string("out_dir", None, "Folder for domain_distance.png / .json.")
+flags.DEFINE_list("domain_names", None, "Display names per folder (default: folder names).")
+flags.DEFINE_enum("split", "train", ["train", "query", "gallery"], "Split to sample images from.")
+flags.DEFINE_integer("num_per_domain", 200, "Images sampled per domain (paper: 200 shown).", lower_bound=1)
 _IMAGE_SIZE = flags.DEFINE_list("image_size", ["64", "32"], "H,W images are read at (the GAN's size wins).")
 _FEATURE_SIZE = flags.DEFINE_list("feature_size", ["32", "16"], "H,W of downsampled-pixel features.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the image sample, PCA and t-SNE.")
-_PERPLEXITY = flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity.")
-_GAN_RUN_DIR = flags.DEFINE_string("gan_run_dir", None, "SBSGAN run (needed for soft_mask / style_transfer).")
-_REID_RUN_DIR = flags.DEFINE_string("reid_run_dir", None, "Re-ID run whose embeddings replace pixel features.")
-_STYLE_TARGET = flags.DEFINE_integer("style_target", 1, "Domain index style_transfer maps the others to.",
-                                     lower_bound=0)
-_PRECISION = flags.DEFINE_enum("precision", "float32", list(precision.PRECISIONS), precision.FLAG_HELP)
+flags.DEFINE_integer("seed", 0, "Seed of the image sample, PCA and t-SNE.")
+flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity.")
+flags.DEFINE_string("gan_run_dir", None, "SBSGAN run (needed for soft_mask / style_transfer).")
+flags.DEFINE_string("reid_run_dir", None, "Re-ID run whose embeddings replace pixel features.")
+flags.DEFINE_integer("style_target", 1, "Domain index style_transfer maps the others to.", lower_bound=0)
+precision.define_flag()
 
+# Flags passed as they are to analyze_tfrecord_dirs, whose keywords have their names.
+_PASSED_THROUGH = ("variants", "out_dir", "domain_names", "split", "num_per_domain", "seed", "perplexity",
+                   "gan_run_dir", "reid_run_dir", "style_target", "precision")
 flags.mark_flags_as_required(["tfrecord_dirs", "out_dir"])
 flag_checks.in_range("perplexity", lower=0, lower_open=True)
 flag_checks.list_choices("variants", variants.ALL)
@@ -58,19 +59,9 @@ def main(argv):
     del argv
     summary = domain_analysis.analyze_tfrecord_dirs(
         _TFRECORD_DIRS.value,
-        variants=_VARIANTS.value,
-        out_dir=_OUT_DIR.value,
-        domain_names=_DOMAIN_NAMES.value,
-        split=_SPLIT.value,
-        num_per_domain=_NUM_PER_DOMAIN.value,
+        **config_flags.values(_PASSED_THROUGH),
         image_size=_size("image_size", _IMAGE_SIZE.value),
         feature_size=_size("feature_size", _FEATURE_SIZE.value),
-        seed=_SEED.value,
-        perplexity=_PERPLEXITY.value,
-        gan_run_dir=_GAN_RUN_DIR.value,
-        reid_run_dir=_REID_RUN_DIR.value,
-        style_target=_STYLE_TARGET.value,
-        precision=_PRECISION.value,
     )
     for variant, entry in summary["variants"].items():
         for pair in summary["pairs"]:

@@ -30,11 +30,21 @@ import functools
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import flags
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# Flags declared by `define_flag` belong to its caller (the entry point's --helpshort lists them).
+flags.disclaim_key_flags()
+
 FLAG_HELP = ("Compute precision (variables stay float32): auto | float32 | mixed_bfloat16 | mixed_float16; auto "
              "picks mixed_bfloat16 on bf16 CPUs/GPUs, mixed_float16 on older tensor-core GPUs, else float32.")
+
+
+def define_flag(default="float32", flag_values=flags.FLAGS):
+    """Declares --precision (one of PRECISIONS, help FLAG_HELP) with `default`; returns its FlagHolder. The
+    one declaration of the flag every trainer and entry point takes."""
+    return flags.DEFINE_enum("precision", default, list(PRECISIONS), FLAG_HELP, flag_values=flag_values)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -138,80 +138,63 @@ def _batch(examples, batch_size, *, drop_remainder, keep_split=False):
     return batches.prefetch(AUTOTUNE)
 
 
-def make_train_dataset(
-    files,
-    *,
-    image_size=(256, 128),
-    batch_size,
-    flip=True,
-    shuffle_buffer=2048,
-    seed=None,
-    require_mask=False,
-    repeat=True,
-    drop_remainder=True,
-    skip_corrupt=False,
-    verify=True,
-) -> tf.data.Dataset:
+# The options of both training pipelines (`make_train_dataset`, `make_multi_domain_dataset`) and their
+# defaults: output (H, W); random horizontal flips; shuffle buffer; keep only examples with a mask (SBSGAN
+# training); repeat forever; skip unreadable records (counted and logged by `verify_shards`) instead of
+# failing; read the shards once first so a corrupt one is named (cheap next to decoding).
+TRAIN_OPTIONS = {
+    "image_size": (256, 128),
+    "flip": True,
+    "shuffle_buffer": 2048,
+    "require_mask": False,
+    "repeat": True,
+    "skip_corrupt": False,
+    "verify": True,
+}
+
+
+def _train_options(function_name, options):
+    """TRAIN_OPTIONS updated with `options` (image_size as a tuple); an unknown option is a TypeError."""
+    unknown = sorted(set(options) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise TypeError(f"{function_name}() got an unexpected keyword argument {unknown[0]!r}; its options: "
+                        f"{sorted(TRAIN_OPTIONS)}")
+    merged = {**TRAIN_OPTIONS, **options}
+    merged["image_size"] = tuple(merged["image_size"])
+    return merged
+
+
+def make_train_dataset(files, *, batch_size, seed=None, drop_remainder=True, **options) -> tf.data.Dataset:
     """Training batches from TFRecord shards (see the module docstring for the batch dict).
 
     Args:
         files: shard paths (e.g. `shard_files(out_dir, "train")`).
-        image_size: (H, W) output size.
+        batch_size: examples per batch.
         seed: seeds the shard order, shuffle buffer and flips; parallel maps run with
             deterministic=False for speed, so element order is still not bit-reproducible.
-        require_mask: keep only examples with a mask (SBSGAN training).
-        skip_corrupt: skip unreadable records (counted and logged by `verify_shards`) instead of failing.
-        verify: read the shards once first so a corrupt one is named (cheap next to decoding).
+        drop_remainder: drop a last, smaller batch.
+        **options: the keys of TRAIN_OPTIONS (image_size, flip, shuffle_buffer, require_mask, repeat,
+            skip_corrupt, verify), defaults there.
     """
-    examples = _train_examples(
-        files,
-        image_size=tuple(image_size),
-        flip=flip,
-        shuffle_buffer=shuffle_buffer,
-        seed=seed,
-        require_mask=require_mask,
-        repeat=repeat,
-        skip_corrupt=skip_corrupt,
-        verify=verify,
-    )
+    examples = _train_examples(files, seed=seed, **_train_options("make_train_dataset", options))
     return _batch(examples, batch_size, drop_remainder=drop_remainder)
 
 
-def make_multi_domain_dataset(
-    dirs,
-    *,
-    split="train",
-    image_size=(256, 128),
-    batch_size,
-    flip=True,
-    shuffle_buffer=2048,
-    seed=None,
-    require_mask=False,
-    repeat=True,
-    drop_remainder=True,
-    skip_corrupt=False,
-    verify=True,
-) -> tf.data.Dataset:
+def make_multi_domain_dataset(dirs, *, split="train", batch_size, seed=None, drop_remainder=True,
+                              **options) -> tf.data.Dataset:
     """Training batches mixing K domains evenly: examples are drawn from the K folders in turn.
 
     `domain` is the folder's position in `dirs` (the stored domain index is overridden). Without
-    repeat, the mix ends when the first domain runs out, so it stays even.
+    repeat, the mix ends when the first domain runs out, so it stays even. Arguments as
+    `make_train_dataset`'s; folder k's stream is seeded `seed + k`.
     """
+    options = _train_options("make_multi_domain_dataset", options)
     if not dirs:
         raise ValueError("make_multi_domain_dataset: `dirs` is empty")
     streams = []
     for position, folder in enumerate(dirs):
-        examples = _train_examples(
-            shard_files(folder, split),
-            image_size=tuple(image_size),
-            flip=flip,
-            shuffle_buffer=shuffle_buffer,
-            seed=None if seed is None else seed + position,
-            require_mask=require_mask,
-            repeat=repeat,
-            skip_corrupt=skip_corrupt,
-            verify=verify,
-        )
+        examples = _train_examples(shard_files(folder, split), seed=None if seed is None else seed + position,
+                                   **options)
         streams.append(examples.map(lambda ex, p=position: {**ex, "domain": tf.constant(p, tf.int64)}))
     order = tf.data.Dataset.range(len(streams)).repeat()
     mixed = tf.data.Dataset.choose_from_datasets(streams, order, stop_on_empty_dataset=True)

@@ -50,7 +50,7 @@ _RANKING = flags.DEFINE_string(
                                "vs Keras (e.g. the target domain the re-ID run is evaluated on).")
 _NUM_REPRESENTATIVE = flags.DEFINE_integer("num_representative", 32, "Calibration images for int8.")
 _GENERATOR_NAME = flags.DEFINE_string("generator_name", "sbsgan_generator", "Served name of the generator.")
-_PRECISION = flags.DEFINE_enum("precision", "float32", list(precision.PRECISIONS), precision.FLAG_HELP)
+_PRECISION = precision.define_flag()
 _EMBEDDER_NAME = flags.DEFINE_string(
     "embedder_name", None, "Served name of the re-ID embedder (default: da2s_embedder or ide_embedder).")
 

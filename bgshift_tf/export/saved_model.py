@@ -62,7 +62,20 @@ def _generator_outputs(values):
 # === Serving modules ===
 
 
-class GeneratorServing(tf.Module):
+class _Serving(tf.Module):
+    """A serving module: its tf.functions named in `SIGNATURES` are its signatures, `DEFAULT` also as
+    `serving_default`."""
+
+    SIGNATURES = ()
+    DEFAULT = None
+
+    def signatures(self):
+        """Signature name -> concrete function; `serving_default` is the `DEFAULT` one."""
+        functions = {key: getattr(self, key).get_concrete_function() for key in self.SIGNATURES}
+        return {"serving_default": functions[self.DEFAULT], **functions}
+
+
+class GeneratorServing(_Serving):
     """tf.Module wrapping a trained SBSGAN generator with the three serving signatures (see module doc).
 
     Args:
@@ -70,6 +83,9 @@ class GeneratorServing(tf.Module):
             `soft_mask(images)`, `style_transfer(images, target_domains)` and `num_domains` /
             `image_size` in its config); images float32 [B, h, w, 3] in [-1, 1].
     """
+
+    SIGNATURES = GENERATOR_SIGNATURES
+    DEFAULT = "soft_mask"
 
     def __init__(self, generator, name="generator_serving"):
         super().__init__(name=name)
@@ -101,13 +117,8 @@ class GeneratorServing(tf.Module):
         """string [N] encoded JPEG/PNG -> the soft_mask outputs."""
         return self._soft_mask_pixels(decode_image_bytes(image_bytes, self.image_size))
 
-    def signatures(self):
-        """Signature name -> concrete function; `serving_default` is soft_mask."""
-        functions = {key: getattr(self, key).get_concrete_function() for key in GENERATOR_SIGNATURES}
-        return {"serving_default": functions["soft_mask"], **functions}
 
-
-class EmbedderServing(tf.Module):
+class EmbedderServing(_Serving):
     """tf.Module wrapping a re-ID model (DA-2S with its generator folded in, or IDE) as `embed` signatures.
 
     Args:
@@ -115,6 +126,9 @@ class EmbedderServing(tf.Module):
             with `input_shape` (h, w, 3) in its config; feature float32 [B, D].
         generator: the SBSGAN generator making stream 1 (the soft-mask image) for DA-2S; None for IDE.
     """
+
+    SIGNATURES = EMBEDDER_SIGNATURES
+    DEFAULT = "embed"
 
     def __init__(self, reid_model, generator=None, name="embedder_serving"):
         super().__init__(name=name)
@@ -144,11 +158,6 @@ class EmbedderServing(tf.Module):
     def embed_jpeg(self, image_bytes):
         """string [N] encoded JPEG/PNG -> {"features": float32 [N, D]}."""
         return self._embed_pixels(decode_image_bytes(image_bytes, self.image_size))
-
-    def signatures(self):
-        """Signature name -> concrete function; `serving_default` is embed."""
-        functions = {key: getattr(self, key).get_concrete_function() for key in EMBEDDER_SIGNATURES}
-        return {"serving_default": functions["embed"], **functions}
 
 
 # === Writing (atomic, TF Serving layout) ===

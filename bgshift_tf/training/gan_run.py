@@ -30,7 +30,7 @@ import os
 import keras
 import tensorflow as tf
 
-from bgshift_tf.core import atomic_io, errors, precision
+from bgshift_tf.core import atomic_io, config_flags, errors, precision
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import shards
 from bgshift_tf.models.discriminator import Discriminator
@@ -109,10 +109,7 @@ def settings_not_from_paper(gan_config):
 
 def merge_config(config):
     """DEFAULT_CONFIG updated with `config`, checked (errors name the key and echo the value)."""
-    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
-    if unknown:
-        raise ValueError(f"train_sbsgan: unknown config keys {unknown}; known: {sorted(DEFAULT_CONFIG)}")
-    merged = {**DEFAULT_CONFIG, **config}
+    merged = config_flags.merge_known(DEFAULT_CONFIG, config, "train_sbsgan: unknown config keys")
     merged["domain_dirs"] = [str(d) for d in merged["domain_dirs"]]
     if len(merged["domain_dirs"]) < 2:
         raise ValueError(f"`domain_dirs` needs one TFRecord folder per domain, at least 2. "

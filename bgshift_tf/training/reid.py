@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bgshift_tf.core import errors
+from bgshift_tf.core import config_flags, errors
 from bgshift_tf.core.precision import policy_scope, wrap_optimizer
 from bgshift_tf.data import input as data_input
 from bgshift_tf.data import images, shards
@@ -168,10 +168,7 @@ def make_train_step(model, optimizer, global_batch_size):
 
 
 def _merge_config(config):
-    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
-    if unknown:
-        raise ValueError(f"unknown re-ID config keys {unknown}; known: {sorted(DEFAULT_CONFIG)}")
-    merged = {**DEFAULT_CONFIG, **config}
+    merged = config_flags.merge_known(DEFAULT_CONFIG, config, "unknown re-ID config keys")
     merged["run_dir"] = merged["run_dir"] or os.path.join("runs", f"reid_{merged['model']}")
     for key in ("batch_size", "epochs", "image_height", "image_width"):
         if int(merged[key]) < 1:

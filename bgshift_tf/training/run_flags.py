@@ -10,7 +10,7 @@ from bgshift_tf.training.strategy import STRATEGIES
 def define_run_flags(defaults):
     """Defines --precision, --strategy, --cpu_replicas, --checkpoint_every, --keep_checkpoints,
     --summary_every and --verbose with the values of `defaults` (a trainer's DEFAULT_CONFIG)."""
-    flags.DEFINE_enum("precision", defaults["precision"], list(precision.PRECISIONS), precision.FLAG_HELP)
+    precision.define_flag(defaults["precision"])
     flags.DEFINE_enum("strategy", defaults["strategy"], list(STRATEGIES),
                       "tf.distribute strategy: default (one device), mirrored (one host), multi_worker (TF_CONFIG).")
     flags.DEFINE_integer("cpu_replicas", defaults["cpu_replicas"],

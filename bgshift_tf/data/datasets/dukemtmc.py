@@ -15,22 +15,9 @@ Layout: `bounding_box_train/`, `bounding_box_test/`, `query/`; file names `0001_
 
 import re
 
-from bgshift_tf.data.datasets.layout import load_folders
-from bgshift_tf.data.records import DatasetSplits
+from bgshift_tf.data.datasets.layout import folder_loader
 
 FILE_NAME = re.compile(r"(?P<pid>\d{4})_c(?P<camera>\d)_f\d+\.jpg")
 
 
-def load(
-    data_dir, mask_dir=None, domain: int = 0, domain_name: str = "dukemtmc", *, skip_bad_names=False
-) -> DatasetSplits:
-    """Lists DukeMTMC-reID at `data_dir` (see module docstring); train labels relabelled 0..N-1."""
-    return load_folders(
-        data_dir,
-        dataset="dukemtmc",
-        pattern=FILE_NAME,
-        mask_dir=mask_dir,
-        domain=domain,
-        domain_name=domain_name,
-        skip_bad_names=skip_bad_names,
-    )
+load = folder_loader("dukemtmc", FILE_NAME, "DukeMTMC-reID")

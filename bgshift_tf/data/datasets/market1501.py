@@ -14,22 +14,9 @@ Layout: `bounding_box_train/`, `bounding_box_test/`, `query/`; file names `0002_
 
 import re
 
-from bgshift_tf.data.datasets.layout import load_folders
-from bgshift_tf.data.records import DatasetSplits
+from bgshift_tf.data.datasets.layout import folder_loader
 
 FILE_NAME = re.compile(r"(?P<pid>-1|\d{4})_c(?P<camera>\d)s\d+_\d+_\d+\.jpg")
 
 
-def load(
-    data_dir, mask_dir=None, domain: int = 0, domain_name: str = "market1501", *, skip_bad_names=False
-) -> DatasetSplits:
-    """Lists Market-1501 at `data_dir` (see module docstring); train labels relabelled 0..N-1."""
-    return load_folders(
-        data_dir,
-        dataset="market1501",
-        pattern=FILE_NAME,
-        mask_dir=mask_dir,
-        domain=domain,
-        domain_name=domain_name,
-        skip_bad_names=skip_bad_names,
-    )
+load = folder_loader("market1501", FILE_NAME, "Market-1501")
