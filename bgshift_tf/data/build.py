@@ -211,16 +211,8 @@ def build_dataset_tfrecords(
                 splits, split_dir, **dict(write, build_args=dict(build_args, cuhk03_split=split))
             )
         return manifests
-    splits = load_dataset(
-        dataset,
-        data_dir,
-        mask_dir=mask_dir,
-        domain_index=domain_index,
-        domain_name=domain_name,
-        cuhk03_variant=cuhk03_variant,
-        cuhk03_split=cuhk03_split,
-        skip_bad_names=skip_bad_names,
-    )
+    splits = load_dataset(dataset, data_dir, mask_dir=mask_dir, domain_index=domain_index, domain_name=domain_name,
+                          cuhk03_variant=cuhk03_variant, cuhk03_split=cuhk03_split, skip_bad_names=skip_bad_names)
     return _write_dataset(splits, out_dir, **write)
 
 
