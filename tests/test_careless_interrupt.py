@@ -23,6 +23,9 @@ from bgshift_tf.data.build import build_dataset_tfrecords
 
 _CHILD = """
 import os, signal, sys
+# A shell starting a job in the background (`make test &`, nohup) leaves SIGINT ignored in its children, and
+# Python then installs no KeyboardInterrupt handler: give the child the handler an interactive run has.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from bgshift_tf.data import schema
 signum, at = int(sys.argv[1]), int(sys.argv[2])
 original, calls = schema.serialize_example, [0]
