@@ -12,8 +12,6 @@ Parts whose study hash differs from the others' are refused (named, with the fla
 tables, verdicts and timings are regenerated; text written below the file's hand-written marker is kept.
 """
 
-import json
-
 from absl import flags
 
 from bgshift_tf.core import errors, flag_checks
@@ -34,16 +32,6 @@ _COMMAND = flags.DEFINE_string("command", "make study SEEDS=k", "The command tha
 flag_checks.output_file("out")
 
 
-def _experiments_entry(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise errors.MissingInputError(f"--experiments={path}: no such file; run the experiments job first") from None
-    except json.JSONDecodeError as error:
-        raise errors.DataError(f"--experiments={path} is not valid JSON ({error})") from None
-
-
 def main(argv):
     del argv
     if not _EXPERIMENTS.value and flag_checks.check_input(_PARTS.value, "dir"):
@@ -51,7 +39,8 @@ def main(argv):
                                        f"{flag_checks.check_input(_PARTS.value, 'dir')}; run the study first")
     with errors.user_errors(ValueError):
         if _EXPERIMENTS.value:
-            path = results_md.write(_experiments_entry(_EXPERIMENTS.value), _OUT.value, _COMMAND.value)
+            path = results_md.write(errors.read_json(_EXPERIMENTS.value, f"--experiments={_EXPERIMENTS.value}",
+                                                     "run the experiments job first"), _OUT.value, _COMMAND.value)
         else:
             if _DEMO_QUALITY.value:
                 print(f"wrote {study_merge.save_demo_reference(_DEMO_QUALITY.value, _PARTS.value)}")

@@ -18,6 +18,7 @@ message and exit status 128+signum; `run` lets KeyboardInterrupt and SystemExit 
 """
 
 import contextlib
+import json
 import os
 import sys
 
@@ -42,6 +43,18 @@ class DataError(UserError, ValueError):
 
 class MissingInputError(UserError, FileNotFoundError):
     """An input file or folder that does not exist."""
+
+
+def read_json(path, name, missing_hint):
+    """The JSON document at `path` for an input the user named; a MissingInputError ("<name>: no such file;
+    <missing_hint>") or DataError ("<name> is not valid JSON (...)") naming it as `name` (e.g. "--flag=path")."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise MissingInputError(f"{name}: no such file; {missing_hint}") from None
+    except json.JSONDecodeError as error:
+        raise DataError(f"{name} is not valid JSON ({error})") from None
 
 
 @contextlib.contextmanager

@@ -20,7 +20,6 @@ run's quality.json), "demo_quality" compares the study's soft masks with the dem
 """
 
 import glob
-import json
 import math
 import os
 
@@ -176,14 +175,10 @@ def merge(parts, refused=()) -> dict:
 def save_demo_reference(quality_path, part_dir) -> str:
     """Copies the soft-mask figures (`DEMO_FIGURES`) of a demo run's quality.json to
     `<part_dir>/demo_quality.json` (atomically), with where they came from; returns the path written."""
-    try:
-        with open(quality_path) as f:
-            quality = json.load(f)
-    except FileNotFoundError:
-        raise errors.MissingInputError(f"--demo_quality={quality_path}: no such file; run `make demo` first") from None
-    except json.JSONDecodeError as error:
-        raise errors.DataError(f"--demo_quality={quality_path} is not valid JSON ({error})") from None
-    soft = {domain: {figure: out["metrics"]["soft_mask"][figure] for figure in DEMO_FIGURES}
+    quality = errors.read_json(quality_path, f"--demo_quality={quality_path}", "run `make demo` first")
+    # The figures each domain's soft-mask row has (a quality.json of older code may lack some).
+    soft = {domain: {figure: out["metrics"]["soft_mask"][figure] for figure in DEMO_FIGURES
+                     if figure in out["metrics"]["soft_mask"]}
             for domain, out in quality.items() if "soft_mask" in (out.get("metrics") or {})}
     if not soft:
         raise errors.DataError(f"--demo_quality={quality_path} holds no soft_mask metrics (is it a run's quality.json?)")
@@ -216,6 +211,6 @@ def load_agreeing(part_dir, study_hash="") -> dict:
     entry = merge([{**part, "_path": path} for path, part in kept], refused)
     reference_path = os.path.join(part_dir, DEMO_REFERENCE)
     if os.path.exists(reference_path):
-        with open(reference_path) as f:
-            entry["demo_quality"] = demo_comparison(entry["quality"]["aggregate"], json.load(f))
+        reference = errors.read_json(reference_path, reference_path, "store one with --demo_quality")
+        entry["demo_quality"] = demo_comparison(entry["quality"]["aggregate"], reference)
     return entry
