@@ -50,6 +50,8 @@ _HELP = {
                    "needs --patience).",
     "patience": "Early stopping: epochs without a better held-out rank-1 before training stops (the best model is "
                 "kept in <run_dir>/best/).",
+    "min_epochs": "Early stopping never stops before this many epochs (the held-out rank-1 is noisy before the "
+                  "learning rate decays).",
     "learning_rate": "Initial SGD learning rate.",
     "decayed_learning_rate": "Learning rate after --lr_decay_epoch.",
     "lr_decay_epoch": "Epoch after which the learning rate drops.",
@@ -59,7 +61,7 @@ _HELP = {
     "run_dir": "Run directory (config.json, checkpoints/, logs/); resumes. Default: runs/reid_<model>.",
 }
 _LOWER_BOUNDS = {**dict.fromkeys(["batch_size", "epochs", "shuffle_buffer"], 1),
-                 **dict.fromkeys(["max_steps", "holdout_ids", "patience", "lr_decay_epoch"], 0)}
+                 **dict.fromkeys(["max_steps", "holdout_ids", "patience", "min_epochs", "lr_decay_epoch"], 0)}
 config_flags.define_from_config(_D, _HELP, _LOWER_BOUNDS,
                                 choices={"model": ["ide", "da2s"], "backbone": ["densenet121", "densenet_small"]})
 run_flags.define_run_flags(_D)

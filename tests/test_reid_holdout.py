@@ -60,6 +60,18 @@ def test_stops_after_patience_epochs_without_gain_and_keeps_the_best(tmp_path, m
     assert resumed.state == state  # a resumed run continues the curve
 
 
+def test_min_epochs_holds_off_a_stop_that_patience_alone_would_make(tmp_path, monkeypatch):
+    model = reid_models.IDE(4, backbone="densenet_small", input_shape=(*SIZE, 3))
+    model(tf.zeros([1, *SIZE, 3]))
+    data = {"inputs": [np.zeros([2, *SIZE, 3], np.float32)], "pid": np.array([1, 1]), "camid": np.array([1, 2])}
+    # Best at epoch 1: patience 2 alone stops at epoch 3; min_epochs=5 waits, and a gain at epoch 4 resets it.
+    curve = iter([0.5, 0.1, 0.2, 0.6, 0.3, 0.3, 0.3])
+    monkeypatch.setattr(reid_holdout, "holdout_rank1", lambda embed, data: next(curve))
+    early = reid_holdout.EarlyStopping(str(tmp_path), model, data, patience=2, steps_per_epoch=1, min_epochs=5)
+    stops = [epoch for epoch in range(1, 8) if early(epoch)]
+    assert stops[0] == 6 and early.state["best_step"] == 4 and early.state["min_epochs"] == 5
+
+
 @pytest.mark.slow
 def test_train_reid_with_early_stopping_trains_on_the_kept_ids(tmp_path):
     folder = _write_records(tmp_path / "records")

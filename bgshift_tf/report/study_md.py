@@ -159,7 +159,7 @@ def curve_lines(curves: Mapping) -> list:
     points = "; ".join(f"epoch {p['epoch']}: {100 * p['rank1']:.1f}" for p in curve["curve"])
     stopped = f"stopped at step {curve['stopped_step']}" if curve.get("stopped_step") else "ran to its epoch limit"
     return lines + [f"`{name}` (first seed), rank-1 % on {curve['num_holdout_ids']} held-out identities: {points}. "
-                    f"Best at step {curve['best_step']}; {stopped} (patience {curve['patience']} epochs). Every "
+                    f"Best at step {curve['best_step']}; {stopped} (patience {curve['patience']} epochs, not before epoch {curve.get('min_epochs', 0)}). Every "
                     "part's curves are in its `reid_curves`.", ""]
 
 

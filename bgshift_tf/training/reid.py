@@ -15,7 +15,7 @@
   replicas give the same update); SGD momentum 0.9; learning rate 0.1, then 0.01 after epoch 40.
 - Early stopping (`holdout_ids` > 0 with `patience` > 0; `training.reid_holdout`): that many source
   identities leave training and serve as a small retrieval test after every epoch; training stops after
-  `patience` epochs without a better rank-1 there (or at `epochs`), the best model kept in `<run_dir>/best/`
+  `patience` epochs without a better rank-1 there, but not before `min_epochs` (or at `epochs`), the best model kept in `<run_dir>/best/`
   and the curve returned as the summary's "curve".
 - `load_reid_model(run_dir) -> IDE | DA2S`: rebuilds the model from `<run_dir>/config.json` and restores
   the best checkpoint of an early-stopped run, else the latest one.
@@ -57,6 +57,7 @@ DEFAULT_CONFIG = {
     "max_steps": 0,  # > 0: stop after this many steps instead of `epochs` (demo, tests)
     "holdout_ids": 0,  # > 0: identities held out of training for early stopping (training.reid_holdout)
     "patience": 0,  # with holdout_ids: epochs without a better held-out rank-1 before stopping
+    "min_epochs": 0,  # with holdout_ids: early stopping never stops before this many epochs
     "learning_rate": 0.1,
     "decayed_learning_rate": 0.01,
     "lr_decay_epoch": 40,
@@ -176,6 +177,9 @@ def _merge_config(config):
     if (int(merged["holdout_ids"]) > 0) != (int(merged["patience"]) > 0):
         raise ValueError("early stopping needs both --holdout_ids and --patience > 0 (or neither). Received: "
                          f"holdout_ids={merged['holdout_ids']}, patience={merged['patience']}")
+    if int(merged["min_epochs"]) > int(merged["epochs"]):
+        raise ValueError(f"`min_epochs` must be <= `epochs`. Received: min_epochs={merged['min_epochs']}, "
+                         f"epochs={merged['epochs']}")
     return merged
 
 
@@ -291,7 +295,7 @@ def train_reid(config):
         data = reid_holdout.holdout_images(holdout["stream_files"], holdout["held"],
                                            (config["image_height"], config["image_width"]), holdout["hard_mask"])
         early = reid_holdout.EarlyStopping(config["run_dir"], model, data, patience=config["patience"],
-                                           steps_per_epoch=steps_per_epoch)
+                                           steps_per_epoch=steps_per_epoch, min_epochs=config["min_epochs"])
         total_steps = early.state["stopped_step"] or total_steps  # a stopped run resumed: nothing left to train
     summary = loop.train_loop(
         strategy=strategy,
