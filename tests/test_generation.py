@@ -187,6 +187,20 @@ def test_quality_known_offset():
         quality.suppression_metrics(inputs, inputs[:1], masks)
 
 
+def test_blurred_keeps_smooth_images_and_erases_period2_detail():
+    ramp = np.broadcast_to(np.linspace(-1, 1, 4)[None, None, :, None], (1, 8, 4, 3)).astype(np.float32)
+    constant = np.full((1, 8, 4, 3), 0.3, np.float32)
+    np.testing.assert_allclose(quality.blurred(constant), constant, atol=1e-6)
+    checker = np.where((np.indices((8, 4)).sum(0) % 2)[None, ..., None] > 0, 1.0, -1.0) * np.ones((1, 8, 4, 3))
+    np.testing.assert_allclose(quality.blurred(checker), 0.0, atol=1e-6)  # the period-2 pattern is gone
+    masks = np.ones((1, 8, 4, 1), np.float32)
+    # A smooth ramp loses little to the blur, a checkerboard everything: PSNR orders them.
+    assert (quality.suppression_metrics(ramp, quality.blurred(ramp), masks)["fg_psnr"]
+            > 15 > quality.suppression_metrics(checker, quality.blurred(checker), masks)["fg_psnr"])
+    with pytest.raises(ValueError, match="not a multiple of factor=3"):
+        quality.blurred(constant, 3)
+
+
 def test_quality_missed_region_hand_made():
     inputs, masks = _hand_made()  # exact body: rows 2-5, columns 1-2 of an 8x4 image
     inputs = np.clip(inputs, -1, 0.5)

@@ -270,3 +270,30 @@ def evaluate_suppression(world_dir, original_dir, generated_dirs, *, split="trai
                 sums[name][key] += value
         seen += len(inputs)
     return {name: {**finish(s), "num_images": seen} for name, s in sums.items()}
+
+
+def blurred(batch, factor=2):
+    """float [B,H,W,C] -> float32, the same size: area-downsampled by `factor`, bilinearly upsampled back
+    (H and W multiples of `factor`). A fixed reconstruction that keeps only the coarse detail."""
+    batch = np.asarray(batch, np.float32)
+    b, h, w, c = batch.shape
+    if h % factor or w % factor:
+        raise ValueError(f"image size {h}x{w} is not a multiple of factor={factor}")
+    small = batch.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+    return images.resize(small, (h, w), "bilinear").numpy()
+
+
+def blur_reference(world_dir, original_dir, *, split, image_size, factor=2, batch_size=64, max_images=0):
+    """`suppression_metrics` of the originals against `blurred(originals, factor)`, read at `image_size`:
+    how much foreground PSNR / SSIM a world's images lose to a fixed blur. Soft-mask images are partly
+    such a reconstruction, so this tells how hard one world's bodies are to copy against another's (the
+    study renders at 64x32, the demo at 128x64 and is read at 64x32). {metric: value, "num_images"}."""
+    sums, seen = dict.fromkeys(SUM_KEYS, 0.0), 0
+    for originals, _, masks in paired_batches(world_dir, original_dir, {}, split=split, batch_size=batch_size,
+                                              max_images=max_images, image_size=image_size):
+        inputs = originals["pixels"].numpy()
+        for key, value in suppression_sums(inputs, blurred(inputs, factor), masks).items():
+            sums[key] += value
+        seen += len(inputs)
+    return {**finish(sums), "num_images": seen}
+
