@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from bgshift_tf.models.layers import apply_residual_block, instance_norm
 
@@ -40,3 +41,64 @@ def test_residual_block_is_identity_plus_residual_and_keeps_shape():
     names = [layer.name for layer in block.layers]
     assert {"res_1_conv", "res_1_norm", "res_2_conv", "res_2_norm", "res_add"} <= set(names)
     assert not block.get_layer("res_1_conv").use_bias
+
+
+def _pair_of_norms(channels):
+    ours = instance_norm("norm")
+    keras_norm = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, name="norm")
+    rng = np.random.default_rng(3)
+    ours.build((None, 6, 4, channels))
+    keras_norm.build((None, 6, 4, channels))
+    weights = [rng.normal(1.0, 0.3, channels).astype("float32"), rng.normal(0.0, 0.3, channels).astype("float32")]
+    ours.set_weights(weights)
+    keras_norm.set_weights(weights)
+    return ours, keras_norm
+
+
+def test_instance_norm_equals_keras_group_norm_forward_and_backward():
+    import tensorflow as tf
+
+    ours, keras_norm = _pair_of_norms(5)
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(2.0, 3.0, (3, 6, 4, 5)), tf.float32)
+    dy = tf.constant(rng.normal(size=(3, 6, 4, 5)), tf.float32)
+    results = {}
+    for name, layer in (("ours", ours), ("keras", keras_norm)):
+        for training in (True, False):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=training)
+                loss = tf.reduce_sum(y * dy)
+            results[name, training] = [y.numpy()] + [g.numpy() for g in
+                                                     tape.gradient(loss, [x, *layer.trainable_weights])]
+    # The analytic gradient (training) and autodiff (inference) of ours both equal Keras' autodiff.
+    for training in (True, False):
+        for got, want in zip(results["ours", training], results["keras", training]):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert np.abs(results["ours", True][1]).max() > 1e-3  # the gradient compared is not trivially zero
+
+
+def test_instance_norm_restores_group_norm_checkpoints_and_round_trips_its_config(tmp_path):
+    import tensorflow as tf
+
+    ours, keras_norm = _pair_of_norms(4)
+    keras_model = keras.Sequential([keras.Input((6, 4, 4)), keras_norm])
+    path = tf.train.Checkpoint(model=keras_model).write(str(tmp_path / "ckpt"))
+    fresh = instance_norm("norm")
+    our_model = keras.Sequential([keras.Input((6, 4, 4)), fresh])
+    tf.train.Checkpoint(model=our_model).read(path).assert_consumed()
+    for got, want in zip(fresh.get_weights(), keras_norm.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    clone = type(fresh).from_config(fresh.get_config())
+    assert clone.epsilon == 1e-5 and clone.name == "norm"
+    with pytest.raises(ValueError, match=r"bad: InstanceNormalization needs \[B, H, W, C\]"):
+        instance_norm("bad").build((None, 8))
+
+
+def test_instance_norm_benchmark_quick_run_compares_the_same_maths():
+    from bgshift_tf.benchmarks import instance_norm as bench
+
+    result = bench.run(quick=True)
+    assert result["norm_only"]["num_norms"] == 9  # stem, 2 down, 2 in its 1 residual block, 2 up x 2 branches
+    assert result["dg_step"]["first_step_max_loss_diff"] < 1e-4
+    assert all(rate > 0 for rate in result["dg_step"]["images_per_s"].values())

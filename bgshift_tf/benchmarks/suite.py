@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-AREAS = ("input_pipeline", "gan", "reid", "rank", "export", "search", "beam")
+AREAS = ("input_pipeline", "gan", "instance_norm", "reid", "rank", "export", "search", "beam")
 TRAINING_AREAS = ("gan", "reid")  # their run() also takes train_steps (timed training steps per figure)
 
 

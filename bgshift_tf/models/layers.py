@@ -2,18 +2,88 @@
 
 Blocks are small functions on Keras tensors that name every layer they create (`name=f"{name}_conv"`), so
 weights stay readable and loadable by name. Convolutions that feed a norm have no bias (the norm's beta
-replaces it). Instance norm is `GroupNormalization(groups=-1)`: statistics are computed per image and per
-channel at training AND inference time (there are no running statistics), as in StarGAN.
+replaces it). Instance norm (`InstanceNormalization`) computes its statistics per image and per channel at
+training AND inference time (there are no running statistics), as in StarGAN.
 """
 
 import keras
+import tensorflow as tf
 
 INSTANCE_NORM_EPSILON = 1e-5
 
 
+def _normalize(x, gamma, beta, epsilon):
+    """(y, centered, rstd, scale) of y = (x - mean) * rsqrt(var + eps) * gamma + beta over H, W."""
+    mean = tf.reduce_mean(x, [1, 2], keepdims=True)
+    centered = x - mean
+    rstd = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), [1, 2], keepdims=True) + epsilon)
+    scale = rstd * gamma
+    return centered * scale + beta, centered, rstd, scale
+
+
+def _normalize_with_gradient(x, gamma, beta, epsilon):
+    """`_normalize`'s y with its analytic gradient (first order only). Autodiff of the forward ops takes
+    ~10 passes over the activation (the broadcasts of the moments' gradients, Tile and Mul); this takes
+    about half: dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)) per image and channel."""
+
+    @tf.custom_gradient
+    def forward(x, gamma, beta):
+        y, centered, rstd, scale = _normalize(x, gamma, beta, epsilon)
+
+        def grad(dy):
+            xhat = centered * rstd
+            sum_dy = tf.reduce_sum(dy, [1, 2], keepdims=True)
+            sum_dy_xhat = tf.reduce_sum(dy * xhat, [1, 2], keepdims=True)
+            count = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype)
+            dx = scale * (dy - (sum_dy + xhat * sum_dy_xhat) / count)
+            return dx, tf.reduce_sum(sum_dy_xhat, [0, 1, 2]), tf.reduce_sum(sum_dy, [0, 1, 2])
+
+        return y, grad
+
+    return forward(x, gamma, beta)
+
+
+@keras.saving.register_keras_serializable(package="bgshift_tf")
+class InstanceNormalization(keras.layers.Layer):
+    """Affine instance normalisation of NHWC tensors: per image and channel over H and W, epsilon 1e-5,
+    weights `gamma` (ones) and `beta` (zeros) of shape [C] (the names and shapes of Keras'
+    `GroupNormalization(groups=-1)`, which it replaces: its checkpoints restore). Computed in float32
+    (bf16 / fp16 inputs are cast up, the output cast back). With `training=True` the gradient is the
+    analytic one (`_normalize_with_gradient`; its speed against Keras' autodiff: `python -m bgshift_tf.bench
+    --only=instance_norm`, figures in BUILD_NOTES); at inference the plain ops run, so exported graphs hold
+    no custom-gradient ops (and, unlike GroupNormalization, no reshape with a runtime shape).""
+
+    def __init__(self, epsilon=INSTANCE_NORM_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(f"{self.name}: InstanceNormalization needs [B, H, W, C] inputs with a known C. "
+                             f"Received: input_shape={input_shape}")
+        channels = int(input_shape[-1])
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, inputs, training=False):
+        x = tf.cast(inputs, tf.float32)
+        gamma, beta = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
+        if training:
+            y = _normalize_with_gradient(x, gamma, beta, self.epsilon)
+        else:
+            y = _normalize(x, gamma, beta, self.epsilon)[0]
+        return tf.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
 def instance_norm(name):
     """Affine instance normalisation (per image, per channel, epsilon 1e-5) for NHWC tensors."""
-    return keras.layers.GroupNormalization(groups=-1, epsilon=INSTANCE_NORM_EPSILON, name=name)
+    return InstanceNormalization(INSTANCE_NORM_EPSILON, name=name)
 
 
 def apply_conv_norm_relu(x, filters, kernel_size, strides=1, name="conv_block"):
