@@ -51,7 +51,7 @@ class InstanceNormalization(keras.layers.Layer):
     (bf16 / fp16 inputs are cast up, the output cast back). With `training=True` the gradient is the
     analytic one (`_normalize_with_gradient`; its speed against Keras' autodiff: `python -m bgshift_tf.bench
     --only=instance_norm`, figures in BUILD_NOTES); at inference the plain ops run, so exported graphs hold
-    no custom-gradient ops (and, unlike GroupNormalization, no reshape with a runtime shape).""
+    no custom-gradient ops (and, unlike GroupNormalization, no reshape with a runtime shape)."""
 
     def __init__(self, epsilon=INSTANCE_NORM_EPSILON, **kwargs):
         super().__init__(**kwargs)
