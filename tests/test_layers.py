@@ -102,3 +102,4 @@ def test_instance_norm_benchmark_quick_run_compares_the_same_maths():
     assert result["norm_only"]["num_norms"] == 9  # stem, 2 down, 2 in its 1 residual block, 2 up x 2 branches
     assert result["dg_step"]["first_step_max_loss_diff"] < 1e-4
     assert all(rate > 0 for rate in result["dg_step"]["images_per_s"].values())
+    assert result["separate_keras"]["images_per_s"] > 0 and result["dg_step"]["ratio_vs_separate_keras"] > 0
