@@ -7,8 +7,9 @@ trained size and a static batch: [batch_size, h, w, 3] (default BATCH_SIZE = 1, 
 request at a time wants; `--tflite_batch_size=8` for throughput); the `*_jpeg` signatures are not converted
 (TFLite has no string/JPEG ops: decode on the device and feed pixels).
 
-Why a static batch (issue 16): with a resizable batch, every instance norm (Keras GroupNormalization)
-reshapes back with a runtime SHAPE, so its tensors are dynamic; XNNPACK delegates static tensors only, and
+Why a static batch (issue 16): with a resizable batch, every instance norm (then Keras GroupNormalization;
+now `models.layers.InstanceNormalization`, which has no reshape) reshaped back with a runtime SHAPE, so its
+tensors were dynamic; XNNPACK delegates static tensors only, and
 the demo generator's graph split into 13 XNNPACK partitions with the norms' MEAN/SUB/MUL/RSQRT left to
 the builtin kernels. With every shape static XNNPACK takes the whole float32 graph (`delegated_partitions`
 = 1; int8 keeps the norms' statistics float, so XNNPACK runs it in several partitions). The runner feeds a
