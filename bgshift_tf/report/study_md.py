@@ -36,7 +36,7 @@ def header_lines(entry: Mapping) -> list:
     lines = [f"# Reference study: {n} seed{'s' if n != 1 else ''} ({', '.join(map(str, study['seeds']))}), "
              f"study hash `{study['hash']}`", ""]
     if n < PLANNED_SEEDS:
-        lines += [f"**Preliminary: {n} of the {PLANNED_SEEDS} planned seeds have run.** Intervals over seeds need "
+        lines += [f"**Preliminary: {n} of the {PLANNED_SEEDS} planned seeds {'has' if n == 1 else 'have'} run.** Intervals over seeds need "
                   "at least 2 seeds; every verdict below may still change.", ""]
     lines += [f"Merged from the study's per-seed parts (`docs/study/seed_<k>.json`, `python -m bgshift_tf.results`): "
               f"{setting.get('source', '?')} → {', '.join(setting.get('targets') or [])} on the built-in synthetic "
