@@ -24,11 +24,19 @@ def commit() -> str:
     return out.strip() if out else "unknown"
 
 
+RESULT_DOCS = "docs/"  # results documents the jobs themselves write (docs/RESULTS.md, docs/study/): not code
+
+
 def tree_dirty():
-    """True when tracked files of the checkout differ from the commit (`git status --porcelain
-    --untracked-files=no`), None outside a git checkout. Untracked files (run outputs) do not count."""
+    """True when tracked files of the checkout outside `docs/` differ from the commit (`git status
+    --porcelain --untracked-files=no`), None outside a git checkout. Untracked files (run outputs) and
+    docs/ do not count: `make study` rewrites docs/RESULTS.md after each part, which marked every later
+    part of a run from a clean checkout as dirty."""
     out = _git("status", "--porcelain", "--untracked-files=no")
-    return None if out is None else bool(out.strip())
+    if out is None:
+        return None
+    paths = [line[3:].split(" -> ")[-1].strip('"') for line in out.splitlines() if line.strip()]
+    return any(not path.startswith(RESULT_DOCS) for path in paths)
 
 
 def cpu_model() -> str:
