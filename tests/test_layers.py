@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from bgshift_tf.models.layers import apply_residual_block, instance_norm
 
@@ -56,8 +57,6 @@ def _pair_of_norms(channels):
 
 
 def test_instance_norm_equals_keras_group_norm_forward_and_backward():
-    import tensorflow as tf
-
     ours, keras_norm = _pair_of_norms(5)
     rng = np.random.default_rng(4)
     x = tf.constant(rng.normal(2.0, 3.0, (3, 6, 4, 5)), tf.float32)
@@ -79,8 +78,6 @@ def test_instance_norm_equals_keras_group_norm_forward_and_backward():
 
 
 def test_instance_norm_restores_group_norm_checkpoints_and_round_trips_its_config(tmp_path):
-    import tensorflow as tf
-
     ours, keras_norm = _pair_of_norms(4)
     keras_model = keras.Sequential([keras.Input((6, 4, 4)), keras_norm])
     path = tf.train.Checkpoint(model=keras_model).write(str(tmp_path / "ckpt"))

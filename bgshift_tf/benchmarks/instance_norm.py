@@ -76,7 +76,8 @@ def run(quick=False):
         with _norms(variant):
             model = _tf_model(setting, slots, "float32")
         steps[variant] = tf.function(model.discriminator_generator_step)
-        passes[variant] = _norm_pass(_norm_layers(model.generator), setting["batch_size"])
+        norms = _norm_layers(model.generator)
+        passes[variant] = _norm_pass(norms, setting["batch_size"])
         losses[variant] = {k: float(v) for k, v in steps[variant](tensors).items()}  # first call: traces
         if variant == "keras_group_norm":  # after the loss comparison: these calls update the weights
             d_step, g_step = tf.function(model.discriminator_step), tf.function(model.generator_step)
@@ -97,7 +98,7 @@ def run(quick=False):
         "setting": {k: setting[k] for k in ("image_size", "batch_size", "base_filters", "num_res_blocks")},
         "rounds": rounds,
         "norm_only": {"ms": norm_ms, "ratio": norm_ms["keras_group_norm"] / norm_ms["ours"],
-                      "num_norms": len(_norm_layers(model.generator))},
+                      "num_norms": len(norms)},
         "separate_keras": {"images_per_s": separate_rate},
         "dg_step": {"images_per_s": dg_rate, "ratio": dg_rate["ours"] / dg_rate["keras_group_norm"],
                     "ratio_vs_separate_keras": dg_rate["ours"] / separate_rate,

@@ -163,6 +163,12 @@ def suppression_sums(inputs, outputs, exact_masks, parser_masks=None):
             "input_period2_power": input_period2, "input_ac_power": input_ac}
 
 
+def _add_sums(total, batch):
+    """Adds one batch's `suppression_sums` into the running `total` (same keys), in place."""
+    for key, value in batch.items():
+        total[key] += value
+
+
 def _psnr(sq_err, values):
     if not values:
         return float("nan")
@@ -265,9 +271,7 @@ def evaluate_suppression(world_dir, original_dir, generated_dirs, *, split="trai
         has_mask = originals["has_mask"].numpy().reshape(-1, 1, 1, 1) > 0
         parser = np.where(has_mask, originals["mask01"].numpy(), 1.0)
         for name, batch in {"original": originals, **batches}.items():
-            sums_now = suppression_sums(inputs, batch["pixels"].numpy(), masks, parser)
-            for key, value in sums_now.items():
-                sums[name][key] += value
+            _add_sums(sums[name], suppression_sums(inputs, batch["pixels"].numpy(), masks, parser))
         seen += len(inputs)
     return {name: {**finish(s), "num_images": seen} for name, s in sums.items()}
 
@@ -292,8 +296,7 @@ def blur_reference(world_dir, original_dir, *, split, image_size, factor=2, batc
     for originals, _, masks in paired_batches(world_dir, original_dir, {}, split=split, batch_size=batch_size,
                                               max_images=max_images, image_size=image_size):
         inputs = originals["pixels"].numpy()
-        for key, value in suppression_sums(inputs, blurred(inputs, factor), masks).items():
-            sums[key] += value
+        _add_sums(sums, suppression_sums(inputs, blurred(inputs, factor), masks))
         seen += len(inputs)
     return {**finish(sums), "num_images": seen}
 

@@ -22,9 +22,9 @@ def _normalize(x, gamma, beta, epsilon):
 
 
 def _normalize_with_gradient(x, gamma, beta, epsilon):
-    """`_normalize`'s y with its analytic gradient (first order only). Autodiff of the forward ops takes
-    ~10 passes over the activation (the broadcasts of the moments' gradients, Tile and Mul); this takes
-    about half: dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)) per image and channel."""
+    """`_normalize`'s y with its analytic gradient (first order only): dx = scale * (dy - mean(dy) - xhat *
+    mean(dy * xhat)) per image and channel, instead of autodiff through the moments' broadcasts (the Tile /
+    Mul chains of the profile). Measured gain: BUILD_NOTES ("Instance norm with an analytic gradient")."""
 
     @tf.custom_gradient
     def forward(x, gamma, beta):

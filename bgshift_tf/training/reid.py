@@ -15,8 +15,8 @@
   replicas give the same update); SGD momentum 0.9; learning rate 0.1, then 0.01 after epoch 40.
 - Early stopping (`holdout_ids` > 0 with `patience` > 0; `training.reid_holdout`): that many source
   identities leave training and serve as a small retrieval test after every epoch; training stops after
-  `patience` epochs without a better rank-1 there, but not before `min_epochs` (or at `epochs`), the best model kept in `<run_dir>/best/`
-  and the curve returned as the summary's "curve".
+  `patience` epochs without a better rank-1 there, but not before `min_epochs` (or at `epochs`), the best
+  model kept in `<run_dir>/best/` and the curve returned as the summary's "curve".
 - `load_reid_model(run_dir) -> IDE | DA2S`: rebuilds the model from `<run_dir>/config.json` and restores
   the best checkpoint of an early-stopped run, else the latest one.
 """

@@ -107,7 +107,8 @@ class EarlyStopping:
         self.embed = tf.function(lambda *x: model.embed(x if two_inputs else x[0], training=False),
                                  reduce_retracing=True)
         self.state = {"curve": [], "best_step": None, "best_rank1": None, "stopped_step": None,
-                      "patience": self.patience, "min_epochs": self.min_epochs, "num_holdout_ids": int(len(np.unique(data["pid"])))}
+                      "patience": self.patience, "min_epochs": self.min_epochs,
+                      "num_holdout_ids": int(len(np.unique(data["pid"])))}
         if os.path.isfile(self.path):
             with open(self.path) as f:
                 self.state = json.load(f)
