@@ -16,6 +16,7 @@ import dataclasses
 from absl import flags
 
 from bgshift_tf.core import config_flags, errors, flag_checks
+from bgshift_tf.models.generator import ATTENTION_MODES
 from bgshift_tf.models.layers import UPSAMPLE_MODES
 from bgshift_tf.training import gan_run, interrupts, run_flags
 from bgshift_tf.training.losses import LossWeights
@@ -44,6 +45,8 @@ _HELP = {
     "upsample": "Decoder upsampling: transposed (4x4/2 deconv, the paper's), or nearest / bilinear resize + 3x3 conv.",
     "skips": "U-Net skip connections from G's encoder to its decoders (not the paper's: sharper bodies at short "
              "budgets).",
+    "attention": "Decoders whose output blends the input image through a predicted keep-mask (GANimation; not the "
+                 "paper's): none, soft_mask or both.",
     "g_ema_decay": "If > 0 (< 1), keep a moving average of G's weights with this decay for generation and export.",
     "lr_decay_start": "Fraction of training (0, 1] after which both learning rates decay linearly to 0 (1 = "
                       "constant, the paper's; StarGAN: 0.5).",
@@ -58,7 +61,8 @@ _LOWER_BOUNDS = dict.fromkeys(["batch_size", "epochs", "n_critic", "base_filters
                                "steps_per_call", "shuffle_buffer", "num_preview"], 1)
 _LOWER_BOUNDS.update(dict.fromkeys(["max_steps", "num_soft_mask", "num_res_blocks", "image_every"], 0))
 
-config_flags.define_from_config(_D, _HELP, _LOWER_BOUNDS, choices={"upsample": UPSAMPLE_MODES})
+config_flags.define_from_config(_D, _HELP, _LOWER_BOUNDS,
+                                choices={"upsample": UPSAMPLE_MODES, "attention": ATTENTION_MODES})
 config_flags.define_from_config(
     _D, {weight.name: weight.metadata["help"] for weight in dataclasses.fields(LossWeights)},
     dict.fromkeys(LossWeights.names(), 0))

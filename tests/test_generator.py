@@ -167,3 +167,36 @@ def test_resize_upsampling_makes_no_checkerboard_from_a_flat_input():
         pre_norm = keras.Model(inputs, conv.output)(flat).numpy()[0, 2:-2, 2:-2]
         spreads[mode] = float(np.max(pre_norm.std(axis=(0, 1))))
     assert spreads["nearest"] < 1e-5 < 0.01 < spreads["transposed"]
+
+
+@pytest.mark.parametrize("attention, skips", [("soft_mask", False), ("both", True)])
+def test_attention_output_keeps_the_input_where_its_mask_is_open(attention, skips):
+    g = Generator(num_domains=K, image_size=SIZE, base_filters=4, num_res_blocks=1, skips=skips, attention=attention)
+    x = _images(3)
+    branches = (g.soft_mask_branch, g.style_branch) if attention == "both" else (g.soft_mask_branch,)
+    assert [b.get_layer(f"{b.name}_out_conv").filters for b in (g.soft_mask_branch, g.style_branch)] == [
+        4, 4 if attention == "both" else 3]
+    targets = np.array([1, 0, 2])
+    for keep_logit, expected in ((30.0, x), (-30.0, None)):
+        for branch in branches:
+            conv = branch.get_layer(f"{branch.name}_out_conv")
+            kernel, bias = conv.get_weights()
+            conv.set_weights([kernel, np.array([0.0, 0.0, 0.0, keep_logit], "float32")])
+        soft = g.soft_mask(x).numpy()
+        if expected is not None:  # keep-mask open everywhere: the input itself
+            np.testing.assert_allclose(soft, x, atol=1e-6)
+        else:  # closed: a content image that does not depend on the input's pixels one to one
+            assert np.abs(soft).max() <= 1.0 and np.abs(soft - x).mean() > 0.1
+        style = g.style_transfer(x, targets).numpy()
+        assert np.allclose(style, x, atol=1e-6) == (attention == "both" and keep_logit > 0)
+    # generate() hands each decoder its own examples' images.
+    slot = np.array([0.0, 1.0, 0.0], "float32")
+    mixed = g.generate(x, targets, slot).numpy()
+    np.testing.assert_allclose(mixed[1:2], g.soft_mask(x[1:2]), atol=1e-5)
+    np.testing.assert_allclose(mixed[[0, 2]], g.style_transfer(x[[0, 2]], targets[[0, 2]]), atol=1e-5)
+    clone = Generator.from_config(g.get_config())
+    assert clone.attention == attention and _generator().attention == "none"
+    clone.set_weights(g.get_weights())
+    np.testing.assert_allclose(clone.soft_mask(x), g.soft_mask(x), atol=1e-6)
+    with pytest.raises(ValueError, match="attention='mask'"):
+        Generator(num_domains=K, image_size=SIZE, attention="mask")

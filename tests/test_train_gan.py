@@ -169,15 +169,17 @@ def test_build_sbsgan_lays_the_decay_over_each_optimizers_updates():
     config = gan_run.merge_config(dict(domain_dirs=["a", "b"], image_height=16, image_width=8, batch_size=4,
                                        base_filters=4, num_res_blocks=0, d_base_filters=4, d_num_layers=2,
                                        n_critic=2, lr_decay_start=0.5, g_ema_decay=0.99, upsample="nearest",
-                                       skips=True))
+                                       skips=True, attention="soft_mask"))
     gan = gan_run.build_sbsgan(config, num_domains=2, total_steps=40)
     d_schedule, g_schedule = gan.d_optimizer._learning_rate, gan.g_optimizer._learning_rate
     assert (d_schedule.decay_start, d_schedule.total_updates) == (20, 40)
     assert (g_schedule.decay_start, g_schedule.total_updates) == (10, 20)
     assert gan.generator_ema.get_config() == gan.generator.get_config()
     assert (gan.generator.upsample, gan.generator.skips, gan.generator_ema.skips) == ("nearest", True, True)
-    assert gan_run.settings_not_from_paper(config)[-4:] == [
-        "upsample nearest [transposed]", "skips True [False]", "g_ema_decay 0.99 [0]", "lr_decay_start 0.5 [1]"]
+    assert gan.generator.attention == gan.generator_ema.attention == "soft_mask"
+    assert gan_run.settings_not_from_paper(config)[-5:] == [
+        "upsample nearest [transposed]", "skips True [False]", "attention soft_mask [none]", "g_ema_decay 0.99 [0]",
+        "lr_decay_start 0.5 [1]"]
     for key, value in (("g_ema_decay", 1.0), ("lr_decay_start", 0.0), ("steps_per_call", 0)):
         with pytest.raises(ValueError, match=f"{key}="):
             gan_run.merge_config({**config, key: value})

@@ -10,6 +10,9 @@ each deconv by a nearest / bilinear resize + 3x3 conv (against checkerboard arte
 `skips=True` adds U-Net skip connections (not the paper's; pix2pix, Isola et al. 2017): each decoder
 concatenates the encoder's down1 output (2F) after its first upsampling and the stem's output (F) after its
 second, so the body's detail need not pass the 4x-downsampled trunk.
+`attention` ("soft_mask" or "both"; not the paper's) gives that branch (or both) an attention-mask output
+(`models.layers.AttentionBlend`, GANimation): its 7x7 conv has 4 channels, a keep-mask and a content image, and
+the output is keep * input + (1 - keep) * content.
 Instance norm everywhere except the output conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-1, 1]. Under a mixed
 precision policy (`core.precision`) the layers compute in bf16/fp16, instance-norm statistics and the
 final tanh in float32.
@@ -20,13 +23,15 @@ import tensorflow as tf
 from keras import ops
 
 from bgshift_tf.data import variants
-from bgshift_tf.models.layers import (UPSAMPLE_MODES, apply_conv_norm_relu, apply_residual_block,
+from bgshift_tf.models.layers import (UPSAMPLE_MODES, AttentionBlend, apply_conv_norm_relu, apply_residual_block,
                                      apply_upsample_norm_relu)
 
 # The `branch` argument of `call`, in the image-variant vocabulary. Only the argument is named so: the
 # decoders keep their layer names (`soft_mask_branch`, `style_branch`), which checkpoints and .keras
 # files store, so existing weights still load.
 BRANCHES = (variants.SOFT_MASK, variants.STYLE_TRANSFER)
+# The `attention` argument: which decoders blend their output with the input image (AttentionBlend).
+ATTENTION_MODES = ("none", "soft_mask", "both")
 
 
 def uniform_indicator(batch_size, num_domains):
@@ -50,8 +55,9 @@ def _build_encoder(image_size, in_channels, base_filters, num_res_blocks, skips,
     return keras.Model(inputs, [x, down1, stem] if skips else x, name=name)
 
 
-def _build_decoder(feature_shapes, base_filters, upsample, name):
-    """A decoder over the encoder's output: one feature shape, or three ([trunk, down1, stem]) for skips."""
+def _build_decoder(feature_shapes, base_filters, upsample, image_shape, attention, name):
+    """A decoder over the encoder's output: one feature shape, or three ([trunk, down1, stem]) for skips.
+    With `attention` it also takes the input image (its last input) and blends its output with it."""
     skips = len(feature_shapes) == 3
     inputs = [keras.Input(shape, name=f"{name}_input{i or ''}") for i, shape in enumerate(feature_shapes)]
     x = apply_upsample_norm_relu(inputs[0], base_filters * 2, upsample, name=f"{name}_up1")
@@ -60,10 +66,14 @@ def _build_decoder(feature_shapes, base_filters, upsample, name):
     x = apply_upsample_norm_relu(x, base_filters, upsample, name=f"{name}_up2")
     if skips:
         x = keras.layers.Concatenate(name=f"{name}_skip2")([x, inputs[2]])
-    x = keras.layers.Conv2D(3, 7, padding="same", name=f"{name}_out_conv")(x)
+    x = keras.layers.Conv2D(4 if attention else 3, 7, padding="same", name=f"{name}_out_conv")(x)
     # The image leaves in float32 whatever the compute precision (losses and saved images read it).
-    outputs = keras.layers.Activation("tanh", dtype="float32", name=f"{name}_tanh")(x)
-    return keras.Model(inputs if skips else inputs[0], outputs, name=name)
+    if attention:
+        inputs.append(keras.Input(image_shape, name=f"{name}_image"))
+        outputs = AttentionBlend(dtype="float32", name=f"{name}_attention")([x, inputs[-1]])
+    else:
+        outputs = keras.layers.Activation("tanh", dtype="float32", name=f"{name}_tanh")(x)
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name)
 
 
 @keras.saving.register_keras_serializable(package="bgshift_tf")
@@ -78,6 +88,8 @@ class Generator(keras.Model):
         upsample: how the decoders upsample (`models.layers.UPSAMPLE_MODES`): "transposed" (the paper's
             4x4 stride-2 deconv), "nearest" or "bilinear" (resize + 3x3 conv).
         skips: U-Net skip connections from the encoder to both decoders (not the paper's; see above).
+        attention: `ATTENTION_MODES`: "none" (the paper's), "soft_mask" or "both" (those decoders blend their
+            output with the input image through a predicted keep-mask; not the paper's, see above).
         name: model name.
 
     `call((images, indicator), branch)` runs one branch; `soft_mask(images)` and
@@ -86,7 +98,7 @@ class Generator(keras.Model):
     """
 
     def __init__(self, num_domains=3, image_size=(256, 128), base_filters=64, num_res_blocks=6,
-                 upsample="transposed", skips=False, name="generator", **kwargs):
+                 upsample="transposed", skips=False, attention="none", name="generator", **kwargs):
         super().__init__(name=name, **kwargs)
         image_size = tuple(int(s) for s in image_size)
         if num_domains < 2:
@@ -103,6 +115,8 @@ class Generator(keras.Model):
             )
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"`upsample` must be one of {UPSAMPLE_MODES}. Received: upsample={upsample!r}")
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"`attention` must be one of {ATTENTION_MODES}. Received: attention={attention!r}")
         # === Config ===
         self.num_domains = int(num_domains)
         self.image_size = image_size
@@ -110,15 +124,18 @@ class Generator(keras.Model):
         self.num_res_blocks = int(num_res_blocks)
         self.upsample = upsample
         self.skips = bool(skips)
+        self.attention = attention
 
         # === Layers ===
         self.encoder = _build_encoder(
             image_size, 3 + self.num_domains, self.base_filters, self.num_res_blocks, self.skips, name="encoder"
         )
         feature_shapes = [t.shape[1:] for t in tf.nest.flatten(self.encoder.output)]
-        self.soft_mask_branch = _build_decoder(feature_shapes, self.base_filters, upsample,
-                                               name="soft_mask_branch")
-        self.style_branch = _build_decoder(feature_shapes, self.base_filters, upsample, name="style_branch")
+        image_shape = (*image_size, 3)
+        self.soft_mask_branch = _build_decoder(feature_shapes, self.base_filters, upsample, image_shape,
+                                               attention != "none", name="soft_mask_branch")
+        self.style_branch = _build_decoder(feature_shapes, self.base_filters, upsample, image_shape,
+                                           attention == "both", name="style_branch")
         self.built = True
 
     def call(self, inputs, branch=variants.STYLE_TRANSFER, training=False):
@@ -137,6 +154,12 @@ class Generator(keras.Model):
         images, indicator = inputs
         features = self._encode(images, indicator, training)
         decoder = self.soft_mask_branch if branch == variants.SOFT_MASK else self.style_branch
+        return self._decode(decoder, features, images, training)
+
+    def _decode(self, decoder, features, images, training):
+        """decoder(features), with the images as its last input when it has an attention output."""
+        if len(decoder.inputs) > len(tf.nest.flatten(features)):
+            features = [*tf.nest.flatten(features), images]
         return decoder(features, training=training)
 
     def _encode(self, images, indicator, training):
@@ -183,11 +206,12 @@ class Generator(keras.Model):
         # Soft-mask examples first (stable), then the rest; the inverse permutation restores the order.
         order = tf.argsort(tf.cast(use_soft_mask[:, 0], tf.int32), direction="DESCENDING", stable=True)
         num_soft = tf.reduce_sum(tf.cast(use_soft_mask, tf.int32))
-        sorted_features = tf.nest.map_structure(lambda f: tf.gather(f, order), features)
+        sorted_features, sorted_images = tf.nest.map_structure(lambda f: tf.gather(f, order), (features, images))
         style_start = tf.minimum(num_soft, tf.shape(order)[0] - 1)
-        soft = self.soft_mask_branch(tf.nest.map_structure(lambda f: f[:tf.maximum(num_soft, 1)], sorted_features),
-                                     training=training)
-        style = self.style_branch(tf.nest.map_structure(lambda f: f[style_start:], sorted_features), training=training)
+        soft_part = tf.nest.map_structure(lambda f: f[:tf.maximum(num_soft, 1)], (sorted_features, sorted_images))
+        style_part = tf.nest.map_structure(lambda f: f[style_start:], (sorted_features, sorted_images))
+        soft = self._decode(self.soft_mask_branch, *soft_part, training)
+        style = self._decode(self.style_branch, *style_part, training)
         mixed = tf.concat([soft[:num_soft], style[num_soft - style_start:]], axis=0)
         return tf.gather(mixed, tf.argsort(order))
 
@@ -199,6 +223,7 @@ class Generator(keras.Model):
             "num_res_blocks": self.num_res_blocks,
             "upsample": self.upsample,
             "skips": self.skips,
+            "attention": self.attention,
             "name": self.name,
         }
 

@@ -1,4 +1,4 @@
-"""Building blocks shared by the SBSGAN generator: instance norm, conv blocks, residual block.
+"""Building blocks shared by the SBSGAN generator: instance norm, conv blocks, residual block, attention blend.
 
 Blocks are small functions on Keras tensors that name every layer they create (`name=f"{name}_conv"`), so
 weights stay readable and loadable by name. Convolutions that feed a norm have no bias (the norm's beta
@@ -136,3 +136,24 @@ def apply_residual_block(x, name="res_block"):
     y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(y)
     y = instance_norm(f"{name}_2_norm")(y)
     return keras.layers.Add(name=f"{name}_add")([x, y])
+
+
+@keras.saving.register_keras_serializable(package="bgshift_tf")
+class AttentionBlend(keras.layers.Layer):
+    """An attention-mask output (GANimation, Pumarola et al. 2018): [logits [B,H,W,4], image [B,H,W,3]] ->
+    a * image + (1 - a) * tanh(logits[..., :3]) with a = sigmoid(logits[..., 3:]), float32 in [-1, 1].
+
+    The decoder then only has to say where to keep the input and what to paint elsewhere, instead of
+    re-drawing every pixel through the downsampled trunk. No weights."""
+
+    def call(self, inputs):
+        logits, image = inputs
+        logits, image = tf.cast(logits, tf.float32), tf.cast(image, tf.float32)
+        if logits.shape[-1] != 4 or image.shape[-1] != 3:
+            raise ValueError(f"{self.name}: AttentionBlend needs [logits with 4 channels, image with 3]. Received: "
+                             f"logits {logits.shape}, image {image.shape}")
+        keep = tf.sigmoid(logits[..., 3:])
+        return keep * image + (1.0 - keep) * tf.tanh(logits[..., :3])
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[1]

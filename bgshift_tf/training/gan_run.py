@@ -9,9 +9,9 @@
   (`training.loop.ScheduledStep`), both from `training.gan.SBSGAN`; an iteration with a G update runs
   `discriminator_generator_step` (the fakes made once). `steps_per_call` iterations run per graph call.
 - Recipe options beyond the paper (each listed by `settings_not_from_paper` when used): `upsample`
-  (resize + conv decoders), `skips` (U-Net skip connections), `g_ema_decay` (G weight average, used by
-  `load_generator`), `lr_decay_start` (StarGAN's linear decay to 0 over the last part of training,
-  `LinearDecayAfter`).
+  (resize + conv decoders), `skips` (U-Net skip connections), `attention` (attention-mask outputs),
+  `g_ema_decay` (G weight average, used by `load_generator`), `lr_decay_start` (StarGAN's linear decay to 0
+  over the last part of training, `LinearDecayAfter`).
 - Run directory: `config.json` = {"flags": config, "generator": Generator config, "discriminator":
   Discriminator config, "sbsgan": loss weights etc., "domains", dataset facts}; `checkpoints/` with
   `generator`, `discriminator`, `g_optimizer`, `d_optimizer`, `step` (`training.gan_checkpoint.load_generator`
@@ -61,6 +61,7 @@ DEFAULT_CONFIG = {
     "d_num_layers": 6,
     "upsample": "transposed",  # decoder upsampling (models.layers.UPSAMPLE_MODES); the paper's deconv
     "skips": False,  # U-Net skip connections encoder -> decoders (not the paper's)
+    "attention": "none",  # decoders with an attention-mask output (models.generator.ATTENTION_MODES; not the paper's)
     "g_ema_decay": 0.0,  # > 0: keep a moving average of G's weights for generation (not the paper's)
     "lr_decay_start": 1.0,  # fraction of training after which both rates decay linearly to 0 (1 = constant)
     "steps_per_call": 1,  # loop iterations per tf.function call (training.loop)
@@ -83,7 +84,7 @@ DEFAULT_CONFIG = {
 # architecture. `max_steps` > 0 counts as a change of `epochs`.
 PAPER_KEYS = ("image_height", "image_width", "batch_size", "epochs", "learning_rate", "n_critic",
               *LossWeights.names(), "num_soft_mask", "base_filters", "num_res_blocks", "d_base_filters",
-              "d_num_layers", "upsample", "skips", "g_ema_decay", "lr_decay_start")
+              "d_num_layers", "upsample", "skips", "attention", "g_ema_decay", "lr_decay_start")
 
 
 def _show(value):
@@ -231,7 +232,7 @@ def build_sbsgan(config, num_domains, total_steps=1):
         def generator():
             return Generator(num_domains=num_domains, image_size=image_size, base_filters=config["base_filters"],
                              num_res_blocks=config["num_res_blocks"], upsample=config["upsample"],
-                             skips=config["skips"])
+                             skips=config["skips"], attention=config["attention"])
 
         main_generator = generator()
         average = generator() if config["g_ema_decay"] > 0 else None

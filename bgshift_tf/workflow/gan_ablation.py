@@ -13,7 +13,7 @@ soft-mask images measured against the exact masks (the library behind `python -m
      `generation.quality` measures them (fg_psnr, fg_ssim, bg_energy, checkerboard, ...) per domain;
   4. `out_path` (JSON, rewritten atomically after every trial and seed, so a cut-short run keeps what
      finished and skips it when re-run): {"cpu", "budget": the shared settings, "trials": {trial:
-     {"settings", "seeds": {seed: {"seconds", "steps", "per_domain": {domain: metrics}, "mean": {metric:
+     {"settings", "seeds": {seed: {"cpu", "seconds", "steps", "per_domain": {domain: metrics}, "mean": {metric:
      mean over domains}}}}}}.
 Trials differ only in their settings: same world, same budget (iterations), same measurement.
 """
@@ -114,7 +114,7 @@ def run_ablation(pipeline_config, trials, seeds, out_path, max_images=256, log=p
             per_domain = measure_soft_mask(generator, ctx, (config["image_height"], config["image_width"]),
                                            max_images)
             mean = {k: float(np.mean([m[k] for m in per_domain.values()])) for k in METRICS}
-            entry["seeds"][str(seed)] = {"seconds": round(seconds, 1), "steps": summary["final_step"],
+            entry["seeds"][str(seed)] = {"cpu": provenance.cpu_model(), "seconds": round(seconds, 1), "steps": summary["final_step"],
                                          "per_domain": per_domain, "mean": mean}
             log(f"[ablation] {name} seed {seed}: {seconds:.0f} s, " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
             # 4. Keep what finished.
