@@ -1,5 +1,5 @@
 """SBSGAN speed: TensorFlow float32 and mixed_bfloat16 against the same networks and steps in PyTorch
-float32 and bf16 autocast.
+float32 and bf16 autocast, eager NCHW and channels_last, and float32 under torch.compile.
 
 For three settings, "demo64" (configs/gan_demo.flags: 64x32, batch 16, base_filters 32, 2 residual blocks,
 D 16 / 5 layers), "demo" (the issue's demo size, 128x64 images and batch 16, with narrow networks: base_filters
@@ -13,10 +13,18 @@ base_filters 32) and "paper" (256x128, batch 4 to keep it short, base_filters
   * dg_step (TF only): `discriminator_generator_step`, the D and G updates of one batch with the fakes made
     once, which training runs when n_critic = 1; "dg_vs_separate" is its rate over that of d_step then
     g_step (the pair training ran before it), and PyTorch's equivalent is its d_step then g_step.
-in four modes: TF "float32" and "mixed_bfloat16" (`core.precision` policies, tf.function graphs; XLA
-re-measured for inference in both and for the bf16 training steps, kept only where it is faster), PyTorch
-"float32" and "bf16_autocast" (`torch.autocast("cpu", dtype=torch.bfloat16)`).
-The PyTorch twin (`_torch_networks`, `_torch_steps`) mirrors layer for layer and loss for loss what
+in TF modes "float32" and "mixed_bfloat16" (`core.precision` policies, tf.function graphs; XLA re-measured
+for inference in both and for the bf16 training steps, kept only where it is faster) and PyTorch modes
+(TORCH_MODES):
+  * "float32" and "bf16_autocast" (`torch.autocast("cpu", dtype=torch.bfloat16)`): eager, NCHW tensors;
+  * "float32_channels_last" and "bf16_autocast_channels_last": the same with the networks and the input
+    tensors in `torch.channels_last` memory format;
+  * "float32_compile": NCHW float32 with each step function wrapped in `torch.compile` (the default
+    inductor backend; needs a C++ compiler at run time), compile time kept out of the timed calls by
+    COMPILE_WARMUP untimed calls. A step torch.compile cannot run is reported as the reason (a string)
+    instead of a rate: with torch 2.13, d_step's gradient penalty (`create_graph=True`, double backward)
+    is not supported by aot_autograd. A mode none of whose steps ran is {"error": reason}.
+The PyTorch twin (`_torch_networks`, `_torch_rates`) mirrors layer for layer and loss for loss what
 `bgshift_tf.models` and `bgshift_tf.training.gan.SBSGAN` do; its columns are skipped with a note when
 torch is not installed. FLOPs per image of each step are counted by TF's profiler on the float32 graph
 (forward, backward and the gradient penalty's double backprop: every conv, transposed conv and matmul);
@@ -37,7 +45,8 @@ from bgshift_tf.models.generator import Generator
 from bgshift_tf.training.gan import SBSGAN
 
 TF_MODES = ("float32", "mixed_bfloat16")
-TORCH_MODES = ("float32", "bf16_autocast")
+TORCH_MODES = ("float32", "bf16_autocast", "float32_channels_last", "bf16_autocast_channels_last", "float32_compile")
+COMPILE_WARMUP = 3  # untimed calls of a compiled step: compilation, then recompiles once optimizer state exists
 STEPS = ("d_step", "g_step", "inference")
 TF_STEPS = (*STEPS, "dg_step")
 
@@ -184,16 +193,40 @@ def _torch_networks(torch, setting):
     return TorchGenerator(), TorchDiscriminator()
 
 
-def _torch_rates(torch, setting, batch, slots, autocast):
-    """Images/second of the PyTorch twin's d_step, g_step and inference (same losses and normalisers);
-    autocast=True runs the forward passes and losses under `torch.autocast("cpu", dtype=torch.bfloat16)`."""
+def _torch_options(mode):
+    """(autocast, channels_last, compiled) of a TORCH_MODES name."""
+    return mode.startswith("bf16_autocast"), mode.endswith("_channels_last"), mode.endswith("_compile")
+
+
+def _torch_rate(torch, step, batch_size, iterations, compiled):
+    """Images/second of `step()`; if `compiled`, of `torch.compile(step)` after COMPILE_WARMUP untimed calls,
+    or, when torch.compile fails on it (no C++ compiler, an unsupported op...), the reason as a string."""
+    if not compiled:
+        return batch_size / seconds_per_call(step, iterations)
+    try:
+        return batch_size / seconds_per_call(torch.compile(step), iterations, warmup=COMPILE_WARMUP)
+    except Exception as error:  # any compile failure is a result of the mode, never a crash of the bench
+        first_line = str(error).strip().partition("\n")[0]
+        return f"{type(error).__name__}: {first_line}"[:200]
+
+
+def _torch_rates(torch, setting, batch, slots, mode):
+    """Images/second of the PyTorch twin's d_step, g_step and inference (same losses and normalisers) in the
+    TORCH_MODES `mode`: bf16_autocast runs the forward passes and losses under
+    `torch.autocast("cpu", dtype=torch.bfloat16)`, channels_last converts the networks and input tensors to
+    `torch.channels_last`, compile wraps each step in `torch.compile` (a step it fails on gives the reason
+    instead of a rate; a mode none of whose steps ran, {"error": reason})."""
+    autocast, channels_last, compiled = _torch_options(mode)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if compiled:
+        torch.compiler.reset()  # a fresh cache per setting: no recompile limit across settings
     torch.manual_seed(0)
-    generator, discriminator = _torch_networks(torch, setting)
+    generator, discriminator = (net.to(memory_format=layout) for net in _torch_networks(torch, setting))
     g_opt = torch.optim.Adam(generator.parameters(), 1e-4, betas=(0.5, 0.999))
     d_opt = torch.optim.Adam(discriminator.parameters(), 1e-4, betas=(0.5, 0.999))
     f = torch.nn.functional
-    x = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous()
-    m = torch.from_numpy(batch["mask"]).permute(0, 3, 1, 2).contiguous()
+    x = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous(memory_format=layout)
+    m = torch.from_numpy(batch["mask"]).permute(0, 3, 1, 2).contiguous(memory_format=layout)
     s, t = torch.from_numpy(batch["domain"]), torch.from_numpy(batch["target_domain"])
     slot, alpha = torch.from_numpy(batch["soft_mask_slot"]), torch.from_numpy(batch["gp_alpha"])
     n = setting["batch_size"]
@@ -251,13 +284,19 @@ def _torch_rates(torch, setting, batch, slots, autocast):
     @in_precision
     def inference():
         with torch.no_grad():
-            generator.soft_mask(x)
+            return generator.soft_mask(x)  # returned: torch.compile would drop an unused result's computation
 
-    return {
-        "d_step": n / seconds_per_call(d_step, setting["steps"]),
-        "g_step": n / seconds_per_call(g_step, setting["steps"]),
-        "inference": n / seconds_per_call(inference, setting["inference_steps"]),
-    }
+    iterations = {"d_step": setting["steps"], "g_step": setting["steps"], "inference": setting["inference_steps"]}
+    rates = {name: _torch_rate(torch, step, n, iterations[name], compiled)
+             for name, step in (("d_step", d_step), ("g_step", g_step), ("inference", inference))}
+    if all(isinstance(rate, str) for rate in rates.values()):
+        return {"error": rates["inference"]}
+    return rates
+
+
+def _measured(rates):
+    """The steps of a PyTorch mode that have a rate (not a reason why they did not run)."""
+    return {step: rate for step, rate in rates.items() if isinstance(rate, float)}
 
 
 def run(quick=False, train_steps=None):
@@ -265,8 +304,10 @@ def run(quick=False, train_steps=None):
 
     Rates are images/second. "tf" holds the graph modes, "tf_xla" the XLA-compiled ones (inference in both
     precisions, training steps in mixed_bfloat16; skipped when quick); "tf_best"/"torch_best" the fastest
-    mode per step and "tf_best_mode"/"torch_best_mode" which one; "bf16_vs_float32" TF mixed_bfloat16 (best
-    of graph and XLA) / TF float32; "tf_vs_torch" tf_best / torch_best (>= 1 means TF is at least as fast);
+    mode per step and "tf_best_mode"/"torch_best_mode" which one, of the modes with a rate for that step (a
+    "torch" step may instead be a string, why it did not run, and a whole mode {"error": reason});
+    "bf16_vs_float32" TF mixed_bfloat16 (best of graph and XLA) / TF float32; "tf_vs_torch" tf_best /
+    torch_best (>= 1 means TF is at least as fast);
     "gflops_per_image" each step's FLOPs; "tf_best_gflops_per_second" and its fraction of each bf16 peak.
     """
     try:
@@ -317,10 +358,12 @@ def run(quick=False, train_steps=None):
             torch_columns = {}
             for mode in TORCH_MODES:
                 print(f"[bench gan] {name}: PyTorch {mode} ...", flush=True)
-                torch_columns[mode] = _torch_rates(torch, setting, batch, slots, autocast=mode != "float32")
-            row["torch"] = {mode: rounded(rates) for mode, rates in torch_columns.items()}
+                torch_columns[mode] = _torch_rates(torch, setting, batch, slots, mode)
+            row["torch"] = {mode: {**rates, **rounded(_measured(rates))} for mode, rates in torch_columns.items()}
+            torch_columns = {mode: _measured(rates) for mode, rates in torch_columns.items()}
             for rates in torch_columns.values():
-                rates["dg_step"] = 1.0 / (1.0 / rates["d_step"] + 1.0 / rates["g_step"])
+                if "d_step" in rates and "g_step" in rates:
+                    rates["dg_step"] = 1.0 / (1.0 / rates["d_step"] + 1.0 / rates["g_step"])
             torch_best, row["torch_best_mode"] = best_of(torch_columns)
             row["torch_best"] = rounded(torch_best)
             row["tf_vs_torch"] = {k: round(tf_best[k] / torch_best[k], 2) for k in TF_STEPS}
