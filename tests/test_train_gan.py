@@ -147,7 +147,8 @@ def test_settings_not_from_paper():
     demo = gan_run.settings_not_from_paper(_parse_flagfile("gan_demo.flags"))
     assert demo == ["image_height 64 [256]", "image_width 32 [128]", "epochs 11 [5]", "learning_rate 0.0002 [0.0001]",
                     "n_critic 1 [5]", "lambda_bgs 50 [5]", "base_filters 32 [64]", "num_res_blocks 2 [6]",
-                    "d_base_filters 16 [64]", "d_num_layers 5 [6]", "upsample nearest [transposed]"]
+                    "d_base_filters 16 [64]", "d_num_layers 5 [6]", "upsample nearest [transposed]",
+                    "attention soft_mask [none]"]
     assert "max_steps 4 [epochs 5]" in gan_run.settings_not_from_paper(_parse_flagfile("gan_tiny.flags"))
     # Every loss weight counts, including a new field of LossWeights; keys a config lacks count as the paper's.
     changed = {name: 0.0 for name in LossWeights.names()}

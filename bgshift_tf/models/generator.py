@@ -11,8 +11,8 @@ each deconv by a nearest / bilinear resize + 3x3 conv (against checkerboard arte
 concatenates the encoder's down1 output (2F) after its first upsampling and the stem's output (F) after its
 second, so the body's detail need not pass the 4x-downsampled trunk.
 `attention` ("soft_mask" or "both"; not the paper's) gives that branch (or both) an attention-mask output
-(`models.layers.AttentionBlend`, GANimation): its 7x7 conv has 4 channels, a keep-mask and a content image, and
-the output is keep * input + (1 - keep) * content.
+(`models.layers.AttentionBlend`, GANimation): beside its 7x7 output conv a second 7x7 conv (`_keep_conv`, one
+channel) predicts a keep-mask, and the output is keep * input + (1 - keep) * content.
 Instance norm everywhere except the output conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-1, 1]. Under a mixed
 precision policy (`core.precision`) the layers compute in bf16/fp16, instance-norm statistics and the
 final tanh in float32.
@@ -66,13 +66,14 @@ def _build_decoder(feature_shapes, base_filters, upsample, image_shape, attentio
     x = apply_upsample_norm_relu(x, base_filters, upsample, name=f"{name}_up2")
     if skips:
         x = keras.layers.Concatenate(name=f"{name}_skip2")([x, inputs[2]])
-    x = keras.layers.Conv2D(4 if attention else 3, 7, padding="same", name=f"{name}_out_conv")(x)
+    content = keras.layers.Conv2D(3, 7, padding="same", name=f"{name}_out_conv")(x)
     # The image leaves in float32 whatever the compute precision (losses and saved images read it).
     if attention:
+        keep = keras.layers.Conv2D(1, 7, padding="same", name=f"{name}_keep_conv")(x)
         inputs.append(keras.Input(image_shape, name=f"{name}_image"))
-        outputs = AttentionBlend(dtype="float32", name=f"{name}_attention")([x, inputs[-1]])
+        outputs = AttentionBlend(dtype="float32", name=f"{name}_attention")([content, keep, inputs[-1]])
     else:
-        outputs = keras.layers.Activation("tanh", dtype="float32", name=f"{name}_tanh")(x)
+        outputs = keras.layers.Activation("tanh", dtype="float32", name=f"{name}_tanh")(content)
     return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name)
 
 

@@ -140,20 +140,21 @@ def apply_residual_block(x, name="res_block"):
 
 @keras.saving.register_keras_serializable(package="bgshift_tf")
 class AttentionBlend(keras.layers.Layer):
-    """An attention-mask output (GANimation, Pumarola et al. 2018): [logits [B,H,W,4], image [B,H,W,3]] ->
-    a * image + (1 - a) * tanh(logits[..., :3]) with a = sigmoid(logits[..., 3:]), float32 in [-1, 1].
+    """An attention-mask output (GANimation, Pumarola et al. 2018): [content logits [B,H,W,3], keep logits
+    [B,H,W,1], image [B,H,W,3]] -> keep * image + (1 - keep) * tanh(content) with keep = sigmoid(keep logits),
+    float32 in [-1, 1].
 
     The decoder then only has to say where to keep the input and what to paint elsewhere, instead of
-    re-drawing every pixel through the downsampled trunk. No weights."""
+    re-drawing every pixel through the downsampled trunk. Content and keep logits come from two convs, not
+    one sliced 4-channel conv: a channel slice splits TFLite's XNNPACK graph into several partitions. No weights."""
 
     def call(self, inputs):
-        logits, image = inputs
-        logits, image = tf.cast(logits, tf.float32), tf.cast(image, tf.float32)
-        if logits.shape[-1] != 4 or image.shape[-1] != 3:
-            raise ValueError(f"{self.name}: AttentionBlend needs [logits with 4 channels, image with 3]. Received: "
-                             f"logits {logits.shape}, image {image.shape}")
-        keep = tf.sigmoid(logits[..., 3:])
-        return keep * image + (1.0 - keep) * tf.tanh(logits[..., :3])
+        content, keep, image = (tf.cast(t, tf.float32) for t in inputs)
+        if content.shape[-1] != 3 or keep.shape[-1] != 1 or image.shape[-1] != 3:
+            raise ValueError(f"{self.name}: AttentionBlend needs [content with 3 channels, keep with 1, image with "
+                             f"3]. Received: {content.shape}, {keep.shape}, {image.shape}")
+        keep = tf.sigmoid(keep)
+        return keep * image + (1.0 - keep) * tf.tanh(content)
 
     def compute_output_shape(self, input_shape):
-        return input_shape[1]
+        return input_shape[2]

@@ -122,7 +122,8 @@ def demo_lines(demo: Mapping) -> list:
                         "--demo_quality=runs/demo/quality.json` stores one), so this is not checked.", ""]
     rows, reference = demo["rows"], demo["reference"]
     held = sum(r["at_least_demo"] for r in rows)
-    lines += [f"The study's SBSGAN (configs/gan_study.flags: the demo's networks, recipe and 1,232 iterations of 16) "
+    lines += [f"The study's SBSGAN (configs/gan_study.flags, 1,232 iterations of 16; its header says where it "
+              f"differs from the demo's gan_demo.flags) "
               f"on the study world's exact masks, mean ± 95% CI over seeds, beside one `make demo` run on the demo "
               f"world ({reference.get('source')}, copied at commit `{str(reference.get('copied_at_commit'))[:12]}`, "
               f"{reference.get('cpu')}). The worlds differ (study 64x32, demo 128x64), so this compares quality "
