@@ -125,7 +125,8 @@ def test_flagfiles_parse_to_the_documented_presets():
         "gan_demo.flags": dict(learning_rate=2e-4, beta1=0.5, lambda_sc=5.0, lambda_bgs=50.0, image_height=64,
                                base_filters=32, epochs=11, n_critic=1, upsample="nearest", steps_per_call=10),
         # the study's SBSGAN is the demo's, its 11 demo-world epochs fixed as iterations of the same batch
-        "gan_study.flags": dict(base_filters=32, batch_size=16, max_steps=1232, upsample="nearest", n_critic=1),
+        "gan_study.flags": dict(base_filters=32, batch_size=16, max_steps=1232, upsample="nearest", n_critic=1,
+                                attention="soft_mask", precision="float32"),
     }
     for name, values in expected.items():
         with open(os.path.join(CONFIGS, name)) as f:
@@ -133,6 +134,9 @@ def test_flagfiles_parse_to_the_documented_presets():
         config = _parse_flagfile(name)
         for key, value in values.items():
             assert config[key] == value, (name, key)
+    # The study trains the demo's SBSGAN: the two flagfiles differ only in the budget.
+    demo, study = _parse_flagfile("gan_demo.flags"), _parse_flagfile("gan_study.flags")
+    assert {key for key in demo if demo[key] != study[key]} == {"max_steps"}  # precision: float32 in both
 
 
 def test_loss_weight_flags_come_from_loss_weights():
