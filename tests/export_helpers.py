@@ -20,11 +20,10 @@ VENV_BIN = os.path.dirname(sys.executable)
 def tiny_generator():
     from bgshift_tf.models.generator import Generator
 
-    # The soft-mask branch of configs/gan_demo.flags (an attention-mask output), with the paper's transposed-conv
-    # upsampling: nearest resize (the demo's) is not taken by TFLite's XNNPACK delegate (the graph then runs in
-    # 5 partitions), which test_tflite's single-partition checks would report (BUILD_NOTES, "Export").
+    # The soft-mask branch of configs/gan_demo.flags: nearest upsampling (concat/reshape, which TFLite's XNNPACK
+    # delegate takes whole: test_tflite's single-partition checks) and an attention-mask output.
     return Generator(num_domains=NUM_DOMAINS, image_size=GENERATOR_SIZE, base_filters=8, num_res_blocks=1,
-                     upsample="transposed", attention="soft_mask")
+                     upsample="nearest", attention="soft_mask")
 
 
 def tiny_da2s():

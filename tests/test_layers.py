@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bgshift_tf.models.layers import apply_residual_block, instance_norm
+from bgshift_tf.models.layers import NearestUpsample2x, apply_residual_block, instance_norm
 
 
 def test_instance_norm_normalises_each_image_and_channel_separately():
@@ -100,3 +100,21 @@ def test_instance_norm_benchmark_quick_run_compares_the_same_maths():
     assert result["dg_step"]["first_step_max_loss_diff"] < 1e-4
     assert all(rate > 0 for rate in result["dg_step"]["images_per_s"].values())
     assert result["separate_keras"]["images_per_s"] > 0 and result["dg_step"]["ratio_vs_separate_keras"] > 0
+
+
+def test_nearest_upsample_equals_keras_nearest_resize_with_its_gradient_and_config():
+    """The concat/reshape upsampling gives UpSampling2D(nearest)'s values and input gradient, with static or
+    unknown H and W, and round-trips its config."""
+    x = tf.random.normal([2, 3, 5, 4], seed=1)
+    layer, reference = NearestUpsample2x(), keras.layers.UpSampling2D(2, interpolation="nearest")
+    weights = tf.random.normal([2, 6, 10, 4], seed=2)  # a loss that weighs every output pixel differently
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours, theirs = layer(x), reference(x)
+        loss_ours, loss_theirs = tf.reduce_sum(ours * weights), tf.reduce_sum(theirs * weights)
+    assert ours.shape == (2, 6, 10, 4)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    np.testing.assert_allclose(tape.gradient(loss_ours, x).numpy(), tape.gradient(loss_theirs, x).numpy(), atol=1e-5)
+    unknown = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 4])])
+    np.testing.assert_array_equal(unknown(x).numpy(), theirs.numpy())
+    assert isinstance(NearestUpsample2x.from_config(layer.get_config()), NearestUpsample2x)

@@ -109,6 +109,31 @@ def apply_conv_norm_relu(x, filters, kernel_size, strides=1, name="conv_block"):
 UPSAMPLE_MODES = ("transposed", "nearest", "bilinear")
 
 
+@keras.saving.register_keras_serializable(package="bgshift_tf")
+class NearestUpsample2x(keras.layers.Layer):
+    """Nearest-neighbour x2 upsampling, [B,H,W,C] -> [B,2H,2W,C], the same values as
+    `UpSampling2D(2, interpolation="nearest")`, built from concatenations and reshapes: each pixel's channels
+    doubled then folded into two columns, each row doubled then folded into two rows. TFLite's XNNPACK
+    delegate takes those ops but not RESIZE_NEAREST_NEIGHBOR, which split a nearest-upsampling generator into
+    5 delegate partitions with CPU kernels between them (BUILD_NOTES.md, "Export")."""
+
+    interpolation = "nearest"  # as UpSampling2D names its mode
+
+    def call(self, x):
+        dynamic = tf.shape(x)
+        batch, height, width = dynamic[0], x.shape[1] or dynamic[1], x.shape[2] or dynamic[2]
+        channels = x.shape[3]
+        columns = tf.reshape(tf.concat([x, x], axis=-1), [batch, height, 2 * width, channels])
+        return tf.reshape(tf.concat([columns, columns], axis=2), [batch, 2 * height, 2 * width, channels])
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        return (batch, None if height is None else 2 * height, None if width is None else 2 * width, channels)
+
+    def get_config(self):
+        return super().get_config()
+
+
 def apply_upsample_norm_relu(x, filters, mode="transposed", name="up_block"):
     """Upsample x2 -> instance norm -> ReLU: [B,H,W,C] -> [B,2H,2W,filters].
 
@@ -120,6 +145,9 @@ def apply_upsample_norm_relu(x, filters, mode="transposed", name="up_block"):
         x = keras.layers.Conv2DTranspose(
             filters, 4, strides=2, padding="same", use_bias=False, name=f"{name}_deconv"
         )(x)
+    elif mode == "nearest":
+        x = NearestUpsample2x(name=f"{name}_resize")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     elif mode in UPSAMPLE_MODES:
         x = keras.layers.UpSampling2D(2, interpolation=mode, name=f"{name}_resize")(x)
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
