@@ -145,11 +145,11 @@ def apply_upsample_norm_relu(x, filters, mode="transposed", name="up_block"):
         x = keras.layers.Conv2DTranspose(
             filters, 4, strides=2, padding="same", use_bias=False, name=f"{name}_deconv"
         )(x)
-    elif mode == "nearest":
-        x = NearestUpsample2x(name=f"{name}_resize")(x)
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     elif mode in UPSAMPLE_MODES:
-        x = keras.layers.UpSampling2D(2, interpolation=mode, name=f"{name}_resize")(x)
+        if mode == "nearest":
+            x = NearestUpsample2x(name=f"{name}_resize")(x)
+        else:
+            x = keras.layers.UpSampling2D(2, interpolation=mode, name=f"{name}_resize")(x)
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     else:
         raise ValueError(f"`upsample` must be one of {UPSAMPLE_MODES}. Received: upsample={mode!r}")
