@@ -83,8 +83,8 @@ def test_the_bf16_self_check_compares_every_run_with_float32():
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     path = tmp_path / "cpuinfo"
     path.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n\nprocessor\t: 1\n")
-    assert precision._cpu_flags(str(path)) == {"fpu", "avx512f", "amx_bf16", "amx_tile"}
-    assert precision._cpu_flags(str(tmp_path / "missing")) == frozenset()
+    assert precision.cpu_flags(str(path)) == {"fpu", "avx512f", "amx_bf16", "amx_tile"}
+    assert precision.cpu_flags(str(tmp_path / "missing")) == frozenset()
 
 
 def test_policy_scope_is_restored_and_bad_settings_echo_the_value():

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from bgshift_tf.core import atomic_io, errors
+from bgshift_tf.core import atomic_io, errors, precision
 from bgshift_tf.evaluation import stats
 from bgshift_tf.report import results_md, study_md
-from bgshift_tf.workflow import study_merge, study_part
+from bgshift_tf.workflow import provenance, study_merge, study_part
 
 TARGET = "synduke"
 NUM_IDS, PER_ID = 150, 2  # 300 queries
@@ -121,6 +121,32 @@ def test_agreeing_parts_merge_into_rows_with_seed_and_query_intervals(tmp_path):
     (line,) = [l for l in text.splitlines() if l.startswith("| Original |")]
     assert "(seeds ±" in line and "| 17.7 | 33.5 |" in line
     assert "on 60 held-out identities: epoch 1: 25.0; epoch 2: 37.5. Best at step 180" in text
+
+
+def test_parts_from_different_cpus_name_each_cpu_with_its_extensions(tmp_path):
+    # "AMD EPYC" is both a Zen 3 (AVX2 only) and a Zen 4 (AVX512-BF16): the documents must tell them apart.
+    rng = np.random.default_rng(4)
+    parts = [_part(seed, {"ide_original": _hits(0.4, rng)}) for seed in (0, 1, 2)]
+    parts[0]["machine"] = {"cpu": "AMD EPYC", "cpus": 2, "platform": "Linux",
+                           "isa": provenance.isa({"avx2", "avx512f", "avx512_bf16", "sse2"})}
+    parts[1]["machine"] = {"cpu": "AMD EPYC", "cpus": 2, "platform": "Linux", "isa": provenance.isa({"avx2"})}
+    parts[2]["machine"] = {"cpu": "AMD EPYC", "cpus": 2, "platform": "Linux"}  # written before the ISA was
+    for part in parts:
+        atomic_io.write_json(study_part.part_path(str(tmp_path), part["seed"]), part)
+    entry = study_merge.load_agreeing(str(tmp_path))
+    assert [p["cpu"] for p in entry["study"]["parts"]] == [
+        "AMD EPYC (avx2, avx512f, avx512_bf16)", "AMD EPYC (avx2)", "AMD EPYC (ISA not recorded)"]
+    text = study_md.render(entry, "make study SEEDS=k")
+    (setting,) = [line for line in text.splitlines() if line.startswith("- Machine:")]
+    assert "AMD EPYC (avx2, avx512f, avx512_bf16); AMD EPYC (avx2); AMD EPYC (ISA not recorded)" in setting
+    assert "| 1 | 11 min 01 s | `abc123def456` | AMD EPYC (avx2) |" in text
+
+
+def test_this_machines_record_holds_its_extensions(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"fpu", "avx2", "amx_bf16", "avx512f"}))
+    assert provenance.machine()["isa"] == ["avx2", "avx512f", "amx_bf16"]
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"fpu", "sse2"}))
+    assert provenance.cpu_text(provenance.machine()).endswith("(none of avx2/avx512f/avx512_bf16/amx_bf16)")
 
 
 def test_disagreeing_parts_are_refused_naming_file_and_flag(tmp_path):

@@ -56,7 +56,7 @@ class DeviceFacts:
     cpu_bf16_sound: bool = True  # the self-check's verdict (checked only where auto would pick CPU bf16)
 
 
-def _cpu_flags(cpuinfo_path="/proc/cpuinfo"):
+def cpu_flags(cpuinfo_path="/proc/cpuinfo"):
     """The `flags` of the first processor in /proc/cpuinfo (empty where the file does not exist)."""
     try:
         with open(cpuinfo_path) as f:
@@ -74,7 +74,7 @@ def device_facts():
     capabilities = []
     for gpu in tf.config.list_physical_devices("GPU"):
         capabilities.append(tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))))
-    flags = _cpu_flags()
+    flags = cpu_flags()
     sound = True
     if not capabilities and any(flag in flags for flag in CPU_BF16_FLAGS):
         sound = cpu_bf16_kernels_sound()

@@ -1,10 +1,13 @@
 """Where a result came from: the code's commit (and whether the checkout had uncommitted changes) and the
-machine (CPU model, core count, platform). The experiments summary and the study's part files record them.
+machine (CPU model, core count, platform, and the vector/matrix extensions that decide its speed: the same
+model name "AMD EPYC" covers a Zen 3 with AVX2 only and a Zen 4 with AVX512-BF16, 1.4-1.8x apart in bf16). The experiments summary and the study's part files record them.
 """
 
 import os
 import platform
 import subprocess
+
+from bgshift_tf.core import precision
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,9 +54,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# The /proc/cpuinfo flags that tell this project's machines apart (AVX2 only / AVX-512 with BF16 / AMX).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def isa(flags=None) -> list:
+    """The `ISA_FLAGS` this CPU has (of `flags`, default /proc/cpuinfo's), in `ISA_FLAGS` order."""
+    flags = precision.cpu_flags() if flags is None else flags
+    return [flag for flag in ISA_FLAGS if flag in flags]
+
+
+def cpu_text(machine_entry) -> str:
+    """A machine entry's CPU for documents: "AMD EPYC (avx2, avx512f, avx512_bf16)"; entries written before
+    the ISA was recorded say so."""
+    machine_entry = machine_entry or {}
+    extensions = machine_entry.get("isa")
+    where = ", ".join(extensions) if extensions else ("none of " + "/".join(ISA_FLAGS) if extensions == []
+                                                      else "ISA not recorded")
+    return f"{machine_entry.get('cpu') or 'CPU not recorded'} ({where})"
+
+
 def machine() -> dict:
-    """{"platform", "cpu", "cpus"} of this machine."""
-    return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count()}
+    """{"platform", "cpu", "cpus", "isa"} of this machine."""
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(), "isa": isa()}
 
 
 def code() -> dict:

@@ -155,12 +155,14 @@ def merge(parts, refused=()) -> dict:
     return {
         "setting": {**first["setting"], "seeds": seeds, "commit": ", ".join(dict.fromkeys(
                         p["code"]["commit"] + (" (dirty)" if p["code"].get("dirty") else "") for p in parts)),
-                    "machine": first["machine"], "wall_seconds": sum(p["total_seconds"] for p in parts),
+                    # Parts may come from different machines: every distinct CPU (with its extensions) is named.
+                    "machine": {**first["machine"], "cpu": "; ".join(dict.fromkeys(
+                        provenance.cpu_text(p["machine"]) for p in parts))}, "wall_seconds": sum(p["total_seconds"] for p in parts),
                     "precision": {"gan": first["study"]["stages"].get("train_gan", {}).get("precision"),
                                   "reid": first["study"]["stages"].get(f"train_{keys[0]}", {}).get("precision")}},
         "study": {"hash": first["study_hash"], "seeds": seeds, "refused": list(refused),
                   "parts": [{"path": p.get("_path"), "seed": p["seed"], "commit": p["code"]["commit"],
-                             "dirty": p["code"].get("dirty"), "cpu": p["machine"].get("cpu"),
+                             "dirty": p["code"].get("dirty"), "cpu": provenance.cpu_text(p["machine"]),
                              "total_seconds": p["total_seconds"]} for p in parts],
                   "reid_curves": first.get("reid_curves") or {}},
         "rows": rows, "claims": claim_results,
@@ -184,7 +186,7 @@ def save_demo_reference(quality_path, part_dir) -> str:
         raise errors.DataError(f"--demo_quality={quality_path} holds no soft_mask metrics (is it a run's quality.json?)")
     path = os.path.join(part_dir, DEMO_REFERENCE)
     atomic_io.write_json(path, {"source": quality_path, "copied_at_commit": provenance.commit(),
-                                "cpu": provenance.cpu_model(), "soft_mask": soft})
+                                "cpu": provenance.cpu_text(provenance.machine()), "soft_mask": soft})
     return path
 
 
