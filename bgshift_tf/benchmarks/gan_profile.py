@@ -1,11 +1,14 @@
 """Where an SBSGAN training step's time goes: the TF profiler's op events of a few traced steps, by op class.
 
     python -m bgshift_tf.benchmarks.gan_profile [--profile_setting=demo64] [--profile_step=dg_step] [--profile_upsample=nearest]
+        [--profile_intra_op=2 --profile_inter_op=1]   # TF's thread pools (0 = TF's default: all cores)
 
 Builds the benchmark's SBSGAN (`benchmarks.gan`: its settings, batch and Adam optimizers), warms the step's
 graph up, traces `--profile_steps` calls with `tf.profiler.experimental`, and sums the host CPU plane's op events
 (XSpace, read with TF's own xplane proto; the executor threads' op events, oneDNN's `_Mkl` prefixes dropped)
-by op type, then by the classes below. Prints a table and writes
+by op type, then by the classes below. Also times `--profile_timed_steps` untraced calls (the fastest, as
+`benchmarks.measure.seconds_per_call`: the profiler's own overhead left out), which is the figure to compare
+thread settings by. Prints a table and writes
 JSON (`--profile_out`; flag names prefixed so that
 they cannot collide with train_gan's `--upsample` when both modules are imported). Op time is the events' own duration summed over the executor's threads: with 2 cores and
 inter-op parallelism the sum can exceed the wall time of the steps, and shares are of that sum.
@@ -23,6 +26,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from bgshift_tf.benchmarks import gan as gan_bench
+from bgshift_tf.benchmarks.measure import seconds_per_call
 from bgshift_tf.core import atomic_io
 from bgshift_tf.workflow import provenance
 
@@ -31,6 +35,10 @@ _STEP = flags.DEFINE_enum("profile_step", "dg_step", ["d_step", "g_step", "dg_st
 _UPSAMPLE = flags.DEFINE_enum("profile_upsample", "transposed", ["transposed", "nearest", "bilinear"],
                               "Generator upsampling (configs/gan_demo.flags: nearest).")
 _STEPS = flags.DEFINE_integer("profile_steps", 5, "Traced step calls.", lower_bound=1)
+_TIMED = flags.DEFINE_integer("profile_timed_steps", 5, "Untraced step calls timed (the fastest is reported).",
+                              lower_bound=1)
+_INTRA = flags.DEFINE_integer("profile_intra_op", 0, "TF intra-op threads (0 = TF's default).", lower_bound=0)
+_INTER = flags.DEFINE_integer("profile_inter_op", 0, "TF inter-op threads (0 = TF's default).", lower_bound=0)
 _OUT = flags.DEFINE_string("profile_out", "runs/gan_profile.json", "Result JSON.")
 
 # op class -> op types (the profiler's event names end in ":<OpType>"); the rest is "other".
@@ -101,21 +109,26 @@ def classify(times):
     return dict(shares.most_common()), total / 1e3
 
 
-def profile(setting_name, step, upsample, steps):
-    """The profile of `steps` calls of SBSGAN `step` in benchmark setting `setting_name`."""
+def profile(setting_name, step, upsample, steps, timed_steps=5):
+    """The profile of `steps` calls of SBSGAN `step` in benchmark setting `setting_name`, and the fastest of
+    `timed_steps` untraced calls."""
     setting = {**gan_bench.SETTINGS[setting_name], "upsample": upsample}
     batch, slots = gan_bench._batch(setting)
     model = gan_bench._tf_model(setting, slots, "float32")
     tensors = {k: tf.constant(v) for k, v in batch.items()}
     fn = tf.function({"d_step": model.discriminator_step, "g_step": model.generator_step,
                       "dg_step": model.discriminator_generator_step}[step])
-    for _ in range(3):  # trace, then let oneDNN pick its kernels
+    def call():
         tf.nest.map_structure(lambda t: t.numpy(), fn(tensors))
+
+    for _ in range(3):  # trace, then let oneDNN pick its kernels
+        call()
+    fastest = seconds_per_call(call, timed_steps, warmup=0)
     trace_dir = tempfile.mkdtemp(prefix="gan_profile_")
     tf.profiler.experimental.start(trace_dir)
     start = time.perf_counter()
     for _ in range(steps):
-        tf.nest.map_structure(lambda t: t.numpy(), fn(tensors))
+        call()
     wall = (time.perf_counter() - start) / steps
     tf.profiler.experimental.stop()
     times = op_times(trace_dir)
@@ -123,17 +136,25 @@ def profile(setting_name, step, upsample, steps):
     top = sorted(times.items(), key=lambda kv: -kv[1][0])[:15]
     return {"setting": setting_name, "step": step, "upsample": upsample, "batch_size": setting["batch_size"],
             "image_size": list(setting["image_size"]), "traced_steps": steps, "wall_ms_per_step": round(wall * 1e3, 1),
+            "untraced_fastest_ms_per_step": round(fastest * 1e3, 1), "timed_steps": timed_steps,
+            "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
             "op_ms_per_step": round(op_ms / steps, 1), "class_shares": {k: round(v, 3) for k, v in shares.items()},
             "top_ops": [{"op": op, "ms_per_step": round(t / 1e3 / steps, 2), "count_per_step": c // steps}
                         for op, (t, c) in top],
-            "cpu": provenance.cpu_model()}
+            "cpu": provenance.cpu_text(provenance.machine())}
 
 
 def main(argv):
     del argv
-    result = profile(_SETTING.value, _STEP.value, _UPSAMPLE.value, _STEPS.value)
-    print(f"{result['step']} {result['setting']} ({result['upsample']}): {result['wall_ms_per_step']} ms wall, "
-          f"{result['op_ms_per_step']} ms of op time per step on {result['cpu']}")
+    # Before the first op: TF fixes its thread pools when the runtime starts.
+    tf.config.threading.set_intra_op_parallelism_threads(_INTRA.value)
+    tf.config.threading.set_inter_op_parallelism_threads(_INTER.value)
+    result = profile(_SETTING.value, _STEP.value, _UPSAMPLE.value, _STEPS.value, _TIMED.value)
+    print(f"{result['step']} {result['setting']} ({result['upsample']}, threads intra {_INTRA.value} / inter "
+          f"{_INTER.value}): {result['untraced_fastest_ms_per_step']} ms a step (fastest untraced), "
+          f"{result['wall_ms_per_step']} ms wall traced, {result['op_ms_per_step']} ms of op time per step on "
+          f"{result['cpu']}")
     for name, share in result["class_shares"].items():
         print(f"  {share:6.1%}  {name}")
     for row in result["top_ops"]:
