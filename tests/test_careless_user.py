@@ -202,7 +202,8 @@ _CASES = {
         (["--out_dir={FILE}"], "--out_dir={FILE}"),
     ]),
     "gan_ablation": (["--preset=tiny", "--runs_root={NEW}", "--out={NEW}/ablation.json"], [
-        (["--max_images=0"], "--max_images"),
+        (["--max_images=-1"], "--max_images"),
+        (["--measure_split=val"], "--measure_split"),
         (["--ablation_seeds=one"], "--ablation_seeds"),
         (["--out={DIR}"], "--out={DIR}"),
     ]),

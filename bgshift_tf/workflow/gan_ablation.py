@@ -8,13 +8,16 @@ soft-mask images measured against the exact masks (the library behind `python -m
      gan_overrides) and seed: `train_sbsgan` into `<run>/ablation/<trial>_s<seed>/` (resumed when cut
      short) with `seed` as the trainer's seed;
   3. the trained generator (its weight average when it keeps one) makes soft-mask images of the first
-     `max_images` train images of every domain; they go through the JPEG encoding generated records use
+     `max_images` images of `split` (default train; 0 = all) of every domain; they go through the JPEG encoding generated records use
      (`generation.translate.encode_image`), so the figures are those of `quality.json`'s soft-mask rows;
      `generation.quality` measures them (fg_psnr, fg_ssim, bg_energy, checkerboard, ...) per domain;
   4. `out_path` (JSON, rewritten atomically after every trial and seed, so a cut-short run keeps what
      finished and skips it when re-run): {"cpu", "budget": the shared settings, "trials": {trial:
      {"settings", "seeds": {seed: {"cpu", "seconds", "steps", "per_domain": {domain: metrics}, "mean": {metric:
-     mean over domains}}}}}}.
+     mean over domains}}}}}}. An `out_path` whose budget (flagfile, overrides, precision, split, max_images)
+     differs from this run's is refused before anything trains: its figures are not comparable.
+Re-measuring a trained trial on another split: the same trials and seeds with another `out_path` and `split`
+(the runs are complete, so `train_sbsgan` resumes at its last step and only the measurement runs).
 Trials differ only in their settings: same world, same budget (iterations), same measurement.
 """
 
@@ -58,12 +61,13 @@ def _jpeg_round_trip(pixels):
     return np.stack(decoded).astype(np.float32) / 127.5 - 1.0
 
 
-def measure_soft_mask(generator, ctx, image_size, max_images, batch_size=64):
-    """{domain: quality metrics of the generator's soft-mask images of that domain's first train images}."""
+def measure_soft_mask(generator, ctx, image_size, max_images, batch_size=64, split="train"):
+    """{domain: quality metrics of the generator's soft-mask images of that domain's first `max_images`
+    images of `split` (0 = all)}."""
     results = {}
     for domain in ctx.domains:
         sums = dict.fromkeys(quality.SUM_KEYS, 0.0)
-        for originals, _, masks in quality.paired_batches(ctx.world_dir, ctx.tfrecords(domain), {}, split="train",
+        for originals, _, masks in quality.paired_batches(ctx.world_dir, ctx.tfrecords(domain), {}, split=split,
                                                           batch_size=batch_size, max_images=max_images,
                                                           image_size=image_size):
             inputs = originals["pixels"].numpy()
@@ -81,17 +85,32 @@ def _read(out_path):
         return json.load(f)
 
 
-def run_ablation(pipeline_config, trials, seeds, out_path, max_images=256, log=print):
+def check_budget(out_path, held, budget):
+    """ValueError naming `out_path` and the differing keys when the result file `held` was measured under
+    another budget than `budget` (files from before a key existed lack it: split "train")."""
+    if held is None or "budget" not in held:
+        return
+    old = {"split": "train", **held["budget"]}
+    differing = sorted(key for key in set(old) | set(budget) if old.get(key) != budget.get(key))
+    if differing:
+        raise ValueError(f"{out_path!r} was measured with another budget ("
+                         + ", ".join(f"{key}: {old.get(key)!r} there, {budget.get(key)!r} now" for key in differing)
+                         + "): use another --out")
+
+
+def run_ablation(pipeline_config, trials, seeds, out_path, max_images=256, log=print, split="train"):
     """Trains and measures every (trial, seed); see the module docstring. Returns the result dict."""
-    # 1. World and TFRecords (the pipeline's stages, reused when complete).
+    # 1. The result file's budget must be this run's; then the world and TFRecords (the pipeline's stages,
+    #    reused when complete).
     ctx = RunLayout(pipeline_config)
+    budget = {"gan_flagfile": pipeline_config["gan_flagfile"], "gan_overrides": list(pipeline_config["gan_overrides"]),
+              "precision": ctx.precision, "max_images": max_images, "split": split}
+    result = _read(out_path) or {"trials": {}}
+    check_budget(out_path, result, budget)
     stages.run_stages(ctx.data_dir, [data_stages.world_stage(ctx), data_stages.tfrecords_stage(ctx)], log=log)
     base = trainer_config(pipeline_config["gan_flagfile"], pipeline_config["gan_overrides"], GAN_DEFAULTS, "gan",
                           precision=ctx.precision)
-    result = _read(out_path) or {"trials": {}}
-    result.update(cpu=provenance.cpu_model(), budget={"gan_flagfile": pipeline_config["gan_flagfile"],
-                                           "gan_overrides": list(pipeline_config["gan_overrides"]),
-                                           "precision": ctx.precision, "max_images": max_images})
+    result.update(cpu=provenance.cpu_text(provenance.machine()), budget=budget)
     for name, settings in trials.items():
         entry = result["trials"].setdefault(name, {"settings": settings, "seeds": {}})
         if entry["settings"] != settings:
@@ -112,9 +131,9 @@ def run_ablation(pipeline_config, trials, seeds, out_path, max_images=256, log=p
             # 3. Measure.
             generator = load_generator(run_dir, ctx.precision)
             per_domain = measure_soft_mask(generator, ctx, (config["image_height"], config["image_width"]),
-                                           max_images)
+                                           max_images, split=split)
             mean = {k: float(np.mean([m[k] for m in per_domain.values()])) for k in METRICS}
-            entry["seeds"][str(seed)] = {"cpu": provenance.cpu_model(), "seconds": round(seconds, 1), "steps": summary["final_step"],
+            entry["seeds"][str(seed)] = {"cpu": provenance.cpu_text(provenance.machine()), "seconds": round(seconds, 1), "steps": summary["final_step"],
                                          "per_domain": per_domain, "mean": mean}
             log(f"[ablation] {name} seed {seed}: {seconds:.0f} s, " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
             # 4. Keep what finished.
