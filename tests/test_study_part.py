@@ -2,6 +2,7 @@
 writing its part; the second run cut short and resumed from its finished stages; RESULTS.md merged from
 both parts; the study hash independent of the seed and of the run folder, and sensitive to a flag."""
 
+import glob
 import json
 import os
 
@@ -106,3 +107,26 @@ def test_study_hash_ignores_seed_and_run_folder_but_not_flags(tmp_path):
     assert study_part.study_hash(changed) != study_part.study_hash(definition)
     assert "train_gan.lambda_sc" in study_merge.differing_flags(definition, changed)
     assert all(not name.startswith(experiments.FIRST_SEED_ONLY) for name in definition["stages"])
+
+
+def test_the_committed_study_flags_are_those_of_the_committed_parts():
+    """House rule of the study: what its hash covers does not change between parts. A change to
+    study.flags, gan_study.flags, gan_demo.flags or reid_study.flags that moves the hash fails here, naming
+    the flags, until the parts are set aside and run again (docs/study/superseded_<hash>/)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not glob.glob(os.path.join(root, "docs", "study", study_part.PART_GLOB)):
+        pytest.skip("no committed study part")
+    parts = [part for _, part in study_merge.read_parts(os.path.join(root, "docs", "study"))]
+    code = ("import json\nfrom absl import flags\nfrom bgshift_tf.workflow import cli, study_part\ncli.define_flags()\n"
+            "flags.FLAGS(['x', '--flagfile=bgshift_tf/configs/study.flags'])\n"
+            "print(json.dumps(study_part.study_definition(cli.config_from_flags(), 0)))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
+    definition = json.loads(out.strip().splitlines()[-1])
+    for part in parts:
+        assert study_part.study_hash(definition) == part["study_hash"], (
+            f"configs/study.flags no longer defines study {part['study_hash']} of seed {part['seed']}: "
+            f"{study_merge.differing_flags(part['study'], definition)}")
