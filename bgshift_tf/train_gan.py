@@ -47,6 +47,8 @@ _HELP = {
              "budgets).",
     "attention": "Decoders whose output blends the input image through a predicted keep-mask (GANimation; not the "
                  "paper's): none, soft_mask or both.",
+    "keep_bias": "Initial bias of the attention keep-mask logits (0 = Keras' zeros, keep ~0.5 at the start; 2 starts "
+                 "near a copy of the input, keep ~0.88).",
     "g_ema_decay": "If > 0 (< 1), keep a moving average of G's weights with this decay for generation and export.",
     "lr_decay_start": "Fraction of training (0, 1] after which both learning rates decay linearly to 0 (1 = "
                       "constant, the paper's; StarGAN: 0.5).",

@@ -169,6 +169,26 @@ def test_resize_upsampling_makes_no_checkerboard_from_a_flat_input():
     assert spreads["nearest"] < 1e-5 < 0.01 < spreads["transposed"]
 
 
+def test_keep_bias_starts_the_attention_branch_near_a_copy_of_its_input():
+    x = _images(4)
+    errors = {}
+    for keep_bias in (0.0, 3.0):
+        keras.utils.set_random_seed(1)
+        g = Generator(num_domains=K, image_size=SIZE, base_filters=4, num_res_blocks=1, attention="soft_mask",
+                      keep_bias=keep_bias)
+        _, bias = g.soft_mask_branch.get_layer("soft_mask_branch_keep_conv").get_weights()
+        np.testing.assert_array_equal(bias, [keep_bias])
+        errors[keep_bias] = float(np.abs(g.soft_mask(x).numpy() - x).mean())
+        clone = Generator.from_config(g.get_config())
+        assert clone.keep_bias == keep_bias
+    # keep ~0.95 instead of ~0.5: the untrained output differs from its input ~10x less.
+    assert errors[3.0] < 0.2 * errors[0.0]
+    # Generators saved before the setting existed load with Keras' zeros.
+    config = Generator(num_domains=K, image_size=SIZE, base_filters=4, num_res_blocks=1).get_config()
+    del config["keep_bias"]
+    assert Generator.from_config(config).keep_bias == 0.0
+
+
 @pytest.mark.parametrize("attention, skips", [("soft_mask", False), ("both", True)])
 def test_attention_output_keeps_the_input_where_its_mask_is_open(attention, skips):
     g = Generator(num_domains=K, image_size=SIZE, base_filters=4, num_res_blocks=1, skips=skips, attention=attention)

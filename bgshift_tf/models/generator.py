@@ -12,7 +12,9 @@ concatenates the encoder's down1 output (2F) after its first upsampling and the 
 second, so the body's detail need not pass the 4x-downsampled trunk.
 `attention` ("soft_mask" or "both"; not the paper's) gives that branch (or both) an attention-mask output
 (`models.layers.AttentionBlend`, GANimation): beside its 7x7 output conv a second 7x7 conv (`_keep_conv`, one
-channel) predicts a keep-mask, and the output is keep * input + (1 - keep) * content.
+channel) predicts a keep-mask, and the output is keep * input + (1 - keep) * content. `keep_bias` is that
+conv's initial bias (0 = Keras' zeros: keep starts near 0.5); > 0 starts the branch near a copy of its input
+(sigmoid(2) = 0.88), so that training has to learn where to paint rather than how to redraw the body.
 Instance norm everywhere except the output conv. Images are float32 NHWC in [-1, 1]; outputs are float32 [B, H, W, 3] in [-1, 1]. Under a mixed
 precision policy (`core.precision`) the layers compute in bf16/fp16, instance-norm statistics and the
 final tanh in float32.
@@ -55,7 +57,7 @@ def _build_encoder(image_size, in_channels, base_filters, num_res_blocks, skips,
     return keras.Model(inputs, [x, down1, stem] if skips else x, name=name)
 
 
-def _build_decoder(feature_shapes, base_filters, upsample, image_shape, attention, name):
+def _build_decoder(feature_shapes, base_filters, upsample, image_shape, attention, name, keep_bias=0.0):
     """A decoder over the encoder's output: one feature shape, or three ([trunk, down1, stem]) for skips.
     With `attention` it also takes the input image (its last input) and blends its output with it."""
     skips = len(feature_shapes) == 3
@@ -69,7 +71,8 @@ def _build_decoder(feature_shapes, base_filters, upsample, image_shape, attentio
     content = keras.layers.Conv2D(3, 7, padding="same", name=f"{name}_out_conv")(x)
     # The image leaves in float32 whatever the compute precision (losses and saved images read it).
     if attention:
-        keep = keras.layers.Conv2D(1, 7, padding="same", name=f"{name}_keep_conv")(x)
+        keep = keras.layers.Conv2D(1, 7, padding="same", bias_initializer=keras.initializers.Constant(keep_bias),
+                                   name=f"{name}_keep_conv")(x)
         inputs.append(keras.Input(image_shape, name=f"{name}_image"))
         outputs = AttentionBlend(dtype="float32", name=f"{name}_attention")([content, keep, inputs[-1]])
     else:
@@ -91,6 +94,7 @@ class Generator(keras.Model):
         skips: U-Net skip connections from the encoder to both decoders (not the paper's; see above).
         attention: `ATTENTION_MODES`: "none" (the paper's), "soft_mask" or "both" (those decoders blend their
             output with the input image through a predicted keep-mask; not the paper's, see above).
+        keep_bias: initial bias of the keep-mask logits (with `attention`; 0 = Keras' default).
         name: model name.
 
     `call((images, indicator), branch)` runs one branch; `soft_mask(images)` and
@@ -99,7 +103,7 @@ class Generator(keras.Model):
     """
 
     def __init__(self, num_domains=3, image_size=(256, 128), base_filters=64, num_res_blocks=6,
-                 upsample="transposed", skips=False, attention="none", name="generator", **kwargs):
+                 upsample="transposed", skips=False, attention="none", keep_bias=0.0, name="generator", **kwargs):
         super().__init__(name=name, **kwargs)
         image_size = tuple(int(s) for s in image_size)
         if num_domains < 2:
@@ -126,6 +130,7 @@ class Generator(keras.Model):
         self.upsample = upsample
         self.skips = bool(skips)
         self.attention = attention
+        self.keep_bias = float(keep_bias)
 
         # === Layers ===
         self.encoder = _build_encoder(
@@ -134,9 +139,9 @@ class Generator(keras.Model):
         feature_shapes = [t.shape[1:] for t in tf.nest.flatten(self.encoder.output)]
         image_shape = (*image_size, 3)
         self.soft_mask_branch = _build_decoder(feature_shapes, self.base_filters, upsample, image_shape,
-                                               attention != "none", name="soft_mask_branch")
+                                               attention != "none", name="soft_mask_branch", keep_bias=self.keep_bias)
         self.style_branch = _build_decoder(feature_shapes, self.base_filters, upsample, image_shape,
-                                           attention == "both", name="style_branch")
+                                           attention == "both", name="style_branch", keep_bias=self.keep_bias)
         self.built = True
 
     def call(self, inputs, branch=variants.STYLE_TRANSFER, training=False):
@@ -225,6 +230,7 @@ class Generator(keras.Model):
             "upsample": self.upsample,
             "skips": self.skips,
             "attention": self.attention,
+            "keep_bias": self.keep_bias,
             "name": self.name,
         }
 

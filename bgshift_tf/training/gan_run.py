@@ -62,6 +62,7 @@ DEFAULT_CONFIG = {
     "upsample": "transposed",  # decoder upsampling (models.layers.UPSAMPLE_MODES); the paper's deconv
     "skips": False,  # U-Net skip connections encoder -> decoders (not the paper's)
     "attention": "none",  # decoders with an attention-mask output (models.generator.ATTENTION_MODES; not the paper's)
+    "keep_bias": 0.0,  # initial bias of the attention keep-mask logits (0 = Keras' zeros)
     "g_ema_decay": 0.0,  # > 0: keep a moving average of G's weights for generation (not the paper's)
     "lr_decay_start": 1.0,  # fraction of training after which both rates decay linearly to 0 (1 = constant)
     "steps_per_call": 1,  # loop iterations per tf.function call (training.loop)
@@ -84,7 +85,7 @@ DEFAULT_CONFIG = {
 # architecture. `max_steps` > 0 counts as a change of `epochs`.
 PAPER_KEYS = ("image_height", "image_width", "batch_size", "epochs", "learning_rate", "n_critic",
               *LossWeights.names(), "num_soft_mask", "base_filters", "num_res_blocks", "d_base_filters",
-              "d_num_layers", "upsample", "skips", "attention", "g_ema_decay", "lr_decay_start")
+              "d_num_layers", "upsample", "skips", "attention", "keep_bias", "g_ema_decay", "lr_decay_start")
 
 
 def _show(value):
@@ -232,7 +233,7 @@ def build_sbsgan(config, num_domains, total_steps=1):
         def generator():
             return Generator(num_domains=num_domains, image_size=image_size, base_filters=config["base_filters"],
                              num_res_blocks=config["num_res_blocks"], upsample=config["upsample"],
-                             skips=config["skips"], attention=config["attention"])
+                             skips=config["skips"], attention=config["attention"], keep_bias=config["keep_bias"])
 
         main_generator = generator()
         average = generator() if config["g_ema_decay"] > 0 else None
