@@ -70,6 +70,8 @@ DEFAULT_CONFIG = {
     "precision": "float32",  # auto | float32 | mixed_bfloat16 | mixed_float16 (core.precision)
     "strategy": "default",
     "cpu_replicas": 0,
+    "intra_op_threads": 0,  # TF thread pools (0 = TF's default; training.strategy.configure_threads)
+    "inter_op_threads": 0,
     "run_dir": "runs/sbsgan",
     "checkpoint_every": 1000,
     "keep_checkpoints": 3,
@@ -307,7 +309,8 @@ def train_sbsgan(config):
     """
     # 1. The strategy first: splitting the CPU into logical devices must precede other TF work.
     config = merge_config(config)
-    strategy = make_strategy(config["strategy"], config["cpu_replicas"])
+    strategy = make_strategy(config["strategy"], config["cpu_replicas"], config["intra_op_threads"],
+                             config["inter_op_threads"])
     # 2. Dataset facts and the schedule length.
     domain_names, num_examples = _domain_facts(config)
     num_domains = len(domain_names)

@@ -68,6 +68,8 @@ DEFAULT_CONFIG = {
     "precision": "float32",  # auto | float32 | mixed_bfloat16 | mixed_float16 (core.precision)
     "strategy": "default",  # "default" | "mirrored" | "multi_worker"
     "cpu_replicas": 0,
+    "intra_op_threads": 0,  # TF thread pools (0 = TF's default; training.strategy.configure_threads)
+    "inter_op_threads": 0,
     "checkpoint_every": 500,
     "keep_checkpoints": 3,
     "summary_every": 50,
@@ -267,7 +269,8 @@ def train_reid(config):
     """
     # The strategy comes first: splitting the CPU into logical devices must precede other TF work.
     config = _merge_config(config)
-    strategy = make_strategy(config["strategy"], config["cpu_replicas"])
+    strategy = make_strategy(config["strategy"], config["cpu_replicas"], config["intra_op_threads"],
+                             config["inter_op_threads"])
     facts, make_dataset, holdout = _training_data(config)
     steps_per_epoch = facts["num_examples"] // config["batch_size"]
     if steps_per_epoch < 1:

@@ -8,7 +8,7 @@ from bgshift_tf.training.strategy import STRATEGIES
 
 
 def define_run_flags(defaults):
-    """Defines --precision, --strategy, --cpu_replicas, --checkpoint_every, --keep_checkpoints,
+    """Defines --precision, --strategy, --cpu_replicas, --intra_op_threads, --inter_op_threads, --checkpoint_every, --keep_checkpoints,
     --summary_every and --verbose with the values of `defaults` (a trainer's DEFAULT_CONFIG)."""
     precision.define_flag(defaults["precision"])
     flags.DEFINE_enum("strategy", defaults["strategy"], list(STRATEGIES),
@@ -16,6 +16,11 @@ def define_run_flags(defaults):
     flags.DEFINE_integer("cpu_replicas", defaults["cpu_replicas"],
                          "Split the CPU into this many logical devices (0 = no; mirrored on CPU).",
                          lower_bound=0)
+    flags.DEFINE_integer("intra_op_threads", defaults["intra_op_threads"],
+                         "TF intra-op threads (0 = TF's default); set before TF starts.", lower_bound=0)
+    flags.DEFINE_integer("inter_op_threads", defaults["inter_op_threads"],
+                         "TF inter-op threads (0 = TF's default); 2-core CPUs: try --intra_op_threads=1 "
+                         "--inter_op_threads=2.", lower_bound=0)
     flags.DEFINE_integer("checkpoint_every", defaults["checkpoint_every"], "Save a checkpoint every N iterations.",
                          lower_bound=1)
     flags.DEFINE_integer("keep_checkpoints", defaults["keep_checkpoints"], "Checkpoints to keep.", lower_bound=1)
