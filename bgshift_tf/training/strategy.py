@@ -6,8 +6,9 @@
   Call it first thing in the process: logical devices, collectives and thread pools must be set before TF
   starts.
 - `configure_threads(intra_op_threads, inter_op_threads)`: TF's thread pools (0 = TF's default, all cores
-  for each). On 2 cores the SBSGAN step's ops are small (8x4 to 64x32 maps): one thread per op and two ops
-  at a time (intra 1, inter 2) beat TF's default there (BUILD_NOTES.md, "Threads on 2 cores").
+  for each). On 2 AVX2 cores the SBSGAN step's ops are small (8x4 to 64x32 maps): one thread per op and two
+  ops at a time (intra 1, inter 2) trained 1.05-1.11x faster than TF's default (BUILD_NOTES.md, "Threads on
+  2 cores").
 - `is_chief(strategy)`: False only on a non-chief worker of a multi-worker strategy (it writes nothing real).
 """
 
