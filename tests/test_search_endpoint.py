@@ -85,7 +85,11 @@ def test_image_query_equals_embedding_then_feature_query(served):
                                    [[e["distance"] for e in q] for q in expected], atol=1e-5)
     status, answer = post_json(f"{served['url']}/v1/search/images",
                            {"image_b64": base64.b64encode(jpegs[0]).decode(), "k": 5})
-    assert status == 200 and answer["results"][0] == by_image[0]
+    # One image alone against the same image in a batch of two: oneDNN's kernels may differ by batch size in
+    # the last bits (seen on an AVX2 Zen 3), so the ranking must agree exactly and the distances to 1e-5.
+    assert status == 200 and [e["path"] for e in answer["results"][0]] == [e["path"] for e in by_image[0]]
+    np.testing.assert_allclose([e["distance"] for e in answer["results"][0]], [e["distance"] for e in by_image[0]],
+                               atol=1e-5)
     pixels = random_images(GENERATOR_SIZE, 1, seed=9)
     status, answer = post_json(f"{served['url']}/v1/search/images", {"images": pixels.tolist(), "k": 3})
     local = served["embedder"].signatures["embed"](images=tf.constant(pixels))["features"].numpy()
