@@ -28,6 +28,7 @@ from absl import app, flags
 from bgshift_tf.benchmarks import gan as gan_bench
 from bgshift_tf.benchmarks.measure import seconds_per_call
 from bgshift_tf.core import atomic_io
+from bgshift_tf.training.strategy import configure_threads
 from bgshift_tf.workflow import provenance
 
 _SETTING = flags.DEFINE_enum("profile_setting", "demo64", list(gan_bench.SETTINGS), "Benchmark setting (sizes, widths).")
@@ -142,14 +143,12 @@ def profile(setting_name, step, upsample, steps, timed_steps=5):
             "op_ms_per_step": round(op_ms / steps, 1), "class_shares": {k: round(v, 3) for k, v in shares.items()},
             "top_ops": [{"op": op, "ms_per_step": round(t / 1e3 / steps, 2), "count_per_step": c // steps}
                         for op, (t, c) in top],
-            "cpu": provenance.cpu_text(provenance.machine())}
+            "cpu": provenance.this_cpu()}
 
 
 def main(argv):
     del argv
-    # Before the first op: TF fixes its thread pools when the runtime starts.
-    tf.config.threading.set_intra_op_parallelism_threads(_INTRA.value)
-    tf.config.threading.set_inter_op_parallelism_threads(_INTER.value)
+    configure_threads(_INTRA.value, _INTER.value)  # before the first op: TF fixes its pools when it starts
     result = profile(_SETTING.value, _STEP.value, _UPSAMPLE.value, _STEPS.value, _TIMED.value)
     print(f"{result['step']} {result['setting']} ({result['upsample']}, threads intra {_INTRA.value} / inter "
           f"{_INTER.value}): {result['untraced_fastest_ms_per_step']} ms a step (fastest untraced), "

@@ -110,7 +110,8 @@ def run_ablation(pipeline_config, trials, seeds, out_path, max_images=256, log=p
     stages.run_stages(ctx.data_dir, [data_stages.world_stage(ctx), data_stages.tfrecords_stage(ctx)], log=log)
     base = trainer_config(pipeline_config["gan_flagfile"], pipeline_config["gan_overrides"], GAN_DEFAULTS, "gan",
                           precision=ctx.precision)
-    result.update(cpu=provenance.cpu_text(provenance.machine()), budget=budget)
+    cpu = provenance.this_cpu()
+    result.update(cpu=cpu, budget=budget)
     for name, settings in trials.items():
         entry = result["trials"].setdefault(name, {"settings": settings, "seeds": {}})
         if entry["settings"] != settings:
@@ -133,7 +134,7 @@ def run_ablation(pipeline_config, trials, seeds, out_path, max_images=256, log=p
             per_domain = measure_soft_mask(generator, ctx, (config["image_height"], config["image_width"]),
                                            max_images, split=split)
             mean = {k: float(np.mean([m[k] for m in per_domain.values()])) for k in METRICS}
-            entry["seeds"][str(seed)] = {"cpu": provenance.cpu_text(provenance.machine()), "seconds": round(seconds, 1), "steps": summary["final_step"],
+            entry["seeds"][str(seed)] = {"cpu": cpu, "seconds": round(seconds, 1), "steps": summary["final_step"],
                                          "per_domain": per_domain, "mean": mean}
             log(f"[ablation] {name} seed {seed}: {seconds:.0f} s, " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
             # 4. Keep what finished.

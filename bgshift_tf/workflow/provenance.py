@@ -79,6 +79,11 @@ def machine() -> dict:
     return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(), "isa": isa()}
 
 
+def this_cpu() -> str:
+    """This machine's CPU for documents (`cpu_text` of `machine()`)."""
+    return cpu_text(machine())
+
+
 def code() -> dict:
     """{"commit", "dirty"} of the package's checkout."""
     return {"commit": commit(), "dirty": tree_dirty()}

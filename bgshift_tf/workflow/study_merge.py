@@ -186,7 +186,7 @@ def save_demo_reference(quality_path, part_dir) -> str:
         raise errors.DataError(f"--demo_quality={quality_path} holds no soft_mask metrics (is it a run's quality.json?)")
     path = os.path.join(part_dir, DEMO_REFERENCE)
     atomic_io.write_json(path, {"source": quality_path, "copied_at_commit": provenance.commit(),
-                                "cpu": provenance.cpu_text(provenance.machine()), "soft_mask": soft})
+                                "cpu": provenance.this_cpu(), "soft_mask": soft})
     return path
 
 
